@@ -233,3 +233,62 @@ func Meta(o Object) *metav1.ObjectMeta {
 	r.Set(fd, protoreflect.ValueOfMessage((&metav1.ObjectMeta{}).ProtoReflect()))
 	return o.GetMetadata()
 }
+
+// groupOf maps a proto package to upstream's API group.
+var groupOf = map[protoreflect.FullName]string{
+	"skiff.api.core.v1":         "",
+	"skiff.api.meta.v1":         "meta.k8s.io",
+	"skiff.api.apps.v1":         "apps",
+	"skiff.api.batch.v1":        "batch",
+	"skiff.api.discovery.v1":    "discovery.k8s.io",
+	"skiff.api.coordination.v1": "coordination.k8s.io",
+	"skiff.api.rbac.v1":         "rbac.authorization.k8s.io",
+	"skiff.api.autoscaling.v1":  "autoscaling",
+	"skiff.api.autoscaling.v2":  "autoscaling",
+	"skiff.api.policy.v1":       "policy",
+	"skiff.api.scheduling.v1":   "scheduling.k8s.io",
+}
+
+// subresourceBodies are top-level messages that are not stored kinds but
+// travel with apiVersion and kind of their own.
+var subresourceBodies = map[protoreflect.FullName]bool{
+	"skiff.api.core.v1.Binding":       true,
+	"skiff.api.core.v1.PodLogOptions": true,
+	"skiff.api.policy.v1.Eviction":    true,
+	"skiff.api.autoscaling.v1.Scale":  true,
+	"skiff.api.meta.v1.Status":        true,
+}
+
+// TypeMetaOf returns the apiVersion and kind a top-level message carries in
+// JSON, or two empty strings for a message that is only ever a part of one.
+func TypeMetaOf(n protoreflect.FullName) (apiVersion, kind string) {
+	if k, ok := ForName(n); ok {
+		return k.APIVersion(), k.Kind
+	}
+	if !subresourceBodies[n] {
+		return "", ""
+	}
+	pkg := n.Parent()
+	version := string(pkg.Name())
+	if n == "skiff.api.meta.v1.Status" {
+		return "v1", "Status"
+	}
+	if g := groupOf[pkg]; g != "" {
+		return g + "/" + version, string(n.Name())
+	}
+	return version, string(n.Name())
+}
+
+// MessageForTypeMeta finds the message of a top-level apiVersion and kind,
+// kinds and subresource bodies alike.
+func MessageForTypeMeta(apiVersion, kind string) (protoreflect.FullName, bool) {
+	if k, ok := ForGVK(apiVersion, kind); ok {
+		return k.FullName(), true
+	}
+	for n := range subresourceBodies {
+		if av, kd := TypeMetaOf(n); av == apiVersion && kd == kind {
+			return n, true
+		}
+	}
+	return "", false
+}
