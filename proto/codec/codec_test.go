@@ -140,7 +140,7 @@ func TestEncodeFollowsUpstreamRules(t *testing.T) {
 					Limits: map[string]*metav1.Quantity{"cpu": {String_: "500m"}},
 				}}},
 				TerminationGracePeriodSeconds: proto.Int64(30),
-				Volumes: []*corev1.Volume{{Name: "v", VolumeSource: &corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+				Volumes:                       []*corev1.Volume{{Name: "v", VolumeSource: &corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 			}},
 		},
 		Status: &appsv1.DeploymentStatus{},
