@@ -3,7 +3,6 @@ package selection
 import (
 	"testing"
 
-
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/scheme"
