@@ -1,0 +1,356 @@
+// Package storage is the apiserver's only door to etcd: byte values under keys,
+// written with optimistic concurrency on etcd's ModRevision, listed in pages at
+// one revision, and watched in revision order. It knows nothing of kinds; the
+// registry above it encodes objects and picks keys.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var (
+	// ErrNotFound: no value under the key.
+	ErrNotFound = errors.New("key not found")
+	// ErrExists: Create found a value under the key.
+	ErrExists = errors.New("key exists")
+	// ErrConflict: the key's revision is not the one the write expected.
+	ErrConflict = errors.New("revision conflict")
+	// ErrCompacted: the revision asked for has been compacted away.
+	ErrCompacted = errors.New("revision compacted")
+	// ErrUnavailable: etcd did not answer.
+	ErrUnavailable = errors.New("etcd unavailable")
+	// ErrTooLarge: etcd refused the value's size.
+	ErrTooLarge = errors.New("request is too large")
+)
+
+// KV is one key's value at a revision. Key is relative to the store's prefix.
+type KV struct {
+	Key   string
+	Value []byte
+	Rev   int64 // ModRevision: the object's resourceVersion
+}
+
+// Event is one change seen by a watch.
+type Event struct {
+	Delete bool
+	Key    string
+	Value  []byte // nil for deletes
+	Rev    int64
+}
+
+// Batch is what a watch delivers: events of one etcd response, or a progress
+// notification (no events, Progress set), or the error that ends the watch.
+type Batch struct {
+	Events   []Event
+	Progress int64
+	Err      error
+}
+
+// Store reads and writes keys under one prefix ("/registry/").
+type Store struct {
+	cli     *clientv3.Client
+	prefix  string
+	latency *prometheus.HistogramVec
+}
+
+// New returns a Store for keys under prefix; metrics go to reg (may be nil).
+func New(cli *clientv3.Client, prefix string, reg prometheus.Registerer) *Store {
+	prefix = "/" + strings.Trim(prefix, "/") + "/"
+	if prefix == "//" {
+		prefix = "/"
+	}
+	s := &Store{
+		cli:    cli,
+		prefix: prefix,
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "etcd_request_duration_seconds",
+			Help:    "Etcd request latency in seconds for each operation and object type.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .2, .4, .6, .8, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60},
+		}, []string{"operation", "type"}),
+	}
+	if reg != nil {
+		reg.MustRegister(s.latency)
+	}
+	return s
+}
+
+// Prefix is the absolute key prefix, "/registry/".
+func (s *Store) Prefix() string { return s.prefix }
+
+// Client is the etcd client, for health checks.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+func (s *Store) observe(op, key string, start time.Time) {
+	typ := key
+	if i := strings.IndexByte(key, '/'); i >= 0 {
+		typ = key[:i]
+	}
+	s.latency.WithLabelValues(op, typ).Observe(time.Since(start).Seconds())
+}
+
+// Create writes value under key when nothing is there.
+func (s *Store) Create(ctx context.Context, key string, value []byte) (int64, error) {
+	defer s.observe("create", key, time.Now())
+	k := s.prefix + key
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(value))).
+		Commit()
+	if err != nil {
+		return 0, wrap(err)
+	}
+	if !resp.Succeeded {
+		return 0, ErrExists
+	}
+	return resp.Header.Revision, nil
+}
+
+// Get reads key, at rev when rev > 0.
+func (s *Store) Get(ctx context.Context, key string, rev int64) (KV, error) {
+	defer s.observe("get", key, time.Now())
+	var opts []clientv3.OpOption
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.cli.Get(ctx, s.prefix+key, opts...)
+	if err != nil {
+		return KV{}, wrap(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return KV{}, ErrNotFound
+	}
+	return s.kv(resp.Kvs[0]), nil
+}
+
+// Update replaces key's value if its revision is still rev. On ErrConflict the
+// current value is returned so the caller can explain or retry; on ErrNotFound
+// the key is gone.
+func (s *Store) Update(ctx context.Context, key string, value []byte, rev int64) (int64, KV, error) {
+	defer s.observe("update", key, time.Now())
+	k := s.prefix + key
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
+		Then(clientv3.OpPut(k, string(value))).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		return 0, KV{}, wrap(err)
+	}
+	if !resp.Succeeded {
+		return 0, s.current(resp), conflictOrGone(resp)
+	}
+	return resp.Header.Revision, KV{}, nil
+}
+
+// Delete removes key if its revision is still rev (rev 0: whatever it is).
+func (s *Store) Delete(ctx context.Context, key string, rev int64) (int64, KV, error) {
+	defer s.observe("delete", key, time.Now())
+	k := s.prefix + key
+	var cmp clientv3.Cmp
+	if rev > 0 {
+		cmp = clientv3.Compare(clientv3.ModRevision(k), "=", rev)
+	} else {
+		cmp = clientv3.Compare(clientv3.ModRevision(k), ">", 0)
+	}
+	resp, err := s.cli.Txn(ctx).If(cmp).
+		Then(clientv3.OpDelete(k)).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		return 0, KV{}, wrap(err)
+	}
+	if !resp.Succeeded {
+		return 0, s.current(resp), conflictOrGone(resp)
+	}
+	return resp.Header.Revision, KV{}, nil
+}
+
+func (s *Store) current(resp *clientv3.TxnResponse) KV {
+	if len(resp.Responses) == 0 {
+		return KV{}
+	}
+	r := resp.Responses[0].GetResponseRange()
+	if r == nil || len(r.Kvs) == 0 {
+		return KV{}
+	}
+	return s.kv(r.Kvs[0])
+}
+
+func conflictOrGone(resp *clientv3.TxnResponse) error {
+	if len(resp.Responses) > 0 {
+		if r := resp.Responses[0].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
+			return ErrConflict
+		}
+	}
+	return ErrNotFound
+}
+
+// List reads keys under prefix (relative), from startKey (relative, inclusive;
+// "" = the prefix's start), at most limit (0 = all), at rev (0 = now). It
+// returns the revision read at and whether more keys follow.
+func (s *Store) List(ctx context.Context, prefix, startKey string, limit, rev int64) ([]KV, int64, bool, error) {
+	defer s.observe("list", prefix, time.Now())
+	p := s.prefix + prefix
+	from := p
+	if startKey != "" {
+		from = s.prefix + startKey
+	}
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(p))}
+	if limit > 0 {
+		opts = append(opts, clientv3.WithLimit(limit))
+	}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.cli.Get(ctx, from, opts...)
+	if err != nil {
+		return nil, 0, false, wrap(err)
+	}
+	out := make([]KV, len(resp.Kvs))
+	for i, kv := range resp.Kvs {
+		out[i] = s.kv(kv)
+	}
+	return out, resp.Header.Revision, resp.More, nil
+}
+
+// Count is the number of keys under prefix.
+func (s *Store) Count(ctx context.Context, prefix string) (int64, error) {
+	defer s.observe("count", prefix, time.Now())
+	p := s.prefix + prefix
+	resp, err := s.cli.Get(ctx, p, clientv3.WithRange(clientv3.GetPrefixRangeEnd(p)), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, wrap(err)
+	}
+	return resp.Count, nil
+}
+
+// CurrentRevision is etcd's revision now, read linearizably.
+func (s *Store) CurrentRevision(ctx context.Context) (int64, error) {
+	resp, err := s.cli.Get(ctx, s.prefix+"\x00revision", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, wrap(err)
+	}
+	return resp.Header.Revision, nil
+}
+
+// Watch streams changes under prefix strictly after rev. The channel closes
+// after a batch with Err set, or when ctx ends.
+func (s *Store) Watch(ctx context.Context, prefix string, rev int64) <-chan Batch {
+	out := make(chan Batch, 64)
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wch := s.cli.Watch(wctx, s.prefix+prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	go func() {
+		defer close(out)
+		defer cancel()
+		send := func(b Batch) bool {
+			select {
+			case out <- b:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for resp := range wch {
+			if resp.CompactRevision > 0 {
+				send(Batch{Err: fmt.Errorf("%w: watch from %d, compacted at %d", ErrCompacted, rev, resp.CompactRevision)})
+				return
+			}
+			if err := resp.Err(); err != nil {
+				send(Batch{Err: wrap(err)})
+				return
+			}
+			if resp.IsProgressNotify() {
+				if !send(Batch{Progress: resp.Header.Revision}) {
+					return
+				}
+				continue
+			}
+			evs := make([]Event, 0, len(resp.Events))
+			for _, e := range resp.Events {
+				ev := Event{Key: strings.TrimPrefix(string(e.Kv.Key), s.prefix), Rev: e.Kv.ModRevision}
+				if e.Type == mvccpb.DELETE {
+					ev.Delete = true
+				} else {
+					ev.Value = e.Kv.Value
+				}
+				evs = append(evs, ev)
+			}
+			if !send(Batch{Events: evs}) {
+				return
+			}
+		}
+		if ctx.Err() == nil {
+			send(Batch{Err: fmt.Errorf("%w: watch channel closed", ErrUnavailable)})
+		}
+	}()
+	return out
+}
+
+// RequestProgress asks etcd to send a progress notification to this client's
+// watches, so a quiet resource's watch learns the current revision.
+func (s *Store) RequestProgress(ctx context.Context) error {
+	return wrap(s.cli.RequestProgress(clientv3.WithRequireLeader(ctx)))
+}
+
+// Compact drops history older than rev.
+func (s *Store) Compact(ctx context.Context, rev int64) error {
+	_, err := s.cli.Compact(ctx, rev)
+	if err != nil && errors.Is(err, rpctypes.ErrCompacted) {
+		return nil
+	}
+	return wrap(err)
+}
+
+// RunCompactor compacts every interval to the revision seen one interval
+// earlier, so a watcher always has at least one interval to resume from.
+func (s *Store) RunCompactor(ctx context.Context, interval time.Duration) error {
+	if interval <= 0 {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last int64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cur, err := s.CurrentRevision(ctx)
+		if err != nil {
+			continue
+		}
+		if last > 0 {
+			_ = s.Compact(ctx, last)
+		}
+		last = cur
+	}
+}
+
+func (s *Store) kv(kv *mvccpb.KeyValue) KV {
+	return KV{Key: strings.TrimPrefix(string(kv.Key), s.prefix), Value: kv.Value, Rev: kv.ModRevision}
+}
+
+func wrap(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, rpctypes.ErrCompacted):
+		return fmt.Errorf("%w: %v", ErrCompacted, err)
+	case errors.Is(err, rpctypes.ErrRequestTooLarge):
+		return fmt.Errorf("%w: %v", ErrTooLarge, err)
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}

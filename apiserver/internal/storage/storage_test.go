@@ -1,0 +1,197 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"skiff.dev/apiserver/internal/etcd"
+	"skiff.dev/apiserver/internal/storage"
+)
+
+func newStore(t testing.TB) *storage.Store {
+	t.Helper()
+	ctx := context.Background()
+	srv, err := etcd.Start(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, err := etcd.Dial(ctx, []string{srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return storage.New(cli, "/registry", nil)
+}
+
+func TestCreateGetUpdateDelete(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	rev, err := s.Create(ctx, "pods/default/a", []byte("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, "pods/default/a", []byte("again")); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	kv, err := s.Get(ctx, "pods/default/a", 0)
+	if err != nil || string(kv.Value) != "one" || kv.Rev != rev {
+		t.Fatalf("get = %+v, %v", kv, err)
+	}
+	rev2, _, err := s.Update(ctx, "pods/default/a", []byte("two"), rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cur, err := s.Update(ctx, "pods/default/a", []byte("stale"), rev)
+	if !errors.Is(err, storage.ErrConflict) || string(cur.Value) != "two" || cur.Rev != rev2 {
+		t.Fatalf("stale update: %v %+v", err, cur)
+	}
+	if _, _, err := s.Delete(ctx, "pods/default/a", rev); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("stale delete: %v", err)
+	}
+	if _, _, err := s.Delete(ctx, "pods/default/a", rev2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "pods/default/a", 0); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("get after delete: %v", err)
+	}
+	if _, _, err := s.Update(ctx, "pods/default/a", []byte("x"), rev2); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("update after delete: %v", err)
+	}
+	// History is readable until compaction.
+	old, err := s.Get(ctx, "pods/default/a", rev)
+	if err != nil || string(old.Value) != "one" {
+		t.Fatalf("get at %d: %+v %v", rev, old, err)
+	}
+	if err := s.Compact(ctx, rev2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "pods/default/a", rev); !errors.Is(err, storage.ErrCompacted) {
+		t.Fatalf("get compacted: %v", err)
+	}
+}
+
+func TestListPagesAtOneRevision(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	for i := range 10 {
+		if _, err := s.Create(ctx, fmt.Sprintf("pods/ns/p%02d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Create(ctx, "pods2/ns/x", []byte("v")); err != nil { // must not leak into "pods/"
+		t.Fatal(err)
+	}
+	page, rev, more, err := s.List(ctx, "pods/", "", 4, 0)
+	if err != nil || len(page) != 4 || !more {
+		t.Fatalf("page 1: %d items more=%v err=%v", len(page), more, err)
+	}
+	if _, err := s.Create(ctx, "pods/ns/p99", []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	for _, kv := range page {
+		all = append(all, kv.Key)
+	}
+	next := page[len(page)-1].Key + "\x00"
+	for more {
+		page, _, more, err = s.List(ctx, "pods/", next, 4, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kv := range page {
+			all = append(all, kv.Key)
+		}
+		if len(page) > 0 {
+			next = page[len(page)-1].Key + "\x00"
+		}
+	}
+	if len(all) != 10 {
+		t.Fatalf("paged list at rev %d saw %d keys: %v", rev, len(all), all)
+	}
+	n, err := s.Count(ctx, "pods/")
+	if err != nil || n != 11 {
+		t.Fatalf("count = %d, %v", n, err)
+	}
+}
+
+func TestWatchInOrderAndCompacted(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start, err := s.CurrentRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.Watch(ctx, "leases/", start)
+	var wg sync.WaitGroup
+	const writers, each = 8, 25
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range each {
+				if _, err := s.Create(ctx, fmt.Sprintf("leases/ns/w%d-%d", i, j), []byte("v")); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var last int64
+	seen := 0
+	for seen < writers*each {
+		b := <-w
+		if b.Err != nil {
+			t.Fatal(b.Err)
+		}
+		for _, e := range b.Events {
+			if e.Rev <= last {
+				t.Fatalf("event at %d after %d", e.Rev, last)
+			}
+			last = e.Rev
+			seen++
+		}
+	}
+	if err := s.Compact(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	old := s.Watch(ctx, "leases/", start)
+	b := <-old
+	if !errors.Is(b.Err, storage.ErrCompacted) {
+		t.Fatalf("watch from compacted rev: %+v", b)
+	}
+}
+
+func TestRequestProgressReportsRevision(t *testing.T) {
+	s := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rev, _ := s.CurrentRevision(ctx)
+	w := s.Watch(ctx, "quiet/", rev)
+	other, err := s.Create(ctx, "busy/x", []byte("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if err := s.RequestProgress(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case b := <-w:
+			if b.Err != nil {
+				t.Fatal(b.Err)
+			}
+			if b.Progress >= other {
+				return
+			}
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no progress notification")
+		}
+	}
+}
