@@ -236,3 +236,9 @@ func IsUnauthorized(err error) bool  { return is(err, ReasonUnauthorized) }
 func IsExpired(err error) bool       { return is(err, ReasonExpired) }
 func IsTooLarge(err error) bool      { return is(err, ReasonTooLarge) }
 func IsUnavailable(err error) bool   { return is(err, ReasonUnavailable) }
+
+// IsBadRequest reports a malformed request (bad selector, bad patch).
+func IsBadRequest(err error) bool { return is(err, ReasonBadRequest) }
+
+// IsTooManyRequests reports a refusal to act now (an eviction a disruption budget forbids).
+func IsTooManyRequests(err error) bool { return is(err, ReasonTooManyReqs) }

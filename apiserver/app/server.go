@@ -1,0 +1,280 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"skiff.dev/apiserver/internal/etcd"
+	"skiff.dev/apiserver/internal/pki"
+	"skiff.dev/apiserver/internal/registry"
+	"skiff.dev/apiserver/internal/server"
+	"skiff.dev/apiserver/internal/storage"
+	"skiff.dev/client/component"
+	"skiff.dev/client/config"
+	"skiff.dev/proto/apipb"
+)
+
+// Server is a running apiserver.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	Registry *prometheus.Registry
+
+	ready    chan struct{}
+	listener net.Listener
+	metrics  net.Listener
+	grpc     *grpc.Server
+	health   *health.Server
+	service  *server.Service
+	reg      *registry.Registry
+	store    *storage.Store
+	etcdCli  *clientv3.Client
+	etcd     *etcd.Server
+	bundle   *pki.Bundle
+}
+
+// New prepares a server: certificates, etcd, listeners. Start serves.
+func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	s = &Server{opts: o, log: log, ready: make(chan struct{}), Registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+
+	certFile, keyFile, caFile := o.TLSCertFile, o.TLSPrivateKeyFile, o.ClientCAFile
+	if certFile == "" {
+		s.bundle, err = pki.Ensure(filepath.Join(o.DataDir, "pki"), o.TLSSANs)
+		if err != nil {
+			return nil, fmt.Errorf("certificates: %w", err)
+		}
+		certFile, keyFile = s.bundle.ServerCert, s.bundle.ServerKey
+		if caFile == "" {
+			caFile = s.bundle.CACert
+		}
+	}
+	tlsCfg, err := pki.ServerTLS(certFile, keyFile, caFile)
+	if err != nil {
+		return nil, fmt.Errorf("serving certificate: %w", err)
+	}
+
+	endpoints := o.EtcdServers
+	if len(endpoints) == 0 {
+		s.etcd, err = etcd.Start(ctx, filepath.Join(o.DataDir, "etcd"))
+		if err != nil {
+			return nil, err
+		}
+		endpoints = []string{s.etcd.Endpoint}
+		log.Info("embedded etcd started", "endpoint", s.etcd.Endpoint)
+	}
+	s.etcdCli, err = etcd.Dial(ctx, endpoints)
+	if err != nil {
+		return nil, err
+	}
+	s.store = storage.New(s.etcdCli, o.EtcdPrefix, s.Registry)
+	s.reg = registry.New(registry.Config{Store: s.store, Logger: log, Registerer: s.Registry})
+	s.service = server.NewService(s.reg, nil, log, s.Registry)
+
+	s.grpc = grpc.NewServer(append(server.ServerOptions(), grpc.Creds(credentials.NewTLS(tlsCfg)))...)
+	apipb.RegisterAPIServer(s.grpc, s.service)
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	s.listener, err = net.Listen("tcp", o.secureAddr())
+	if err != nil {
+		return nil, fmt.Errorf("--secure-port: %w", err)
+	}
+	if o.MetricsBindAddress != "" {
+		s.metrics, err = net.Listen("tcp", o.MetricsBindAddress)
+		if err != nil {
+			return nil, fmt.Errorf("--metrics-bind-address: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Addr is the API's listening address.
+func (s *Server) Addr() net.Addr { return s.listener.Addr() }
+
+// MetricsAddr is the metrics endpoint's address (nil when disabled).
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metrics == nil {
+		return nil
+	}
+	return s.metrics.Addr()
+}
+
+// Ready is closed once the caches are filled and the API answers.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// AdminConfig is the path of the admin client config written when ready.
+func (s *Server) AdminConfig() string { return filepath.Join(s.opts.DataDir, "admin.conf") }
+
+// Start serves until ctx ends, then shuts down gracefully.
+func (s *Server) Start(ctx context.Context) error {
+	defer s.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	run := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	run("registry", s.reg.Start)
+	run("compactor", func(ctx context.Context) error {
+		return s.store.RunCompactor(ctx, s.opts.EtcdCompactionInterval)
+	})
+	if s.metrics != nil {
+		ms := &component.Server{Registry: s.Registry, Logger: s.log, Ready: map[string]func(context.Context) error{
+			"etcd":     s.etcdReady,
+			"registry": s.registryReady,
+		}}
+		run("metrics", func(ctx context.Context) error { return ms.Serve(ctx, s.metrics) })
+	}
+	if s.etcd != nil {
+		run("etcd", func(ctx context.Context) error {
+			select {
+			case err := <-s.etcd.Err():
+				return fmt.Errorf("embedded etcd: %w", err)
+			case <-ctx.Done():
+				return nil
+			}
+		})
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.grpc.Serve(s.listener) }()
+
+	if err := s.reg.WaitReady(ctx); err != nil {
+		cancel()
+	} else {
+		if err := s.writeAdminConfig(); err != nil {
+			s.log.Error("writing admin.conf failed", "err", err)
+			errc <- err
+			cancel()
+		} else {
+			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			close(s.ready)
+			s.log.Info("skiff-apiserver ready", "address", s.Addr().String(), "admin-config", s.AdminConfig())
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		errc <- fmt.Errorf("grpc: %w", err)
+	}
+	s.log.Info("shutting down: refusing new requests, draining in-flight ones")
+	s.health.Shutdown()
+	s.service.Stop()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(s.opts.ShutdownTimeout):
+		s.grpc.Stop()
+	}
+	cancel()
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) etcdReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := s.store.CurrentRevision(ctx)
+	return err
+}
+
+func (s *Server) registryReady(context.Context) error {
+	select {
+	case <-s.ready:
+		return nil
+	default:
+		return errors.New("watch caches not yet filled")
+	}
+}
+
+// writeAdminConfig writes <data-dir>/admin.conf, the admin's client config,
+// when the apiserver made its own certificates.
+func (s *Server) writeAdminConfig() error {
+	if s.bundle == nil {
+		return nil
+	}
+	read := func(p string) ([]byte, error) { return os.ReadFile(p) }
+	ca, err := read(s.bundle.CACert)
+	if err != nil {
+		return err
+	}
+	cert, err := read(s.bundle.AdminCert)
+	if err != nil {
+		return err
+	}
+	key, err := read(s.bundle.AdminKey)
+	if err != nil {
+		return err
+	}
+	host := s.opts.BindAddress
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	port := s.listener.Addr().(*net.TCPAddr).Port
+	server := "https://" + net.JoinHostPort(host, strconv.Itoa(port))
+	return config.NewAdmin(server, ca, cert, key).Write(s.AdminConfig())
+}
+
+func (s *Server) close() {
+	if s.listener != nil {
+		s.listener.Close()
+	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
+	if s.etcdCli != nil {
+		s.etcdCli.Close()
+	}
+	if s.etcd != nil {
+		s.etcd.Close()
+		s.etcd = nil
+	}
+}

@@ -1,0 +1,241 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"skiff.dev/apiserver/internal/defaults"
+	"skiff.dev/apiserver/internal/validation"
+	"skiff.dev/apiserver/internal/watchcache"
+	corev1 "skiff.dev/proto/api/core/v1"
+	metav1 "skiff.dev/proto/api/meta/v1"
+	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/scheme"
+)
+
+// Create stores a new object in namespace ns (ignored for cluster-scoped kinds).
+func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj scheme.Object, dryRun bool) (*watchcache.Object, error) {
+	res := r.res(k)
+	m := obj.GetMetadata()
+	if err := res.checkNamespace(ns, m); err != nil {
+		return nil, err
+	}
+	if m.Name == "" && m.GenerateName != "" {
+		m.Name = m.GenerateName + randomSuffix()
+	}
+	if m.Name == "" {
+		return nil, res.invalid(m, field.Required(field.NewPath("metadata", "name"), "name or generateName is required"))
+	}
+	if k.Namespaced {
+		if err := r.namespaceOpen(ctx, m.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	res.prepareForCreate(obj, r.cfg.Now())
+	defaults.Apply(obj)
+	if r.cfg.Admit != nil {
+		if err := r.cfg.Admit.Admit(ctx, Attributes{Op: OpCreate, Kind: k, Object: obj, DryRun: dryRun}); err != nil {
+			return nil, err
+		}
+	}
+	if errs := validation.ValidateCreate(obj); len(errs) > 0 {
+		return nil, res.invalid(m, errs...)
+	}
+	value, err := res.encode(obj)
+	if err != nil {
+		return nil, err
+	}
+	key := res.key(m.Namespace, m.Name)
+	if dryRun {
+		if _, ok := res.cache.Get(key); ok {
+			return nil, apierrors.NewAlreadyExists(k.GroupResource(), m.Name)
+		}
+		return &watchcache.Object{Key: key, Namespace: m.Namespace, Msg: obj, Raw: value}, nil
+	}
+	rev, err := r.cfg.Store.Create(ctx, res.prefix+key, value)
+	if err != nil {
+		return nil, res.storageError(err, m.Name)
+	}
+	m.ResourceVersion = strconv.FormatInt(rev, 10)
+	return &watchcache.Object{Key: key, Namespace: m.Namespace, Rev: rev, Msg: obj, Raw: res.raw(value, rev)}, nil
+}
+
+// checkNamespace reconciles the request's namespace with the object's, as
+// upstream: an empty one is filled in, a different one is refused.
+func (res *resource) checkNamespace(ns string, m *metav1.ObjectMeta) error {
+	if !res.kind.Namespaced {
+		m.Namespace = ""
+		return nil
+	}
+	switch {
+	case m.Namespace == "" && ns == "":
+		m.Namespace = "default"
+	case m.Namespace == "":
+		m.Namespace = ns
+	case ns != "" && ns != m.Namespace:
+		return apierrors.NewBadRequest("the namespace of the provided object does not match the namespace sent on the request")
+	}
+	return nil
+}
+
+func (res *resource) invalid(m *metav1.ObjectMeta, errs ...*field.Error) error {
+	kg := res.kind.Kind
+	if res.kind.Group != "" {
+		kg += "." + res.kind.Group
+	}
+	return apierrors.NewInvalid(kg, m.Name, errs)
+}
+
+// namespaceOpen refuses writes into a namespace that does not exist or is
+// being deleted (upstream's NamespaceLifecycle admission).
+func (r *Registry) namespaceOpen(ctx context.Context, name string) error {
+	res := r.res(namespaceKind)
+	o, ok := res.cache.Get(name)
+	if !ok {
+		// The cache may not have seen a namespace created a moment ago.
+		kv, err := r.cfg.Store.Get(ctx, res.prefix+name, 0)
+		if err != nil {
+			return res.storageError(err, name)
+		}
+		if o, err = res.decode(name, kv.Value, kv.Rev); err != nil {
+			return apierrors.NewInternal(err)
+		}
+	}
+	if o.Msg.(*corev1.Namespace).GetMetadata().DeletionTimestamp != nil {
+		return apierrors.NewForbidden("", "", fmt.Sprintf("unable to create new content in namespace %s because it is being terminated", name))
+	}
+	return nil
+}
+
+const suffixAlphabet = "bcdfghjklmnpqrstvwxz2456789"
+
+// randomSuffix is upstream's generateName suffix: five characters without
+// vowels, so no words are spelled by accident.
+func randomSuffix() string {
+	b := make([]byte, 5)
+	for i := range b {
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(suffixAlphabet))))
+		if err != nil {
+			n = big.NewInt(int64(i))
+		}
+		b[i] = suffixAlphabet[n.Int64()]
+	}
+	return string(b)
+}
+
+// prepareForCreate sets what the server owns on a new object.
+func (res *resource) prepareForCreate(obj scheme.Object, now time.Time) {
+	m := obj.GetMetadata()
+	m.Uid = uuid.NewString()
+	m.ResourceVersion = ""
+	m.SelfLink = ""
+	m.CreationTimestamp = metav1.NewTime(now)
+	m.DeletionTimestamp = nil
+	m.DeletionGracePeriodSeconds = nil
+	m.Generation = 0
+	if res.hasSpec {
+		m.Generation = 1
+	}
+	if res.kind.HasStatus() && res.kind.Kind != "Node" {
+		clearField(obj, "status")
+	}
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		o.Status = &corev1.PodStatus{Phase: "Pending", QosClass: qosClass(o.GetSpec())}
+	case *corev1.Namespace:
+		o.Status = &corev1.NamespaceStatus{Phase: "Active"}
+	case *corev1.PersistentVolume:
+		o.Status = &corev1.PersistentVolumeStatus{Phase: "Pending"}
+	case *corev1.PersistentVolumeClaim:
+		o.Status = &corev1.PersistentVolumeClaimStatus{Phase: "Pending"}
+	case *corev1.Secret:
+		foldStringData(o)
+	}
+}
+
+// foldStringData moves stringData into data, as upstream does on every write.
+func foldStringData(s *corev1.Secret) {
+	if len(s.StringData) == 0 {
+		return
+	}
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	for k, v := range s.StringData {
+		s.Data[k] = []byte(v)
+	}
+	s.StringData = nil
+}
+
+// clearField resets a top-level field ("status") to its empty value.
+func clearField(obj proto.Message, name protoreflect.Name) {
+	m := obj.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName(name)
+	if fd == nil {
+		return
+	}
+	m.Clear(fd)
+}
+
+// qosClass is upstream's GetPodQOS: Guaranteed when every container limits cpu
+// and memory and requests equal limits, BestEffort when nothing is requested or
+// limited, Burstable otherwise.
+func qosClass(spec *corev1.PodSpec) string {
+	requests := map[string]apiresource.Quantity{}
+	limits := map[string]apiresource.Quantity{}
+	guaranteed := true
+	any := false
+	add := func(dst map[string]apiresource.Quantity, name string, q *metav1.Quantity) {
+		v, err := apiresource.ParseQuantity(q.GetString_())
+		if err != nil || v.IsZero() {
+			return
+		}
+		any = true
+		cur := dst[name]
+		cur.Add(v)
+		dst[name] = cur
+	}
+	all := append(append([]*corev1.Container{}, spec.GetContainers()...), spec.GetInitContainers()...)
+	for _, c := range all {
+		res := c.GetResources()
+		for n, q := range res.GetRequests() {
+			if n == "cpu" || n == "memory" {
+				add(requests, n, q)
+			}
+		}
+		seen := 0
+		for n, q := range res.GetLimits() {
+			if n == "cpu" || n == "memory" {
+				add(limits, n, q)
+				seen++
+			}
+		}
+		if seen < 2 {
+			guaranteed = false
+		}
+	}
+	if !any {
+		return "BestEffort"
+	}
+	if guaranteed {
+		for n, l := range limits {
+			if r, ok := requests[n]; ok && r.Cmp(l) != 0 {
+				guaranteed = false
+			}
+		}
+	}
+	if guaranteed && len(limits) == 2 {
+		return "Guaranteed"
+	}
+	return "Burstable"
+}

@@ -1,0 +1,359 @@
+// Package registry is the apiserver's generic store of objects, the analogue of
+// upstream's generic REST registry: for every kind it assigns keys, sets the
+// server-owned metadata, defaults, admits, validates, encodes and writes to
+// etcd with optimistic concurrency, and serves reads and watches from the
+// kind's watch cache.
+//
+// Values in etcd are the object's protobuf encoding without
+// metadata.resourceVersion: the resourceVersion is the key's ModRevision, set
+// on every read. Objects handed to clients are "raw" encodings: the stored
+// bytes followed by a tiny metadata{resourceVersion} message, which protobuf's
+// merge semantics fold into the object — so serving an object never
+// re-marshals it.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"skiff.dev/apiserver/internal/selection"
+	"skiff.dev/apiserver/internal/storage"
+	"skiff.dev/apiserver/internal/watchcache"
+	corev1 "skiff.dev/proto/api/core/v1"
+	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/scheme"
+)
+
+// MaxObjectSize is etcd's default request limit; upstream refuses larger objects.
+const MaxObjectSize = 1536 * 1024
+
+// Operation names an admission hook's verb.
+type Operation string
+
+const (
+	OpCreate Operation = "CREATE"
+	OpUpdate Operation = "UPDATE"
+	OpDelete Operation = "DELETE"
+)
+
+// Attributes describe one write for admission.
+type Attributes struct {
+	Op       Operation
+	Kind     *scheme.Kind
+	Object   scheme.Object // nil for delete
+	Old      scheme.Object // nil for create
+	DryRun   bool
+	Internal bool // written by the apiserver itself (bootstrap, finalization)
+}
+
+// Admitter is the seam for admission plugins (a later issue): it may mutate
+// Object, or refuse the write with an API error.
+type Admitter interface {
+	Admit(ctx context.Context, a Attributes) error
+}
+
+// Config wires a Registry.
+type Config struct {
+	Store  *storage.Store
+	Admit  Admitter // optional
+	Logger *slog.Logger
+	// Registerer receives the watch cache and object-count metrics.
+	Registerer prometheus.Registerer
+	// Now is the clock (tests); defaults to time.Now.
+	Now func() time.Time
+}
+
+// Registry serves every kind of the scheme.
+type Registry struct {
+	cfg       Config
+	resources map[*scheme.Kind]*resource
+	objects   *prometheus.GaugeVec
+}
+
+type resource struct {
+	reg    *Registry
+	kind   *scheme.Kind
+	prefix string // "pods/"
+	cache  *watchcache.Cache
+	// metaField is the wire number of "metadata" in the kind's message.
+	metaField protowire.Number
+	typeURL   string
+	hasSpec   bool
+}
+
+// New builds the registry; call Start to fill the caches.
+func New(cfg Config) *Registry {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Registry{cfg: cfg, resources: map[*scheme.Kind]*resource{}}
+	r.objects = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "apiserver_storage_objects",
+		Help: "Number of stored objects at the time of last check split by kind.",
+	}, []string{"resource"})
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(r.objects)
+	}
+	for _, k := range scheme.All() {
+		md := k.New().ProtoReflect().Descriptor()
+		res := &resource{
+			reg:       r,
+			kind:      k,
+			prefix:    k.Resource + "/",
+			metaField: md.Fields().ByName("metadata").Number(),
+			typeURL:   "type.googleapis.com/" + string(md.FullName()),
+			hasSpec:   md.Fields().ByName("spec") != nil,
+		}
+		res.cache = watchcache.New(watchcache.Config{
+			Resource:   k.Resource,
+			Source:     &source{store: cfg.Store, prefix: res.prefix},
+			Decode:     res.decode,
+			Registerer: cfg.Registerer,
+			Logger:     cfg.Logger.With("resource", k.GroupResource()),
+		})
+		r.resources[k] = res
+	}
+	return r
+}
+
+// Start runs every watch cache and the object counter until ctx ends.
+func (r *Registry) Start(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(r.resources)+1)
+	for _, res := range r.resources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := res.cache.Start(ctx); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("watch cache %s: %w", res.kind.GroupResource(), err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.countObjects(ctx)
+	}()
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// WaitReady blocks until every cache has listed once, then makes sure the
+// default namespaces exist.
+func (r *Registry) WaitReady(ctx context.Context) error {
+	for _, res := range r.resources {
+		select {
+		case <-res.cache.Ready():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return r.ensureNamespaces(ctx)
+}
+
+func (r *Registry) countObjects(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		for _, res := range r.resources {
+			if n, err := r.cfg.Store.Count(ctx, res.prefix); err == nil {
+				r.objects.WithLabelValues(res.kind.GroupResource()).Set(float64(n))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Registry) res(k *scheme.Kind) *resource { return r.resources[k] }
+
+// Cache is the kind's watch cache (metrics, tests).
+func (r *Registry) Cache(k *scheme.Kind) *watchcache.Cache { return r.resources[k].cache }
+
+// --- keys and encoding ---
+
+func (res *resource) key(ns, name string) string {
+	if res.kind.Namespaced {
+		return ns + "/" + name
+	}
+	return name
+}
+
+// rvSuffix is a metadata{resourceVersion: rev} message under the kind's
+// metadata field; appended to stored bytes it sets the resourceVersion.
+func (res *resource) rvSuffix(rev int64) []byte {
+	rv := strconv.FormatInt(rev, 10)
+	var inner []byte
+	inner = protowire.AppendTag(inner, 6, protowire.BytesType)
+	inner = protowire.AppendString(inner, rv)
+	var b []byte
+	b = protowire.AppendTag(b, res.metaField, protowire.BytesType)
+	b = protowire.AppendBytes(b, inner)
+	return b
+}
+
+func (res *resource) raw(value []byte, rev int64) []byte {
+	suffix := res.rvSuffix(rev)
+	out := make([]byte, 0, len(value)+len(suffix))
+	return append(append(out, value...), suffix...)
+}
+
+// Any wraps a cached object for the wire without re-encoding it.
+func (res *resource) any(o *watchcache.Object) *anypb.Any {
+	return &anypb.Any{TypeUrl: res.typeURL, Value: o.Raw}
+}
+
+// AnyAt wraps o with its resourceVersion replaced by rev (deletions are
+// reported at the revision of the delete, as upstream does).
+func (r *Registry) AnyAt(k *scheme.Kind, o *watchcache.Object, rev int64) *anypb.Any {
+	res := r.res(k)
+	if rev == o.Rev {
+		return res.any(o)
+	}
+	return &anypb.Any{TypeUrl: res.typeURL, Value: append(append([]byte(nil), o.Raw...), res.rvSuffix(rev)...)}
+}
+
+// Any is o on the wire.
+func (r *Registry) Any(k *scheme.Kind, o *watchcache.Object) *anypb.Any { return r.res(k).any(o) }
+
+// Bookmark is an object of the kind that carries only a resourceVersion.
+func (r *Registry) Bookmark(k *scheme.Kind, rev int64) *anypb.Any {
+	res := r.res(k)
+	return &anypb.Any{TypeUrl: res.typeURL, Value: res.rvSuffix(rev)}
+}
+
+var marshal = proto.MarshalOptions{Deterministic: true}
+
+// encode is the stored form: the object without its resourceVersion.
+func (res *resource) encode(obj scheme.Object) ([]byte, error) {
+	m := obj.GetMetadata()
+	rv := m.ResourceVersion
+	m.ResourceVersion = ""
+	b, err := marshal.Marshal(obj)
+	m.ResourceVersion = rv
+	if err != nil {
+		return nil, apierrors.NewInternal(fmt.Errorf("encode %s: %w", res.kind.Kind, err))
+	}
+	if len(b) > MaxObjectSize {
+		return nil, apierrors.NewTooLarge(fmt.Sprintf("Request entity too large: %s %q is %d bytes, limit is %d", res.kind.GroupResource(), m.Name, len(b), MaxObjectSize))
+	}
+	return b, nil
+}
+
+// decode builds the cached form of a stored value.
+func (res *resource) decode(key string, value []byte, rev int64) (*watchcache.Object, error) {
+	obj := res.kind.New()
+	if err := proto.Unmarshal(value, obj); err != nil {
+		return nil, fmt.Errorf("decode %s%s at %d: %w", res.prefix, key, rev, err)
+	}
+	m := obj.GetMetadata()
+	m.ResourceVersion = strconv.FormatInt(rev, 10)
+	o := &watchcache.Object{
+		Key:       key,
+		Namespace: m.Namespace,
+		Rev:       rev,
+		Msg:       obj,
+		Raw:       res.raw(value, rev),
+		Labels:    selection.Labels(obj),
+		Fields:    selection.Fields(res.kind, obj),
+	}
+	if p, ok := obj.(*corev1.Pod); ok {
+		o.NodeName = p.GetSpec().GetNodeName()
+	}
+	return o, nil
+}
+
+// storageError turns a storage error into the API's.
+func (res *resource) storageError(err error, name string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, storage.ErrNotFound):
+		return apierrors.NewNotFound(res.kind.GroupResource(), name)
+	case errors.Is(err, storage.ErrExists):
+		return apierrors.NewAlreadyExists(res.kind.GroupResource(), name)
+	case errors.Is(err, storage.ErrConflict):
+		return apierrors.NewConflict(res.kind.GroupResource(), name, apierrors.StaleMessage)
+	case errors.Is(err, storage.ErrCompacted):
+		return apierrors.NewExpired(fmt.Sprintf("The resourceVersion for the provided %s is too old.", res.kind.Resource))
+	case errors.Is(err, storage.ErrTooLarge):
+		return apierrors.NewTooLarge("Request entity too large: " + err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return apierrors.New(apierrors.ReasonTimeout, err.Error(), nil)
+	case errors.Is(err, storage.ErrUnavailable):
+		return apierrors.NewUnavailable(err.Error())
+	}
+	return apierrors.NewInternal(err)
+}
+
+// source adapts storage to one resource's watch cache.
+type source struct {
+	store  *storage.Store
+	prefix string
+}
+
+func (s *source) List(ctx context.Context) ([]watchcache.RawEvent, int64, error) {
+	var out []watchcache.RawEvent
+	var rev int64
+	start := ""
+	for {
+		kvs, r, more, err := s.store.List(ctx, s.prefix, start, 5000, rev)
+		if err != nil {
+			return nil, 0, err
+		}
+		rev = r
+		for _, kv := range kvs {
+			out = append(out, watchcache.RawEvent{Key: kv.Key[len(s.prefix):], Value: kv.Value, Rev: kv.Rev})
+		}
+		if !more || len(kvs) == 0 {
+			return out, rev, nil
+		}
+		start = kvs[len(kvs)-1].Key + "\x00"
+	}
+}
+
+func (s *source) Watch(ctx context.Context, rev int64) <-chan watchcache.WatchBatch {
+	in := s.store.Watch(ctx, s.prefix, rev)
+	out := make(chan watchcache.WatchBatch, 16)
+	go func() {
+		defer close(out)
+		for b := range in {
+			wb := watchcache.WatchBatch{Progress: b.Progress, Err: b.Err}
+			if len(b.Events) > 0 {
+				wb.Events = make([]watchcache.RawEvent, len(b.Events))
+				for i, e := range b.Events {
+					wb.Events[i] = watchcache.RawEvent{Delete: e.Delete, Key: e.Key[len(s.prefix):], Value: e.Value, Rev: e.Rev}
+				}
+			}
+			select {
+			case out <- wb:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+func (s *source) RequestProgress(ctx context.Context) error { return s.store.RequestProgress(ctx) }
+
+func (s *source) CurrentRevision(ctx context.Context) (int64, error) {
+	return s.store.CurrentRevision(ctx)
+}

@@ -1,0 +1,361 @@
+// Package server is the apiserver's gRPC front: it authenticates every
+// request by its client certificate, finds the kind, hands the request to the
+// registry, turns results into the wire form and counts everything with
+// upstream's metric names.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"skiff.dev/apiserver/internal/registry"
+	"skiff.dev/apiserver/internal/watchcache"
+	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/apipb"
+	"skiff.dev/proto/scheme"
+)
+
+// Version is what Discovery reports as the server's version.
+const Version = "v1.37.0-skiff"
+
+// Service implements apipb.APIServer over a registry.
+type Service struct {
+	apipb.UnimplementedAPIServer
+	reg      *registry.Registry
+	authz    Authorizer
+	log      *slog.Logger
+	stopping chan struct{}
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// NewService builds the API service; authz may be nil (everything allowed to
+// authenticated users until RBAC lands).
+func NewService(reg *registry.Registry, authz Authorizer, log *slog.Logger, r prometheus.Registerer) *Service {
+	s := &Service{
+		reg: reg, authz: authz, log: log, stopping: make(chan struct{}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiserver_request_total",
+			Help: "Counter of apiserver requests broken out for each verb, group, resource and response code.",
+		}, []string{"verb", "group", "resource", "subresource", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "apiserver_request_duration_seconds",
+			Help:    "Response latency distribution in seconds for each verb, group, resource and subresource.",
+			Buckets: []float64{0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60},
+		}, []string{"verb", "group", "resource", "subresource"}),
+	}
+	if r != nil {
+		r.MustRegister(s.requests, s.latency)
+	}
+	return s
+}
+
+// Stop ends every open watch, so a graceful stop does not wait on them.
+func (s *Service) Stop() { close(s.stopping) }
+
+// ServerOptions are the gRPC server's interceptors and limits.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unaryAuth),
+		grpc.ChainStreamInterceptor(streamAuth),
+		grpc.MaxRecvMsgSize(8 << 20),
+		grpc.MaxSendMsgSize(512 << 20),
+	}
+}
+
+// httpCode is the HTTP status upstream would have answered, so dashboards
+// built on upstream's apiserver_request_total{code} keep working.
+func httpCode(verb string, err error) string {
+	if err == nil {
+		if verb == "create" {
+			return "201"
+		}
+		return "200"
+	}
+	switch apierrors.ReasonOf(err) {
+	case apierrors.ReasonNotFound:
+		return "404"
+	case apierrors.ReasonAlreadyExists, apierrors.ReasonConflict:
+		return "409"
+	case apierrors.ReasonInvalid:
+		return "422"
+	case apierrors.ReasonBadRequest:
+		return "400"
+	case apierrors.ReasonForbidden:
+		return "403"
+	case apierrors.ReasonUnauthorized:
+		return "401"
+	case apierrors.ReasonExpired:
+		return "410"
+	case apierrors.ReasonTooLarge:
+		return "413"
+	case apierrors.ReasonTooManyReqs:
+		return "429"
+	case apierrors.ReasonUnavailable:
+		return "503"
+	case apierrors.ReasonTimeout:
+		return "504"
+	}
+	return "500"
+}
+
+type call struct {
+	s           *Service
+	verb        string
+	kind        *scheme.Kind
+	subresource string
+	start       time.Time
+}
+
+func (s *Service) begin(ctx context.Context, verb string, ref *apipb.Resource, subresource, ns, name string) (*call, error) {
+	c := &call{s: s, verb: verb, subresource: subresource, start: time.Now()}
+	k, err := scheme.ForRef(ref)
+	if err != nil {
+		c.done(apierrors.NewNotFound("resource", ref.GetResource()))
+		return nil, apierrors.New(apierrors.ReasonNotFound, fmt.Sprintf("the server could not find the requested resource (%s)", resourceName(ref)), nil)
+	}
+	c.kind = k
+	if s.authz != nil {
+		u, _ := UserFrom(ctx)
+		if err := s.authz.Authorize(ctx, u, verb, k.Group, k.Resource, ns, name); err != nil {
+			return nil, c.done(err)
+		}
+	}
+	return c, nil
+}
+
+func resourceName(r *apipb.Resource) string {
+	if r.GetGroup() == "" {
+		return r.GetResource()
+	}
+	return r.GetResource() + "." + r.GetGroup()
+}
+
+// done records the request and returns err unchanged.
+func (c *call) done(err error) error {
+	group, res := "", "unknown"
+	if c.kind != nil {
+		group, res = c.kind.Group, c.kind.Resource
+	}
+	c.s.requests.WithLabelValues(c.verb, group, res, c.subresource, httpCode(c.verb, err)).Inc()
+	if c.verb != "watch" {
+		c.s.latency.WithLabelValues(c.verb, group, res, c.subresource).Observe(time.Since(c.start).Seconds())
+	}
+	return err
+}
+
+// object decodes a request's Any into the kind's message.
+func object(k *scheme.Kind, a *anypb.Any) (scheme.Object, error) {
+	if a == nil {
+		return nil, apierrors.NewBadRequest("object is required")
+	}
+	want := string(k.FullName())
+	if got := a.GetTypeUrl(); got != "" && got[len(got)-min(len(got), len(want)):] != want {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("object of type %s sent to %s", a.GetTypeUrl(), k.GroupResource()))
+	}
+	obj := k.New()
+	if err := proto.Unmarshal(a.GetValue(), obj); err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("cannot decode %s: %v", k.Kind, err))
+	}
+	return obj, nil
+}
+
+func (s *Service) Create(ctx context.Context, req *apipb.CreateRequest) (*anypb.Any, error) {
+	c, err := s.begin(ctx, "create", req.GetResource(), "", req.GetNamespace(), "")
+	if err != nil {
+		return nil, err
+	}
+	obj, err := object(c.kind, req.GetObject())
+	if err != nil {
+		return nil, c.done(err)
+	}
+	o, err := s.reg.Create(ctx, c.kind, req.GetNamespace(), obj, req.GetDryRun())
+	return s.reply(c, o, err)
+}
+
+func (s *Service) reply(c *call, o *watchcache.Object, err error) (*anypb.Any, error) {
+	if err != nil {
+		return nil, c.done(err)
+	}
+	c.done(nil)
+	if o.Raw == nil {
+		return anypb.New(o.Msg)
+	}
+	return s.reg.Any(c.kind, o), nil
+}
+
+func (s *Service) Get(ctx context.Context, req *apipb.GetRequest) (*anypb.Any, error) {
+	c, err := s.begin(ctx, "get", req.GetResource(), "", req.GetNamespace(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.reg.Get(ctx, c.kind, req.GetNamespace(), req.GetName(), req.GetResourceVersion())
+	return s.reply(c, o, err)
+}
+
+func (s *Service) List(ctx context.Context, req *apipb.ListRequest) (*apipb.ListResponse, error) {
+	c, err := s.begin(ctx, "list", req.GetResource(), "", req.GetNamespace(), "")
+	if err != nil {
+		return nil, err
+	}
+	lr, err := s.reg.List(ctx, c.kind, req.GetNamespace(), registry.ListOptions{
+		LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
+		Limit: req.GetLimit(), Continue: req.GetContinue(),
+		ResourceVersion: req.GetResourceVersion(), ResourceVersionMatch: req.GetResourceVersionMatch(),
+	})
+	if err != nil {
+		return nil, c.done(err)
+	}
+	resp := &apipb.ListResponse{
+		Items:              make([]*anypb.Any, len(lr.Items)),
+		ResourceVersion:    strconv.FormatInt(lr.Rev, 10),
+		Continue:           lr.Continue,
+		RemainingItemCount: lr.Remaining,
+	}
+	for i, o := range lr.Items {
+		resp.Items[i] = s.reg.Any(c.kind, o)
+	}
+	return resp, c.done(nil)
+}
+
+func (s *Service) Update(ctx context.Context, req *apipb.UpdateRequest) (*anypb.Any, error) {
+	return s.update(ctx, req, "")
+}
+
+func (s *Service) UpdateStatus(ctx context.Context, req *apipb.UpdateRequest) (*anypb.Any, error) {
+	return s.update(ctx, req, "status")
+}
+
+func (s *Service) update(ctx context.Context, req *apipb.UpdateRequest, sub string) (*anypb.Any, error) {
+	c, err := s.begin(ctx, "update", req.GetResource(), sub, req.GetNamespace(), "")
+	if err != nil {
+		return nil, err
+	}
+	obj, err := object(c.kind, req.GetObject())
+	if err != nil {
+		return nil, c.done(err)
+	}
+	var o *watchcache.Object
+	if sub == "status" {
+		o, err = s.reg.UpdateStatus(ctx, c.kind, req.GetNamespace(), obj, req.GetDryRun())
+	} else {
+		o, err = s.reg.Update(ctx, c.kind, req.GetNamespace(), obj, req.GetDryRun())
+	}
+	return s.reply(c, o, err)
+}
+
+func (s *Service) Patch(ctx context.Context, req *apipb.PatchRequest) (*anypb.Any, error) {
+	c, err := s.begin(ctx, "patch", req.GetResource(), req.GetSubresource(), req.GetNamespace(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.reg.Patch(ctx, c.kind, req.GetNamespace(), req.GetName(), req.GetPatchType(), req.GetPatch(), req.GetSubresource(), req.GetDryRun())
+	return s.reply(c, o, err)
+}
+
+func (s *Service) Delete(ctx context.Context, req *apipb.DeleteRequest) (*anypb.Any, error) {
+	c, err := s.begin(ctx, "delete", req.GetResource(), "", req.GetNamespace(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.reg.Delete(ctx, c.kind, req.GetNamespace(), req.GetName(), registry.DeleteOptions{
+		Preconditions: req.GetPreconditions(), GracePeriodSeconds: req.GracePeriodSeconds,
+		PropagationPolicy: req.GetPropagationPolicy(), DryRun: req.GetDryRun(),
+	})
+	return s.reply(c, o, err)
+}
+
+func (s *Service) Bind(ctx context.Context, req *apipb.BindRequest) (*anypb.Any, error) {
+	b := req.GetBinding()
+	c, err := s.begin(ctx, "create", &apipb.Resource{Version: "v1", Resource: "pods"}, "binding", b.GetMetadata().GetNamespace(), b.GetMetadata().GetName())
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.reg.Bind(ctx, b)
+	return s.reply(c, o, err)
+}
+
+func (s *Service) Evict(ctx context.Context, req *apipb.EvictRequest) (*anypb.Any, error) {
+	e := req.GetEviction()
+	c, err := s.begin(ctx, "create", &apipb.Resource{Version: "v1", Resource: "pods"}, "eviction", e.GetMetadata().GetNamespace(), e.GetMetadata().GetName())
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.reg.Evict(ctx, e)
+	return s.reply(c, o, err)
+}
+
+func (s *Service) Discovery(ctx context.Context, _ *apipb.DiscoveryRequest) (*apipb.DiscoveryResponse, error) {
+	resp := &apipb.DiscoveryResponse{ServerVersion: Version}
+	for _, k := range scheme.All() {
+		verbs := []string{"create", "delete", "get", "list", "patch", "update", "watch"}
+		resp.Resources = append(resp.Resources, &apipb.APIResource{
+			Group: k.Group, Version: k.Version, Kind: k.Kind, Resource: k.Resource, Singular: k.Singular,
+			ShortNames: k.ShortNames, Namespaced: k.Namespaced, Verbs: verbs,
+			Subresources: k.Subresources, Categories: k.Categories,
+		})
+	}
+	return resp, nil
+}
+
+// Watch streams events until the client goes away, the watch cache ends the
+// watcher (a slow reader, Expired) or the server shuts down.
+func (s *Service) Watch(req *apipb.WatchRequest, stream grpc.ServerStreamingServer[apipb.WatchEvent]) error {
+	ctx := stream.Context()
+	c, err := s.begin(ctx, "watch", req.GetResource(), "", req.GetNamespace(), "")
+	if err != nil {
+		return err
+	}
+	w, err := s.reg.Watch(ctx, c.kind, req.GetNamespace(), registry.WatchOptions{
+		LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
+		ResourceVersion: req.GetResourceVersion(), AllowBookmarks: req.GetAllowBookmarks(),
+	})
+	if err != nil {
+		return c.done(err)
+	}
+	c.done(nil)
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return apierrors.NewUnavailable("apiserver is shutting down")
+		case ev, ok := <-w.Events():
+			if !ok {
+				switch err := w.Err(); {
+				case err == nil:
+					return nil
+				case errors.Is(err, watchcache.ErrExpired):
+					return apierrors.NewExpired(err.Error())
+				default:
+					// The client re-watches from the last revision it saw.
+					return apierrors.NewUnavailable("watch ended: " + err.Error())
+				}
+			}
+			out := &apipb.WatchEvent{ResourceVersion: strconv.FormatInt(ev.Rev, 10)}
+			switch ev.Type {
+			case watchcache.Added:
+				out.Type, out.Object = "ADDED", s.reg.AnyAt(c.kind, ev.Object, ev.Rev)
+			case watchcache.Modified:
+				out.Type, out.Object = "MODIFIED", s.reg.AnyAt(c.kind, ev.Object, ev.Rev)
+			case watchcache.Deleted:
+				out.Type, out.Object = "DELETED", s.reg.AnyAt(c.kind, ev.Object, ev.Rev)
+			case watchcache.Bookmark:
+				out.Type, out.Object = "BOOKMARK", s.reg.Bookmark(c.kind, ev.Rev)
+			}
+			if err := stream.Send(out); err != nil {
+				return err
+			}
+		}
+	}
+}

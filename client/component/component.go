@@ -1,0 +1,175 @@
+// Package component holds what every Skiff binary needs: a signal-aware
+// context, a slog logger, the plain-HTTP metrics and health endpoint, and a
+// group that runs long-lived parts where the first to fail stops the rest.
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// SignalContext is cancelled on SIGINT or SIGTERM; a second signal exits at once.
+func SignalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ch
+		cancel()
+		<-ch
+		os.Exit(1)
+	}()
+	return ctx, cancel
+}
+
+// NewLogger builds the logger: format text or json; verbosity 0 is info,
+// 1 and more is debug.
+func NewLogger(w io.Writer, format string, verbosity int) (*slog.Logger, error) {
+	level := slog.LevelInfo
+	if verbosity > 0 {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// Server serves /metrics, /healthz, /livez, /readyz and /debug/pprof/ on
+// plain HTTP.
+type Server struct {
+	Addr     string
+	Registry *prometheus.Registry
+	// Ready checks must all pass for /readyz to answer 200.
+	Ready  map[string]func(context.Context) error
+	Logger *slog.Logger
+}
+
+// Handler is the endpoint's mux.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	if s.Registry != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
+	}
+	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }
+	mux.HandleFunc("/healthz", ok)
+	mux.HandleFunc("/livez", ok)
+	mux.HandleFunc("/readyz", s.readyz)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// readyz answers as upstream: "ok", or the failing checks as "[-]name failed: why".
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	names := make([]string, 0, len(s.Ready))
+	for n := range s.Ready {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var lines []string
+	failed := false
+	for _, n := range names {
+		if err := s.Ready[n](r.Context()); err != nil {
+			failed = true
+			lines = append(lines, fmt.Sprintf("[-]%s failed: %v", n, err))
+		} else {
+			lines = append(lines, fmt.Sprintf("[+]%s ok", n))
+		}
+	}
+	if failed {
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, strings.Join(lines, "\n")+"\nreadyz check failed\n")
+		return
+	}
+	io.WriteString(w, "ok")
+}
+
+// Start listens on Addr and serves until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
+	l, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, l)
+}
+
+// Serve serves on l until ctx ends, then shuts down within five seconds.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Group runs functions; the first to return cancels the others' context.
+type Group struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+}
+
+// NewGroup returns a group and the context its functions run with.
+func NewGroup(ctx context.Context) (*Group, context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	return &Group{ctx: ctx, cancel: cancel}, ctx
+}
+
+// Go runs fn in the group.
+func (g *Group) Go(name string, fn func(ctx context.Context) error) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		err := fn(g.ctx)
+		if err != nil && g.ctx.Err() == nil {
+			g.mu.Lock()
+			if g.err == nil {
+				g.err = fmt.Errorf("%s: %w", name, err)
+			}
+			g.mu.Unlock()
+		}
+		g.cancel()
+	}()
+}
+
+// Wait waits for every function and returns the first error.
+func (g *Group) Wait() error {
+	g.wg.Wait()
+	g.cancel()
+	return g.err
+}
