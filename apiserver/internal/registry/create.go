@@ -20,6 +20,7 @@ import (
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/codec"
 	"skiff.dev/proto/scheme"
 )
 
@@ -43,6 +44,7 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	}
 	res.prepareForCreate(obj, r.cfg.Now())
 	defaults.Apply(obj)
+	codec.Normalize(obj)
 	if r.cfg.Admit != nil {
 		if err := r.cfg.Admit.Admit(ctx, Attributes{Op: OpCreate, Kind: k, Object: obj, DryRun: dryRun}); err != nil {
 			return nil, err

@@ -64,6 +64,7 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	var next scheme.Object
 	if status {
 		next = proto.Clone(oldObj).(scheme.Object)
+		codec.Normalize(obj)
 		copyField(next, obj, "status")
 	} else {
 		next = obj
@@ -154,6 +155,7 @@ func (res *resource) prepareForUpdate(next, old scheme.Object) {
 		foldStringData(s)
 	}
 	defaults.Apply(next)
+	codec.Normalize(next)
 }
 
 func copyField(dst, src proto.Message, name protoreflect.Name) {

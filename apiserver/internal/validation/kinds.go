@@ -169,7 +169,11 @@ func validateKind(obj proto.Message) field.ErrorList {
 		return errs
 	case *appsv1.StatefulSet:
 		s := o.GetSpec()
-		errs := workload(s.GetReplicas(), s.Replicas != nil, s.GetSelector(), s.GetTemplate(), true, "Always")
+		var claims []string
+		for _, c := range s.GetVolumeClaimTemplates() {
+			claims = append(claims, c.GetMetadata().GetName())
+		}
+		errs := workloadWithClaims(s.GetReplicas(), s.Replicas != nil, s.GetSelector(), s.GetTemplate(), true, claims, "Always")
 		if s.PodManagementPolicy != "" {
 			errs = append(errs, oneOf(s.PodManagementPolicy, specPath.Child("podManagementPolicy"), "OrderedReady", "Parallel")...)
 		}
@@ -301,12 +305,16 @@ func validateKind(obj proto.Message) field.ErrorList {
 
 // workload checks replicas, the selector and that it selects the template.
 func workload(replicas int32, hasReplicas bool, sel *metav1.LabelSelector, t *corev1.PodTemplateSpec, requireSelector bool, restart ...string) field.ErrorList {
+	return workloadWithClaims(replicas, hasReplicas, sel, t, requireSelector, nil, restart...)
+}
+
+func workloadWithClaims(replicas int32, hasReplicas bool, sel *metav1.LabelSelector, t *corev1.PodTemplateSpec, requireSelector bool, claims []string, restart ...string) field.ErrorList {
 	var errs field.ErrorList
 	if hasReplicas {
 		errs = append(errs, nonNegative(int64(replicas), specPath.Child("replicas"))...)
 	}
 	errs = append(errs, selectorMatchesTemplate(sel, t, requireSelector)...)
-	errs = append(errs, podTemplate(t, specPath.Child("template"))...)
+	errs = append(errs, podTemplate(t, specPath.Child("template"), claims...)...)
 	if t != nil && len(restart) > 0 && t.GetSpec().GetRestartPolicy() != "" {
 		errs = append(errs, oneOf(t.GetSpec().GetRestartPolicy(), specPath.Child("template", "spec", "restartPolicy"), restart...)...)
 	}
@@ -756,4 +764,3 @@ func pdb(p *policyv1.PodDisruptionBudget) field.ErrorList {
 	errs = append(errs, labelSelector(s.Selector, specPath.Child("selector"))...)
 	return errs
 }
-

@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	k8smeta "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"google.golang.org/protobuf/proto"
 
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/scheme"

@@ -14,13 +14,15 @@ import (
 	metav1 "skiff.dev/proto/api/meta/v1"
 )
 
-// podSpec is upstream's ValidatePodSpec, the rules a user meets.
-func podSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
+// podSpec is upstream's ValidatePodSpec, the rules a user meets. claims are
+// volume names a StatefulSet's volumeClaimTemplates add to its pods.
+func podSpec(s *corev1.PodSpec, path *field.Path, claims ...string) field.ErrorList {
 	var errs field.ErrorList
 	if s == nil {
 		return field.ErrorList{field.Required(path, "")}
 	}
 	volumes, verrs := volumes(s.Volumes, path.Child("volumes"))
+	volumes.Insert(claims...)
 	errs = append(errs, verrs...)
 	if len(s.Containers) == 0 {
 		errs = append(errs, field.Required(path.Child("containers"), "must have at least one container"))
@@ -443,7 +445,7 @@ func nodeSelectorTerm(t *corev1.NodeSelectorTerm, path *field.Path) field.ErrorL
 }
 
 // podTemplate validates a workload's template: its labels and spec.
-func podTemplate(t *corev1.PodTemplateSpec, path *field.Path) field.ErrorList {
+func podTemplate(t *corev1.PodTemplateSpec, path *field.Path, claims ...string) field.ErrorList {
 	if t == nil {
 		return field.ErrorList{field.Required(path, "")}
 	}
@@ -451,6 +453,6 @@ func podTemplate(t *corev1.PodTemplateSpec, path *field.Path) field.ErrorList {
 	if m := t.Metadata; m != nil {
 		errs = append(errs, metavalidation.ValidateLabels(m.Labels, path.Child("metadata", "labels"))...)
 	}
-	errs = append(errs, podSpec(t.Spec, path.Child("spec"))...)
+	errs = append(errs, podSpec(t.Spec, path.Child("spec"), claims...)...)
 	return errs
 }

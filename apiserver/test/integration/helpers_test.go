@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/yaml"
 	"google.golang.org/protobuf/types/known/anypb"
+	"sigs.k8s.io/yaml"
 
 	"skiff.dev/apiserver/apitest"
 	corev1 "skiff.dev/proto/api/core/v1"

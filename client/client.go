@@ -1,0 +1,288 @@
+// Package client is Skiff's client-go: a typed and a dynamic client over the
+// generic gRPC API. Objects are the generated messages of skiff.dev/proto/api;
+// errors are gRPC statuses readable with skiff.dev/proto/apierrors.
+//
+//	pods := client.For[*corev1.Pod](c, "default")
+//	p, err := pods.Get(ctx, "web-0")
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	corev1 "skiff.dev/proto/api/core/v1"
+	policyv1 "skiff.dev/proto/api/policy/v1"
+	"skiff.dev/proto/apipb"
+	"skiff.dev/proto/scheme"
+)
+
+// Client talks to one apiserver.
+type Client struct {
+	API apipb.APIClient
+}
+
+// New wraps a connection (see skiff.dev/client/config for dialing).
+func New(cc grpc.ClientConnInterface) *Client { return &Client{API: apipb.NewAPIClient(cc)} }
+
+// ListOptions select and page a list or a watch.
+type ListOptions struct {
+	LabelSelector, FieldSelector string
+	Limit                        int64
+	Continue                     string
+	ResourceVersion              string
+	ResourceVersionMatch         string
+	AllowBookmarks               bool
+}
+
+// DeleteOptions are upstream's.
+type DeleteOptions struct {
+	GracePeriodSeconds *int64
+	PropagationPolicy  string
+	Preconditions      *apipb.Preconditions
+	DryRun             bool
+}
+
+// ObjectList is one page of a list.
+type ObjectList struct {
+	Items              []scheme.Object
+	ResourceVersion    string
+	Continue           string
+	RemainingItemCount *int64
+}
+
+// EventType is a watch event's type.
+type EventType string
+
+const (
+	Added    EventType = "ADDED"
+	Modified EventType = "MODIFIED"
+	Deleted  EventType = "DELETED"
+	Bookmark EventType = "BOOKMARK"
+)
+
+// Event is one watch event; a Bookmark's object carries only a resourceVersion.
+type Event struct {
+	Type   EventType
+	Object scheme.Object
+}
+
+// Watcher delivers a watch's events until Stop or an error.
+type Watcher struct {
+	ch     chan Event
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	err    error
+}
+
+// Events closes when the watch ends; Err then says why (nil after Stop).
+func (w *Watcher) Events() <-chan Event { return w.ch }
+
+// Err is why the watch ended.
+func (w *Watcher) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Stop ends the watch.
+func (w *Watcher) Stop() { w.cancel() }
+
+// Dynamic is a client for one kind, in one namespace (ignored for
+// cluster-scoped kinds).
+type Dynamic struct {
+	c    *Client
+	kind *scheme.Kind
+	ns   string
+}
+
+// Resource is the dynamic client of a kind.
+func (c *Client) Resource(k *scheme.Kind, namespace string) *Dynamic {
+	if !k.Namespaced {
+		namespace = ""
+	}
+	return &Dynamic{c: c, kind: k, ns: namespace}
+}
+
+// Kind is the client's kind.
+func (d *Dynamic) Kind() *scheme.Kind { return d.kind }
+
+// Decode unpacks an object the API returned.
+func Decode(a *anypb.Any) (scheme.Object, error) {
+	if a == nil {
+		return nil, errors.New("empty object")
+	}
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return nil, err
+	}
+	o, ok := m.(scheme.Object)
+	if !ok {
+		return nil, fmt.Errorf("%T is not an object", m)
+	}
+	return o, nil
+}
+
+func (d *Dynamic) decodeInto(a *anypb.Any) (scheme.Object, error) {
+	o := d.kind.New()
+	if err := proto.Unmarshal(a.GetValue(), o); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func (d *Dynamic) Get(ctx context.Context, name string) (scheme.Object, error) {
+	a, err := d.c.API.Get(ctx, &apipb.GetRequest{Resource: d.kind.Ref(), Namespace: d.ns, Name: name})
+	if err != nil {
+		return nil, err
+	}
+	return d.decodeInto(a)
+}
+
+// GetAt reads the object as it was at an etcd revision (before compaction).
+func (d *Dynamic) GetAt(ctx context.Context, name, resourceVersion string) (scheme.Object, error) {
+	a, err := d.c.API.Get(ctx, &apipb.GetRequest{Resource: d.kind.Ref(), Namespace: d.ns, Name: name, ResourceVersion: resourceVersion})
+	if err != nil {
+		return nil, err
+	}
+	return d.decodeInto(a)
+}
+
+func (d *Dynamic) List(ctx context.Context, o ListOptions) (*ObjectList, error) {
+	resp, err := d.c.API.List(ctx, &apipb.ListRequest{
+		Resource: d.kind.Ref(), Namespace: d.ns, LabelSelector: o.LabelSelector, FieldSelector: o.FieldSelector,
+		Limit: o.Limit, Continue: o.Continue, ResourceVersion: o.ResourceVersion, ResourceVersionMatch: o.ResourceVersionMatch,
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &ObjectList{Items: make([]scheme.Object, len(resp.Items)), ResourceVersion: resp.ResourceVersion,
+		Continue: resp.Continue, RemainingItemCount: resp.RemainingItemCount}
+	for i, a := range resp.Items {
+		if out.Items[i], err = d.decodeInto(a); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (d *Dynamic) pack(obj scheme.Object) (*anypb.Any, error) { return anypb.New(obj) }
+
+func (d *Dynamic) Create(ctx context.Context, obj scheme.Object, dryRun bool) (scheme.Object, error) {
+	a, err := d.pack(obj)
+	if err != nil {
+		return nil, err
+	}
+	r, err := d.c.API.Create(ctx, &apipb.CreateRequest{Resource: d.kind.Ref(), Namespace: d.ns, Object: a, DryRun: dryRun})
+	if err != nil {
+		return nil, err
+	}
+	return d.decodeInto(r)
+}
+
+func (d *Dynamic) Update(ctx context.Context, obj scheme.Object, dryRun bool) (scheme.Object, error) {
+	a, err := d.pack(obj)
+	if err != nil {
+		return nil, err
+	}
+	r, err := d.c.API.Update(ctx, &apipb.UpdateRequest{Resource: d.kind.Ref(), Namespace: d.ns, Object: a, DryRun: dryRun})
+	if err != nil {
+		return nil, err
+	}
+	return d.decodeInto(r)
+}
+
+func (d *Dynamic) UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
+	a, err := d.pack(obj)
+	if err != nil {
+		return nil, err
+	}
+	r, err := d.c.API.UpdateStatus(ctx, &apipb.UpdateRequest{Resource: d.kind.Ref(), Namespace: d.ns, Object: a})
+	if err != nil {
+		return nil, err
+	}
+	return d.decodeInto(r)
+}
+
+// Patch applies a JSON merge patch ("merge") or JSON patch ("json").
+func (d *Dynamic) Patch(ctx context.Context, name, patchType string, patch []byte, subresource string, dryRun bool) (scheme.Object, error) {
+	r, err := d.c.API.Patch(ctx, &apipb.PatchRequest{Resource: d.kind.Ref(), Namespace: d.ns, Name: name,
+		PatchType: patchType, Patch: patch, Subresource: subresource, DryRun: dryRun})
+	if err != nil {
+		return nil, err
+	}
+	return d.decodeInto(r)
+}
+
+// Delete deletes or marks for deletion; it returns the object's last state.
+func (d *Dynamic) Delete(ctx context.Context, name string, o DeleteOptions) (scheme.Object, error) {
+	r, err := d.c.API.Delete(ctx, &apipb.DeleteRequest{Resource: d.kind.Ref(), Namespace: d.ns, Name: name,
+		Preconditions: o.Preconditions, GracePeriodSeconds: o.GracePeriodSeconds, PropagationPolicy: o.PropagationPolicy, DryRun: o.DryRun})
+	if err != nil {
+		return nil, err
+	}
+	return d.decodeInto(r)
+}
+
+// Watch streams events from o.ResourceVersion.
+func (d *Dynamic) Watch(ctx context.Context, o ListOptions) (*Watcher, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := d.c.API.Watch(ctx, &apipb.WatchRequest{Resource: d.kind.Ref(), Namespace: d.ns,
+		LabelSelector: o.LabelSelector, FieldSelector: o.FieldSelector, ResourceVersion: o.ResourceVersion, AllowBookmarks: o.AllowBookmarks})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	w := &Watcher{ch: make(chan Event, 64), cancel: cancel}
+	go func() {
+		defer close(w.ch)
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				if ctx.Err() == nil && !errors.Is(err, io.EOF) {
+					w.mu.Lock()
+					w.err = err
+					w.mu.Unlock()
+				}
+				return
+			}
+			obj, err := d.decodeInto(ev.Object)
+			if err != nil {
+				w.mu.Lock()
+				w.err = err
+				w.mu.Unlock()
+				return
+			}
+			select {
+			case w.ch <- Event{Type: EventType(ev.Type), Object: obj}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return w, nil
+}
+
+// Discovery lists the server's resources.
+func (c *Client) Discovery(ctx context.Context) (*apipb.DiscoveryResponse, error) {
+	return c.API.Discovery(ctx, &apipb.DiscoveryRequest{})
+}
+
+// Bind assigns a pod to a node through the binding subresource.
+func (c *Client) Bind(ctx context.Context, b *corev1.Binding) error {
+	_, err := c.API.Bind(ctx, &apipb.BindRequest{Binding: b})
+	return err
+}
+
+// Evict deletes a pod through the eviction subresource, which honours
+// PodDisruptionBudgets (TooManyRequests when one forbids it now).
+func (c *Client) Evict(ctx context.Context, e *policyv1.Eviction) error {
+	_, err := c.API.Evict(ctx, &apipb.EvictRequest{Eviction: e})
+	return err
+}

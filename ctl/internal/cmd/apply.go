@@ -1,0 +1,142 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/spf13/cobra"
+
+	"skiff.dev/client"
+	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/codec"
+	"skiff.dev/proto/scheme"
+)
+
+// LastApplied is the annotation apply keeps the applied configuration in.
+const LastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+func newApply(o *Options) *cobra.Command {
+	var files []string
+	var recursive bool
+	var dryRun string
+	c := &cobra.Command{
+		Use:   "apply -f FILENAME",
+		Short: "Apply a configuration to a resource by file name or stdin",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			objs, err := o.readFiles(files, recursive)
+			if err != nil {
+				return err
+			}
+			cl, err := o.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			failed := false
+			for _, ob := range objs {
+				ns, err := o.namespaceFor(ob)
+				if err != nil {
+					return err
+				}
+				verb, err := apply(cmd, cl.Resource(ob.kind, ns), ob, dryRun == "server")
+				if err != nil {
+					o.printError(err)
+					failed = true
+					continue
+				}
+				suffix := ""
+				if dryRun != "" && dryRun != "none" {
+					suffix = fmt.Sprintf(" (%s dry run)", dryRun)
+				}
+				fmt.Fprintf(o.streams.Out, "%s %s%s\n", resourceName(ob.kind, ob.obj.GetMetadata().GetName()), verb, suffix)
+			}
+			if failed {
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringSliceVarP(&files, "filename", "f", nil, "The files that contain the configurations to apply.")
+	c.Flags().BoolVarP(&recursive, "recursive", "R", false, "Process the directory used in -f recursively.")
+	c.Flags().StringVar(&dryRun, "dry-run", "none", `Must be "none", "server", or "client".`)
+	return c
+}
+
+type dynamic = *client.Dynamic
+
+// apply creates the object, or patches the live one with the difference
+// between the last applied configuration and this one (fields removed from
+// the file are removed from the object; fields others set are kept).
+func apply(cmd *cobra.Command, d dynamic, ob object, serverDryRun bool) (string, error) {
+	ctx := cmd.Context()
+	m := ob.obj.GetMetadata()
+	self, modified, err := withLastApplied(ob)
+	if err != nil {
+		return "", err
+	}
+	live, err := d.Get(ctx, m.GetName())
+	if apierrors.IsNotFound(err) {
+		obj := ob.kind.New()
+		if err := codec.DecodeInto(modified, obj, codec.Options{}); err != nil {
+			return "", err
+		}
+		if _, err := d.Create(ctx, obj.(scheme.Object), serverDryRun); err != nil {
+			return "", err
+		}
+		return "created", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	original := []byte("{}")
+	if la := live.GetMetadata().GetAnnotations()[LastApplied]; la != "" {
+		original = []byte(la)
+	}
+	if string(compactJSON(original)) == string(compactJSON(self)) {
+		return "unchanged", nil
+	}
+	patch, err := jsonpatch.CreateMergePatch(original, modified)
+	if err != nil {
+		return "", fmt.Errorf("computing the patch for %s: %w", resourceName(ob.kind, m.GetName()), err)
+	}
+	if _, err := d.Patch(ctx, m.GetName(), "merge", patch, "", serverDryRun); err != nil {
+		return "", err
+	}
+	return "configured", nil
+}
+
+// withLastApplied returns the configuration as the file gives it (with its
+// namespace settled) and the object carrying it in the annotation, as
+// kubectl keeps it.
+func withLastApplied(ob object) (self, modified []byte, err error) {
+	var doc map[string]any
+	if err := json.Unmarshal(ob.json, &doc); err != nil {
+		return nil, nil, err
+	}
+	md, _ := doc["metadata"].(map[string]any)
+	if md == nil {
+		md = map[string]any{}
+		doc["metadata"] = md
+	}
+	if ns := ob.obj.GetMetadata().GetNamespace(); ns != "" {
+		md["namespace"] = ns
+	}
+	ann, _ := md["annotations"].(map[string]any)
+	if ann != nil {
+		delete(ann, LastApplied)
+		if len(ann) == 0 {
+			delete(md, "annotations")
+		}
+	}
+	if self, err = json.Marshal(doc); err != nil {
+		return nil, nil, err
+	}
+	if ann == nil {
+		ann = map[string]any{}
+	}
+	md["annotations"] = ann
+	ann[LastApplied] = string(self) + "\n"
+	modified, err = json.Marshal(doc)
+	return self, modified, err
+}

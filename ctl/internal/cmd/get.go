@@ -1,0 +1,224 @@
+package cmd
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"skiff.dev/client"
+	"skiff.dev/ctl/internal/printers"
+	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/scheme"
+)
+
+type getOptions struct {
+	output        string
+	selector      string
+	fieldSelector string
+	allNamespaces bool
+	watch         bool
+	watchOnly     bool
+	showLabels    bool
+	noHeaders     bool
+}
+
+func newGet(o *Options) *cobra.Command {
+	g := &getOptions{}
+	c := &cobra.Command{
+		Use:   "get [(-o|--output=)json|yaml|name|wide] (TYPE[.VERSION][.GROUP] [NAME | -l label] | TYPE[.VERSION][.GROUP]/NAME ...)",
+		Short: "Display one or many resources",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("you must specify the type of resource to get. Use \"skiffctl api-resources\" for a complete list of supported resources")
+			}
+			return o.get(cmd, g, args)
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&g.output, "output", "o", "", "Output format: json, yaml, name, wide.")
+	f.StringVarP(&g.selector, "selector", "l", "", "Selector (label query) to filter on.")
+	f.StringVar(&g.fieldSelector, "field-selector", "", "Selector (field query) to filter on.")
+	f.BoolVarP(&g.allNamespaces, "all-namespaces", "A", false, "List the requested object(s) across all namespaces.")
+	f.BoolVarP(&g.watch, "watch", "w", false, "After listing/getting the requested object, watch for changes.")
+	f.BoolVar(&g.watchOnly, "watch-only", false, "Watch for changes to the requested object(s), without listing/getting first.")
+	f.BoolVar(&g.showLabels, "show-labels", false, "When printing, show all labels as the last column.")
+	f.BoolVar(&g.noHeaders, "no-headers", false, "When using the default output format, don't print headers.")
+	return c
+}
+
+func (o *Options) get(cmd *cobra.Command, g *getOptions, args []string) error {
+	switch g.output {
+	case "", "wide", "json", "yaml", "name":
+	default:
+		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,wide,yaml", g.output)
+	}
+	targets, err := parseTargets(args)
+	if err != nil {
+		return err
+	}
+	cl, err := o.client(cmd.Context())
+	if err != nil {
+		return err
+	}
+	ns := o.namespace()
+	if g.allNamespaces {
+		ns = ""
+	}
+	single := len(targets) == 1 && len(targets[0].names) == 1
+	var all []scheme.Object
+	failed := false
+	printed, found := 0, 0
+	for i, t := range targets {
+		d := cl.Resource(t.kind, ns)
+		var objs []scheme.Object
+		if !g.watchOnly {
+			if len(t.names) > 0 {
+				for _, n := range t.names {
+					obj, err := d.Get(cmd.Context(), n)
+					if err != nil {
+						o.printError(err)
+						failed = true
+						continue
+					}
+					objs = append(objs, obj)
+				}
+			} else {
+				l, err := d.List(cmd.Context(), client.ListOptions{LabelSelector: g.selector, FieldSelector: g.fieldSelector})
+				if err != nil {
+					return o.printError(err)
+				}
+				objs = l.Items
+			}
+		}
+		if g.watch || g.watchOnly {
+			return o.watch(cmd, g, d, t, objs)
+		}
+		switch g.output {
+		case "json", "yaml":
+			all = append(all, objs...)
+		case "name":
+			if err := printers.Name(o.streams.Out, objs); err != nil {
+				return err
+			}
+		default:
+			if len(objs) == 0 {
+				continue
+			}
+			if printed > 0 && i > 0 {
+				fmt.Fprintln(o.streams.Out)
+			}
+			printed++
+			opts := o.tableOptions(g)
+			opts.WithKind = len(targets) > 1
+			if err := printers.Table(o.streams.Out, t.kind, objs, opts); err != nil {
+				return err
+			}
+		}
+		found += len(objs)
+	}
+	switch g.output {
+	case "json":
+		if err := printers.JSON(o.streams.Out, all, single); err != nil {
+			return err
+		}
+	case "yaml":
+		if err := printers.YAML(o.streams.Out, all, single); err != nil {
+			return err
+		}
+	default:
+		if found == 0 && !failed {
+			if g.allNamespaces || !anyNamespaced(targets) {
+				fmt.Fprintln(o.streams.Err, "No resources found")
+			} else {
+				fmt.Fprintf(o.streams.Err, "No resources found in %s namespace.\n", ns)
+			}
+		}
+	}
+	if failed {
+		return exitError{code: 1}
+	}
+	return nil
+}
+
+func anyNamespaced(ts []target) bool {
+	for _, t := range ts {
+		if t.kind.Namespaced {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *Options) tableOptions(g *getOptions) printers.Options {
+	return printers.Options{Wide: g.output == "wide", AllNamespaces: g.allNamespaces, ShowLabels: g.showLabels, NoHeaders: g.noHeaders, Now: time.Now()}
+}
+
+// watch prints the listed objects, then one line (or document) per change,
+// as kubectl get -w does.
+func (o *Options) watch(cmd *cobra.Command, g *getOptions, d *client.Dynamic, t target, objs []scheme.Object) error {
+	opts := o.tableOptions(g)
+	header := !g.noHeaders
+	print := func(objs []scheme.Object) error {
+		switch g.output {
+		case "json":
+			for _, obj := range objs {
+				if err := printers.JSON(o.streams.Out, []scheme.Object{obj}, true); err != nil {
+					return err
+				}
+			}
+			return nil
+		case "yaml":
+			for _, obj := range objs {
+				fmt.Fprintln(o.streams.Out, "---")
+				if err := printers.YAML(o.streams.Out, []scheme.Object{obj}, true); err != nil {
+					return err
+				}
+			}
+			return nil
+		case "name":
+			return printers.Name(o.streams.Out, objs)
+		}
+		opts.NoHeaders = !header
+		header = false
+		opts.Now = time.Now()
+		return printers.Table(o.streams.Out, t.kind, objs, opts)
+	}
+	if len(objs) > 0 {
+		if err := print(objs); err != nil {
+			return err
+		}
+	}
+	rv := ""
+	if len(objs) > 0 || !g.watchOnly {
+		l, err := d.List(cmd.Context(), client.ListOptions{LabelSelector: g.selector, FieldSelector: g.fieldSelector, Limit: 1})
+		if err != nil {
+			return o.printError(err)
+		}
+		rv = l.ResourceVersion
+	}
+	fs := g.fieldSelector
+	if len(t.names) == 1 {
+		if fs != "" {
+			fs += ","
+		}
+		fs += "metadata.name=" + t.names[0]
+	}
+	w, err := d.Watch(cmd.Context(), client.ListOptions{LabelSelector: g.selector, FieldSelector: fs, ResourceVersion: rv})
+	if err != nil {
+		return o.printError(err)
+	}
+	defer w.Stop()
+	for ev := range w.Events() {
+		if ev.Type == client.Bookmark {
+			continue
+		}
+		if err := print([]scheme.Object{ev.Object}); err != nil {
+			return err
+		}
+	}
+	if err := w.Err(); err != nil && !apierrors.IsExpired(err) && cmd.Context().Err() == nil {
+		return o.printError(err)
+	}
+	return nil
+}
