@@ -165,7 +165,9 @@ func columns(k *scheme.Kind) []column {
 				}
 				return "False"
 			}},
-			{name: "ACTIVE", cell: func(o scheme.Object, _ time.Time) string { return strconv.Itoa(len(o.(*batchv1.CronJob).GetStatus().GetActive())) }},
+			{name: "ACTIVE", cell: func(o scheme.Object, _ time.Time) string {
+				return strconv.Itoa(len(o.(*batchv1.CronJob).GetStatus().GetActive()))
+			}},
 			{name: "LAST SCHEDULE", cell: func(o scheme.Object, now time.Time) string {
 				t := o.(*batchv1.CronJob).GetStatus().GetLastScheduleTime()
 				if t.IsZero() {
@@ -227,7 +229,9 @@ func columns(k *scheme.Kind) []column {
 		}
 	case "ServiceAccount":
 		return []column{nameCol,
-			{name: "SECRETS", cell: func(o scheme.Object, _ time.Time) string { return strconv.Itoa(len(o.(*corev1.ServiceAccount).Secrets)) }},
+			{name: "SECRETS", cell: func(o scheme.Object, _ time.Time) string {
+				return strconv.Itoa(len(o.(*corev1.ServiceAccount).Secrets))
+			}},
 			ageCol,
 		}
 	}

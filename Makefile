@@ -1,0 +1,60 @@
+# Skiff's build. `make run` starts a local cluster, `make test` is what CI runs.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+RUN_DIR ?= $(CURDIR)/.run
+
+# One line per binary: name=package. Later components add theirs here.
+BINARIES := \
+	skiff-apiserver=./apiserver/cmd/skiff-apiserver \
+	skiffctl=./ctl/cmd/skiffctl \
+	skiff-local=./e2e/cmd/skiff-local
+
+UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/...
+
+.PHONY: all build test unit e2e test-race run bench proto lint clean deps
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	@for b in $(BINARIES); do \
+		name=$${b%%=*}; pkg=$${b#*=}; \
+		echo "go build $$name"; \
+		$(GO) build -trimpath -o $(BIN)/$$name $$pkg || exit 1; \
+	done
+
+# Unit and integration tests of every module, then the end-to-end suite that
+# drives the built binaries.
+test: build unit e2e
+
+unit:
+	$(GO) vet $(UNIT_PKGS) ./e2e/...
+	$(GO) test -count=1 -timeout 15m $(UNIT_PKGS)
+
+e2e: build
+	$(GO) test -count=1 -timeout 20m ./e2e/...
+
+test-race:
+	$(GO) test -race -count=1 -timeout 30m $(UNIT_PKGS)
+
+deps:
+	@bash hack/install-deps.sh
+
+run: deps build
+	$(BIN)/skiff-local up --dir $(RUN_DIR)
+
+# Benchmarks print their figures (ratios to raw etcd measured in the same run).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/
+
+proto:
+	bash proto/gen.sh
+
+lint:
+	@out=$$(gofmt -l proto client apiserver ctl e2e); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(UNIT_PKGS) ./e2e/...
+	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ./...
+
+clean:
+	rm -rf $(BIN) $(RUN_DIR)

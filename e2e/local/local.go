@@ -1,0 +1,309 @@
+// Package local runs a whole Skiff cluster on this machine from the built
+// binaries: each component a child process with its log in <dir>/logs, started
+// in order and waited on until ready. skiff-local and the e2e tests use it.
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Options say where the cluster lives.
+type Options struct {
+	Dir    string // state, logs, data
+	BinDir string // where the skiff-* binaries are
+	Port   int    // the apiserver's secure port (0 picks a free one)
+	Log    io.Writer
+}
+
+// Component is one process of the cluster.
+type Component struct {
+	Name   string
+	Binary string
+	Args   []string
+	// Ready is polled until it answers 200.
+	Ready string
+}
+
+// Process is a started component.
+type Process struct {
+	Name    string `json:"name"`
+	PID     int    `json:"pid"`
+	Log     string `json:"log"`
+	Metrics string `json:"metrics,omitempty"`
+	cmd     *exec.Cmd
+	exited  chan error
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	Dir       string     `json:"dir"`
+	Port      int        `json:"port"`
+	Processes []*Process `json:"processes"`
+}
+
+// Kubeconfig is the admin client config of the cluster.
+func (c *Cluster) Kubeconfig() string { return filepath.Join(c.Dir, "admin.conf") }
+
+// APIServerDataDir is the apiserver's --data-dir.
+func (c *Cluster) APIServerDataDir() string { return filepath.Join(c.Dir, "apiserver") }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// components lists the cluster's processes in start order. Later issues add
+// the scheduler, controller-manager, kubelet and proxy here.
+func components(o Options, port, metricsPort int) []Component {
+	return []Component{{
+		Name:   "skiff-apiserver",
+		Binary: "skiff-apiserver",
+		Args: []string{
+			"--data-dir", filepath.Join(o.Dir, "apiserver"),
+			"--bind-address", "127.0.0.1",
+			"--secure-port", strconv.Itoa(port),
+			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(metricsPort),
+		},
+		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", metricsPort),
+	}}
+}
+
+// Up starts the cluster and returns once every component is ready.
+func Up(ctx context.Context, o Options) (*Cluster, error) {
+	if o.Dir == "" {
+		return nil, errors.New("--dir: required")
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	o.Dir = dir
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	if c, err := load(dir); err == nil && c.alive() {
+		return nil, fmt.Errorf("a cluster is already running in %s (skiff-local down --dir %s)", dir, dir)
+	}
+	port := o.Port
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	metricsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Dir: dir, Port: port}
+	for _, comp := range components(o, port, metricsPort) {
+		p, err := start(o, comp)
+		if err != nil {
+			c.Down()
+			return nil, err
+		}
+		p.Metrics = strings.TrimSuffix(comp.Ready, "/readyz")
+		c.Processes = append(c.Processes, p)
+		if err := c.save(); err != nil {
+			c.Down()
+			return nil, err
+		}
+		if err := waitReady(ctx, p, comp.Ready, 60*time.Second); err != nil {
+			c.Down()
+			return nil, fmt.Errorf("%s: %w\n%s", comp.Name, err, tail(p.Log, 20))
+		}
+		fmt.Fprintf(o.Log, "%s ready (pid %d, log %s)\n", comp.Name, p.PID, p.Log)
+	}
+	src := filepath.Join(dir, "apiserver", "admin.conf")
+	data, err := os.ReadFile(src)
+	if err != nil {
+		c.Down()
+		return nil, err
+	}
+	if err := os.WriteFile(c.Kubeconfig(), data, 0o600); err != nil {
+		c.Down()
+		return nil, err
+	}
+	return c, nil
+}
+
+func start(o Options, comp Component) (*Process, error) {
+	bin := filepath.Join(o.BinDir, comp.Binary)
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("%s not found in %s: run `make build` first", comp.Binary, o.BinDir)
+	}
+	logPath := filepath.Join(o.Dir, "logs", comp.Name+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, comp.Args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: Ctrl-C in the terminal reaches skiff-local, which
+	// stops the children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", comp.Name, err)
+	}
+	p := &Process{Name: comp.Name, PID: cmd.Process.Pid, Log: logPath, cmd: cmd, exited: make(chan error, 1)}
+	go func() {
+		p.exited <- cmd.Wait()
+		logf.Close()
+	}()
+	return p, nil
+}
+
+func waitReady(ctx context.Context, p *Process, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			return fmt.Errorf("exited before it was ready: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if resp, err := client.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %s", timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func statePath(dir string) string { return filepath.Join(dir, "state.json") }
+
+func (c *Cluster) save() error {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(statePath(c.Dir), data, 0o644)
+}
+
+func load(dir string) (*Cluster, error) {
+	data, err := os.ReadFile(statePath(dir))
+	if err != nil {
+		return nil, err
+	}
+	var c Cluster
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", statePath(dir), err)
+	}
+	return &c, nil
+}
+
+func (c *Cluster) alive() bool {
+	for _, p := range c.Processes {
+		if syscall.Kill(p.PID, 0) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Down stops the components in reverse order: SIGTERM, then SIGKILL after
+// ten seconds.
+func (c *Cluster) Down() {
+	for i := len(c.Processes) - 1; i >= 0; i-- {
+		stop(c.Processes[i], 10*time.Second)
+	}
+	os.Remove(statePath(c.Dir))
+}
+
+func stop(p *Process, grace time.Duration) {
+	_ = syscall.Kill(p.PID, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if p.exited != nil {
+			select {
+			case <-p.exited:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		if syscall.Kill(p.PID, 0) != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(p.PID, syscall.SIGKILL)
+}
+
+// Down stops the cluster recorded in dir by an earlier Up.
+func Down(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	c, err := load(abs)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no cluster recorded in %s", abs)
+	}
+	if err != nil {
+		return err
+	}
+	c.Down()
+	return nil
+}
+
+// Wait blocks until ctx ends or a component exits; it returns which.
+func (c *Cluster) Wait(ctx context.Context) error {
+	exited := make(chan error, len(c.Processes))
+	for _, p := range c.Processes {
+		go func() {
+			if p.exited == nil {
+				return
+			}
+			err := <-p.exited
+			p.exited <- err
+			exited <- fmt.Errorf("%s exited: %v (log %s)", p.Name, err, p.Log)
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-exited:
+		return err
+	}
+}

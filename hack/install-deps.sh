@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Skiff needs to run a local cluster, when they
+# are missing. Idempotent; prints what it installs.
+set -euo pipefail
+# package:command that proves it is installed
+want=(
+	containerd:containerd
+	runc:runc
+	containernetworking-plugins:/usr/lib/cni/bridge
+	nftables:nft
+	iproute2:ip
+	etcd-client:etcdctl
+	protobuf-compiler:protoc
+	curl:curl
+	git:git
+	make:make
+	ca-certificates:/etc/ssl/certs/ca-certificates.crt
+)
+missing=()
+for w in "${want[@]}"; do
+	pkg=${w%%:*}
+	probe=${w#*:}
+	if [[ $probe == /* ]]; then
+		[[ -e $probe ]] || missing+=("$pkg")
+	else
+		command -v "$probe" >/dev/null 2>&1 || missing+=("$pkg")
+	fi
+done
+if ((${#missing[@]} == 0)); then
+	exit 0
+fi
+if [[ $(id -u) != 0 ]]; then
+	echo "install-deps: missing Debian packages: ${missing[*]}; run as root (or: sudo apt-get install ${missing[*]})" >&2
+	exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"
