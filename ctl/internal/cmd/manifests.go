@@ -113,14 +113,17 @@ func (o *Options) namespaceFor(ob object) (string, error) {
 	return m.Namespace, nil
 }
 
-// resourceName is kubectl's "deployment.apps/web".
-func resourceName(k *scheme.Kind, name string) string {
+// kindName is kubectl's "deployment.apps" (or "service" in the core group).
+func kindName(k *scheme.Kind) string {
 	n := strings.ToLower(k.Kind)
 	if k.Group != "" {
 		n += "." + k.Group
 	}
-	return n + "/" + name
+	return n
 }
+
+// resourceName is kubectl's "deployment.apps/web".
+func resourceName(k *scheme.Kind, name string) string { return kindName(k) + "/" + name }
 
 // compactJSON normalises JSON so equal documents compare equal.
 func compactJSON(b []byte) []byte {

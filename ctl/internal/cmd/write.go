@@ -34,7 +34,13 @@ func (o *Options) eachObject(cmd *cobra.Command, files []string, recursive bool,
 			failed = true
 			continue
 		}
-		fmt.Fprintf(o.streams.Out, "%s %s\n", resourceName(ob.kind, ob.obj.GetMetadata().GetName()), verb)
+		switch verb {
+		case "":
+		case "deleted":
+			fmt.Fprintf(o.streams.Out, "%s %q deleted\n", kindName(ob.kind), ob.obj.GetMetadata().GetName())
+		default:
+			fmt.Fprintf(o.streams.Out, "%s %s\n", resourceName(ob.kind, ob.obj.GetMetadata().GetName()), verb)
+		}
 	}
 	if failed {
 		return exitError{code: 1}
@@ -160,7 +166,7 @@ func newDelete(o *Options) *cobra.Command {
 					}
 					if verb != "" {
 						deleted++
-						fmt.Fprintf(o.streams.Out, "%s %q %s\n", strings.ToLower(t.kind.Kind), n, verb)
+						fmt.Fprintf(o.streams.Out, "%s %q %s\n", kindName(t.kind), n, verb)
 					}
 				}
 			}

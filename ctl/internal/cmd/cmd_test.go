@@ -1,0 +1,188 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"skiff.dev/apiserver/apitest"
+)
+
+// cluster is one in-process apiserver shared by the command tests.
+type cluster struct {
+	t *testing.T
+	s *apitest.Server
+}
+
+func newCluster(t *testing.T) *cluster {
+	return &cluster{t: t, s: apitest.Start(t)}
+}
+
+// run executes skiffctl with args against the cluster, as a user's shell would.
+func (c *cluster) run(stdin string, args ...string) (stdout, stderr string, code int) {
+	var out, errb bytes.Buffer
+	dial := func(ctx context.Context, o *Options) (grpc.ClientConnInterface, string, error) {
+		o.Kubeconfig = c.s.AdminConfig()
+		return dialConfig(ctx, o)
+	}
+	code = Main(Streams{In: strings.NewReader(stdin), Out: &out, Err: &errb}, args, dial)
+	return out.String(), errb.String(), code
+}
+
+func (c *cluster) must(stdin string, args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.run(stdin, args...)
+	if code != 0 {
+		c.t.Fatalf("skiffctl %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+const web = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        env: [{name: A, value: "1"}, {name: B, value: "2"}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+`
+
+func TestApplyCreatesConfiguresAndPrunesRemovedFields(t *testing.T) {
+	c := newCluster(t)
+	out := c.must(web, "apply", "-f", "-")
+	if out != "deployment.apps/web created\nservice/web created\n" {
+		t.Fatalf("first apply:\n%s", out)
+	}
+	if out := c.must(web, "apply", "-f", "-"); out != "deployment.apps/web unchanged\nservice/web unchanged\n" {
+		t.Fatalf("second apply:\n%s", out)
+	}
+	// Someone else scales it; then the file drops the env B and the label.
+	c.must("", "get", "deploy", "web")
+	changed := strings.Replace(web, `env: [{name: A, value: "1"}, {name: B, value: "2"}]`, `env: [{name: A, value: "1"}]`, 1)
+	changed = strings.Replace(changed, "  labels: {app: web}\nspec:\n  replicas: 2", "spec:\n  replicas: 2", 1)
+	if out := c.must(changed, "apply", "-f", "-"); !strings.HasPrefix(out, "deployment.apps/web configured\n") {
+		t.Fatalf("apply of a changed file:\n%s", out)
+	}
+	js := c.must("", "get", "deployment", "web", "-o", "json")
+	if strings.Contains(js, `"name": "B"`) || strings.Contains(js, `"labels": {`+"\n"+`            "app": "web"`+"\n"+`        },`+"\n"+`        "name": "web"`) {
+		t.Fatalf("removed fields survived:\n%s", js)
+	}
+	// Server-set fields survive an apply: the service keeps its defaults.
+	if js := c.must("", "get", "svc", "web", "-o", "json"); !strings.Contains(js, `"sessionAffinity": "None"`) {
+		t.Fatalf("service lost server fields:\n%s", js)
+	}
+}
+
+func TestGetTablesAndFormats(t *testing.T) {
+	c := newCluster(t)
+	c.must(web, "apply", "-f", "-")
+	out := c.must("", "get", "deployments")
+	if !strings.HasPrefix(out, "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/2     0            0           ") {
+		t.Fatalf("deployments table:\n%q", out)
+	}
+	out = c.must("", "get", "svc,deploy")
+	if !strings.Contains(out, "service/web") || !strings.Contains(out, "deployment.apps/web") {
+		t.Fatalf("two kinds:\n%s", out)
+	}
+	if out := c.must("", "get", "DEPLOY/web", "-o", "name"); out != "deployment.apps/web\n" {
+		t.Fatalf("-o name: %q", out)
+	}
+	y := c.must("", "get", "deploy", "web", "-o", "yaml")
+	if !strings.HasPrefix(y, "apiVersion: apps/v1\nkind: Deployment\n") {
+		t.Fatalf("-o yaml:\n%s", y)
+	}
+	l := c.must("", "get", "deploy", "-o", "yaml")
+	if !strings.HasPrefix(l, "apiVersion: v1\nitems:\n") || !strings.Contains(l, "kind: List") {
+		t.Fatalf("-o yaml of a list:\n%s", l)
+	}
+	// -n is ignored for cluster-scoped kinds, -A adds NAMESPACE.
+	if out := c.must("", "get", "ns", "-n", "kube-system"); !strings.Contains(out, "kube-public") {
+		t.Fatalf("get ns -n:\n%s", out)
+	}
+	if out := c.must("", "get", "svc", "-A"); !strings.HasPrefix(out, "NAMESPACE   NAME   TYPE") {
+		t.Fatalf("-A:\n%s", out)
+	}
+	if out := c.must("", "get", "deploy", "-l", "app=nope"); out != "" {
+		t.Fatalf("empty selection printed %q", out)
+	}
+	_, errOut, _ := c.run("", "get", "deploy", "-l", "app=nope")
+	if errOut != "No resources found in default namespace.\n" {
+		t.Fatalf("empty selection: %q", errOut)
+	}
+}
+
+func TestErrorsReadLikeKubectl(t *testing.T) {
+	c := newCluster(t)
+	cases := []struct {
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"", []string{"get", "widgets"}, "error: the server doesn't have a resource type \"widgets\"\n"},
+		{"", []string{"get", "pod", "nope"}, "Error from server (NotFound): pods \"nope\" not found\n"},
+		{strings.Replace(web, "replicas: 2", "replicas: -2", 1), []string{"create", "-f", "-"},
+			"The Deployment \"web\" is invalid: spec.replicas: Invalid value: -2: must be greater than or equal to 0\n"},
+		{strings.Replace(strings.Replace(web, "replicas: 2", "replicas: -2", 1), "image: nginx:1.27", "image: \"\"", 1), []string{"apply", "-f", "-"},
+			"The Deployment \"web\" is invalid: \n* spec.replicas: Invalid value: -2: must be greater than or equal to 0\n* spec.template.spec.containers[0].image: Required value\n"},
+	}
+	for _, tc := range cases {
+		_, errOut, code := c.run(tc.stdin, tc.args...)
+		if code != 1 || !strings.HasPrefix(errOut, tc.want) {
+			t.Errorf("skiffctl %s: exit %d\n got %q\nwant %q", strings.Join(tc.args, " "), code, errOut, tc.want)
+		}
+	}
+	c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", "create", "-f", "-")
+	_, errOut, code := c.run("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", "create", "-f", "-")
+	if code != 1 || errOut != "Error from server (AlreadyExists): configmaps \"c\" already exists\n" {
+		t.Errorf("create twice: %q", errOut)
+	}
+	// replace with a stale resourceVersion is upstream's conflict.
+	_, errOut, code = c.run("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, resourceVersion: \"1\"}\ndata: {a: b}\n", "replace", "-f", "-")
+	want := "Error from server (Conflict): Operation cannot be fulfilled on configmaps \"c\": the object has been modified; please apply your changes to the latest version and try again\n"
+	if code != 1 || errOut != want {
+		t.Errorf("stale replace: %q", errOut)
+	}
+	if out := c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n", "replace", "-f", "-"); out != "configmap/c replaced\n" {
+		t.Errorf("replace: %q", out)
+	}
+}
+
+func TestDeleteByNameLabelAndFile(t *testing.T) {
+	c := newCluster(t)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(web), 0o644)
+	c.must("", "apply", "-f", dir)
+	if out := c.must("", "delete", "svc", "web"); out != "service \"web\" deleted\n" {
+		t.Fatalf("delete: %q", out)
+	}
+	if out := c.must("", "delete", "-f", filepath.Join(dir, "web.yaml"), "--ignore-not-found"); out != "deployment.apps \"web\" deleted\n" {
+		t.Fatalf("delete -f: %q", out)
+	}
+	c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {x: z}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, labels: {x: z}}\n", "create", "-f", "-")
+	if out := c.must("", "delete", "cm", "-l", "x=z"); out != "configmap \"a\" deleted\nconfigmap \"b\" deleted\n" {
+		t.Fatalf("delete -l: %q", out)
+	}
+	if _, errOut, code := c.run("", "delete", "cm", "gone"); code != 1 || errOut != "Error from server (NotFound): configmaps \"gone\" not found\n" {
+		t.Fatalf("delete missing: %d %q", code, errOut)
+	}
+}

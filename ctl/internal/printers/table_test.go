@@ -1,0 +1,82 @@
+package printers
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	corev1 "skiff.dev/proto/api/core/v1"
+	metav1 "skiff.dev/proto/api/meta/v1"
+	"skiff.dev/proto/scheme"
+)
+
+func waiting(reason string) *corev1.ContainerStatus {
+	return &corev1.ContainerStatus{State: &corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason}}}
+}
+
+func TestPodStatusReasons(t *testing.T) {
+	running := &corev1.ContainerStatus{Ready: true, State: &corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}
+	done := &corev1.ContainerStatus{State: &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Completed"}}}
+	killed := &corev1.ContainerStatus{State: &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Signal: 9}}}
+	exit2 := &corev1.ContainerStatus{State: &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 2}}}
+	cases := []struct {
+		name   string
+		status *corev1.PodStatus
+		init   int
+		del    bool
+		want   string
+	}{
+		{"pending", &corev1.PodStatus{Phase: "Pending"}, 0, false, "Pending"},
+		{"creating", &corev1.PodStatus{Phase: "Pending", ContainerStatuses: []*corev1.ContainerStatus{waiting("ContainerCreating")}}, 0, false, "ContainerCreating"},
+		{"running", &corev1.PodStatus{Phase: "Running", ContainerStatuses: []*corev1.ContainerStatus{running}}, 0, false, "Running"},
+		{"crash loop", &corev1.PodStatus{Phase: "Running", ContainerStatuses: []*corev1.ContainerStatus{waiting("CrashLoopBackOff")}}, 0, false, "CrashLoopBackOff"},
+		{"completed", &corev1.PodStatus{Phase: "Succeeded", ContainerStatuses: []*corev1.ContainerStatus{done}}, 0, false, "Completed"},
+		{"signal", &corev1.PodStatus{Phase: "Failed", ContainerStatuses: []*corev1.ContainerStatus{killed}}, 0, false, "Signal:9"},
+		{"exit code", &corev1.PodStatus{Phase: "Failed", ContainerStatuses: []*corev1.ContainerStatus{exit2}}, 0, false, "ExitCode:2"},
+		{"init waiting", &corev1.PodStatus{Phase: "Pending", InitContainerStatuses: []*corev1.ContainerStatus{waiting("PodInitializing")}}, 2, false, "Init:0/2"},
+		{"init crash", &corev1.PodStatus{Phase: "Pending", InitContainerStatuses: []*corev1.ContainerStatus{waiting("CrashLoopBackOff")}}, 1, false, "Init:CrashLoopBackOff"},
+		{"terminating", &corev1.PodStatus{Phase: "Running", ContainerStatuses: []*corev1.ContainerStatus{running}}, 0, true, "Terminating"},
+		{"evicted", &corev1.PodStatus{Phase: "Failed", Reason: "Evicted"}, 0, false, "Evicted"},
+	}
+	for _, tc := range cases {
+		p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "p"}, Spec: &corev1.PodSpec{}, Status: tc.status}
+		for range tc.init {
+			p.Spec.InitContainers = append(p.Spec.InitContainers, &corev1.Container{})
+		}
+		if tc.del {
+			p.Metadata.DeletionTimestamp = metav1.Now()
+		}
+		if got := PodStatus(p); got != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestTables(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	created := metav1.NewTime(now.Add(-3*time.Minute - 2*time.Second))
+	nodePort := &corev1.Service{Metadata: &metav1.ObjectMeta{Name: "web", Namespace: "default", CreationTimestamp: created},
+		Spec: &corev1.ServiceSpec{Type: "NodePort", ClusterIP: "10.96.0.10", Ports: []*corev1.ServicePort{{Port: 80, NodePort: 30080, Protocol: "TCP"}, {Port: 443, Protocol: "TCP"}}}}
+	node := &corev1.Node{Metadata: &metav1.ObjectMeta{Name: "n1", CreationTimestamp: metav1.NewTime(now.Add(-49 * time.Hour)), Labels: map[string]string{"node-role.kubernetes.io/control-plane": ""}},
+		Spec:   &corev1.NodeSpec{Unschedulable: true},
+		Status: &corev1.NodeStatus{Conditions: []*corev1.NodeCondition{{Type: "Ready", Status: "True"}}, NodeInfo: &corev1.NodeSystemInfo{KubeletVersion: "v1.37.0-skiff"}}}
+	cases := []struct {
+		obj  scheme.Object
+		opts Options
+		want string
+	}{
+		{nodePort, Options{Now: now}, "NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)                AGE\nweb    NodePort   10.96.0.10   <none>        80:30080/TCP,443/TCP   3m2s\n"},
+		{nodePort, Options{Now: now, AllNamespaces: true}, "NAMESPACE   NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)                AGE\ndefault     web    NodePort   10.96.0.10   <none>        80:30080/TCP,443/TCP   3m2s\n"},
+		{node, Options{Now: now}, "NAME   STATUS                     ROLES           AGE    VERSION\nn1     Ready,SchedulingDisabled   control-plane   2d1h   v1.37.0-skiff\n"},
+	}
+	for _, tc := range cases {
+		var b bytes.Buffer
+		k, _ := scheme.ForMessage(tc.obj)
+		if err := Table(&b, k, []scheme.Object{tc.obj}, tc.opts); err != nil {
+			t.Fatal(err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("%s table:\n got %q\nwant %q", k.Kind, b.String(), tc.want)
+		}
+	}
+}
