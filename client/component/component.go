@@ -24,18 +24,35 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// SignalContext is cancelled on SIGINT or SIGTERM; a second signal exits at once.
+// SignalContext is cancelled on SIGINT or SIGTERM; a second signal exits(1)
+// at once, for the operator whose graceful shutdown hangs. The returned
+// cancel also stops listening for signals.
 func SignalContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
 	go func() {
-		<-ch
-		cancel()
-		<-ch
-		os.Exit(1)
+		select {
+		case <-ch:
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-ch:
+			os.Exit(1)
+		case <-done:
+		}
 	}()
-	return ctx, cancel
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(ch)
+			close(done)
+			cancel()
+		})
+	}
 }
 
 // NewLogger builds the logger: format text or json; verbosity 0 is info,
@@ -63,6 +80,9 @@ type Server struct {
 	// Ready checks must all pass for /readyz to answer 200.
 	Ready  map[string]func(context.Context) error
 	Logger *slog.Logger
+
+	mu sync.Mutex
+	ln net.Listener // bound early by Listen, else by Start
 }
 
 // Handler is the endpoint's mux.
@@ -108,18 +128,39 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ok")
 }
 
-// Start listens on Addr and serves until ctx ends.
+// Listen binds Addr now, so a caller that asked for port 0 learns the port
+// before Start; Start then serves on this listener.
+func (s *Server) Listen() (net.Addr, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		l, err := net.Listen("tcp", s.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("metrics server: %w", err)
+		}
+		s.ln = l
+	}
+	return s.ln.Addr(), nil
+}
+
+// Start listens on Addr (unless Listen already did) and serves until ctx
+// ends.
 func (s *Server) Start(ctx context.Context) error {
-	l, err := net.Listen("tcp", s.Addr)
-	if err != nil {
+	if _, err := s.Listen(); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	l := s.ln
+	s.mu.Unlock()
 	return s.Serve(ctx, l)
 }
 
 // Serve serves on l until ctx ends, then shuts down within five seconds.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if s.Logger != nil {
+		s.Logger.Info("serving metrics and health", "address", l.Addr().String())
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {
@@ -156,7 +197,10 @@ func (g *Group) Go(name string, fn func(ctx context.Context) error) {
 	go func() {
 		defer g.wg.Done()
 		err := fn(g.ctx)
-		if err != nil && g.ctx.Err() == nil {
+		// A function that merely reports the cancellation another member
+		// caused is not the failure worth returning.
+		stopped := g.ctx.Err() != nil && errors.Is(err, context.Canceled)
+		if err != nil && !stopped {
 			g.mu.Lock()
 			if g.err == nil {
 				g.err = fmt.Errorf("%s: %w", name, err)

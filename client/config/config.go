@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,16 +108,34 @@ func (c *Config) Write(path string) error {
 	}
 	data, err := yaml.Marshal(c)
 	if err != nil {
-		return err
+		return fmt.Errorf("client config %s: %w", path, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("client config: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
+	// A temporary file in the same directory, renamed over the target, so a
+	// reader never sees half a file and two writers never share a temp name.
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("client config: %w", err)
 	}
-	return os.Rename(tmp, path)
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("client config: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("client config: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("client config: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("client config: %w", err)
+	}
+	return nil
 }
 
 // NewAdmin is the admin's config for one cluster: cluster "skiff", user
@@ -185,25 +204,28 @@ func (c *Config) Resolve(context string) (*Resolved, error) {
 		server = strings.TrimPrefix(server, p)
 	}
 	server = strings.TrimSuffix(server, "/")
+	if server == "" {
+		return nil, fmt.Errorf("context %q: cluster %q has no server", ctx.Name, ctx.Context.Cluster)
+	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cl.TLSServerName}
 	ca, err := c.bytes(cl.CertificateAuthorityData, cl.CertificateAuthority)
 	if err != nil {
-		return nil, fmt.Errorf("certificate-authority: %w", err)
+		return nil, fmt.Errorf("cluster %q: certificate-authority: %w", ctx.Context.Cluster, err)
 	}
 	if len(ca) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(ca) {
-			return nil, errors.New("certificate-authority: no certificates found")
+			return nil, fmt.Errorf("cluster %q: certificate-authority: no certificates found", ctx.Context.Cluster)
 		}
 		tc.RootCAs = pool
 	}
 	cert, err := c.bytes(u.ClientCertificateData, u.ClientCertificate)
 	if err != nil {
-		return nil, fmt.Errorf("client-certificate: %w", err)
+		return nil, fmt.Errorf("user %q: client-certificate: %w", ctx.Context.User, err)
 	}
 	key, err := c.bytes(u.ClientKeyData, u.ClientKey)
 	if err != nil {
-		return nil, fmt.Errorf("client-key: %w", err)
+		return nil, fmt.Errorf("user %q: client-key: %w", ctx.Context.User, err)
 	}
 	if len(cert) > 0 {
 		pair, err := tls.X509KeyPair(cert, key)
@@ -214,8 +236,8 @@ func (c *Config) Resolve(context string) (*Resolved, error) {
 	}
 	if tc.ServerName == "" {
 		host := server
-		if i := strings.LastIndex(host, ":"); i >= 0 {
-			host = host[:i]
+		if h, _, err := net.SplitHostPort(server); err == nil {
+			host = h
 		}
 		tc.ServerName = strings.Trim(host, "[]")
 	}

@@ -17,6 +17,7 @@ import (
 	"skiff.dev/apiserver/internal/defaults"
 	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/apiserver/internal/watchcache"
+	batchv1 "skiff.dev/proto/api/batch/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
@@ -162,7 +163,35 @@ func (res *resource) prepareForCreate(obj scheme.Object, now time.Time) {
 		o.Status = &corev1.PersistentVolumeClaimStatus{Phase: "Pending"}
 	case *corev1.Secret:
 		foldStringData(o)
+	case *batchv1.Job:
+		jobSelector(o)
 	}
+}
+
+// jobSelector is upstream's generated Job selector: unless the user manages
+// it (manualSelector), the Job selects its pods by its own uid, and the
+// template carries the labels that select it.
+func jobSelector(j *batchv1.Job) {
+	s := j.GetSpec()
+	if s == nil || s.GetManualSelector() {
+		return
+	}
+	uid, name := j.Metadata.Uid, j.Metadata.Name
+	s.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"batch.kubernetes.io/controller-uid": uid}}
+	if s.Template == nil {
+		s.Template = &corev1.PodTemplateSpec{}
+	}
+	if s.Template.Metadata == nil {
+		s.Template.Metadata = &metav1.ObjectMeta{}
+	}
+	if s.Template.Metadata.Labels == nil {
+		s.Template.Metadata.Labels = map[string]string{}
+	}
+	l := s.Template.Metadata.Labels
+	l["batch.kubernetes.io/controller-uid"] = uid
+	l["controller-uid"] = uid
+	l["batch.kubernetes.io/job-name"] = name
+	l["job-name"] = name
 }
 
 // foldStringData moves stringData into data, as upstream does on every write.

@@ -25,6 +25,7 @@ import (
 
 	"skiff.dev/apiserver/apitest"
 	appsv1 "skiff.dev/proto/api/apps/v1"
+	batchv1 "skiff.dev/proto/api/batch/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
@@ -417,4 +418,24 @@ func TestUnknownResource(t *testing.T) {
 		t.Fatalf("not a gRPC status: %v", err)
 	}
 	_ = fmt.Sprint(st)
+}
+
+func TestJobSelectorIsGenerated(t *testing.T) {
+	s := apitest.Start(t)
+	j := manifest(t, `
+apiVersion: batch/v1
+kind: Job
+metadata: {name: pi}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: pi, image: perl:5.34.0, command: ["perl", "-Mbignum=bpi", "-wle", "print bpi(2000)"]}]
+`).(*batchv1.Job)
+	got := mustCreate(t, s, j)
+	uid := got.Metadata.Uid
+	if got.Spec.Selector.GetMatchLabels()["batch.kubernetes.io/controller-uid"] != uid ||
+		got.Spec.Template.Metadata.Labels["job-name"] != "pi" || got.Spec.GetBackoffLimit() != 6 {
+		t.Fatalf("job spec: %v", got.Spec)
+	}
 }
