@@ -51,7 +51,7 @@ func bundle(dir string) *Bundle {
 // serving certificate that lacks a wanted name, which is re-issued.
 func Ensure(dir string, extraSANs []string) (*Bundle, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pki directory: %w", err)
 	}
 	b := bundle(dir)
 	if !exists(b.CACert) || !exists(b.CAKey) {
@@ -71,7 +71,9 @@ func Ensure(dir string, extraSANs []string) (*Bundle, error) {
 			return nil, fmt.Errorf("issue serving certificate: %w", err)
 		}
 	}
-	if _, _, err := loadPair(b.AdminCert, b.AdminKey); err != nil {
+	// An admin certificate from a CA that has since been replaced would
+	// lock the admin out, so it is re-issued like the serving one.
+	if cur, _, err := loadPair(b.AdminCert, b.AdminKey); err != nil || cur.CheckSignatureFrom(ca) != nil {
 		tmpl := leaf("admin", []string{"system:masters"}, x509.ExtKeyUsageClientAuth, 365*24*time.Hour)
 		if err := issue(tmpl, ca, caKey, b.AdminCert, b.AdminKey); err != nil {
 			return nil, fmt.Errorf("issue admin certificate: %w", err)
@@ -82,21 +84,24 @@ func Ensure(dir string, extraSANs []string) (*Bundle, error) {
 
 // IssueClient signs a client certificate for user in groups.
 func IssueClient(b *Bundle, user string, groups []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if user == "" {
+		return nil, nil, errors.New("issue client certificate: empty user name")
+	}
 	ca, caKey, err := loadPair(b.CACert, b.CAKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("load CA: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("issue client certificate: %w", err)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, leaf(user, groups, x509.ExtKeyUsageClientAuth, validity), ca, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("issue client certificate for %q: %w", user, err)
 	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("issue client certificate: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
 }
@@ -167,12 +172,22 @@ func write(der []byte, key *ecdsa.PrivateKey, certFile, keyFile string) error {
 	return atomicWrite(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
+// atomicWrite goes through a fresh temporary file (created 0600) so a key
+// is never readable by others, not even for a moment.
 func atomicWrite(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	defer os.Remove(f.Name())
+	_, werr := f.Write(data)
+	if err := errors.Join(werr, f.Chmod(mode), f.Close()); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 func loadPair(certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
@@ -330,6 +345,11 @@ type CertExpiry struct {
 
 // Expiry lists the certificates in dir with their expiry.
 func Expiry(dir string) ([]CertExpiry, error) {
+	// Glob finds nothing in a missing directory; say so rather than report
+	// an empty, healthy-looking list.
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("certificate directory: %w", err)
+	}
 	files, err := filepath.Glob(filepath.Join(dir, "*.crt"))
 	if err != nil {
 		return nil, err

@@ -64,13 +64,9 @@ func (r *Registry) Delete(ctx context.Context, k *scheme.Kind, ns, name string, 
 }
 
 func (r *Registry) deleteOnce(ctx context.Context, res *resource, key, name string, opts DeleteOptions) (*watchcache.Object, error) {
-	kv, err := r.cfg.Store.Get(ctx, res.prefix+key, 0)
+	cur, err := res.latest(ctx, key, name)
 	if err != nil {
-		return nil, res.storageError(err, name)
-	}
-	cur, err := res.decode(key, kv.Value, kv.Rev)
-	if err != nil {
-		return nil, apierrors.NewInternal(err)
+		return nil, err
 	}
 	obj := cur.Msg.(scheme.Object)
 	m := obj.GetMetadata()

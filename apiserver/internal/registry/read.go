@@ -149,7 +149,7 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, o ListOp
 			return nil, err
 		}
 		if err := waitRev(ctx, res.cache, rev); err != nil {
-			return nil, apierrors.New(apierrors.ReasonTimeout, fmt.Sprintf("Too large resource version: %d, current: %d", rev, res.cache.Rev()), nil)
+			return nil, err
 		}
 	}
 	lo.Limit = o.Limit
@@ -266,7 +266,7 @@ func (r *Registry) Watch(ctx context.Context, k *scheme.Kind, ns string, o Watch
 			return nil, err
 		}
 		if err := waitRev(ctx, res.cache, rev); err != nil {
-			return nil, apierrors.New(apierrors.ReasonTimeout, fmt.Sprintf("Too large resource version: %d, current: %d", rev, res.cache.Rev()), nil)
+			return nil, err
 		}
 		wo.FromRev = rev
 	}
@@ -281,9 +281,12 @@ func (r *Registry) Watch(ctx context.Context, k *scheme.Kind, ns string, o Watch
 }
 
 // waitRev gives the cache up to three seconds to reach a revision a client
-// has seen elsewhere, as upstream's cacher does.
+// has seen elsewhere, as upstream's cacher does, then answers as upstream.
 func waitRev(ctx context.Context, c *watchcache.Cache, rev int64) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	return c.WaitRev(ctx, rev)
+	if err := c.WaitRev(ctx, rev); err != nil {
+		return apierrors.New(apierrors.ReasonTimeout, fmt.Sprintf("Too large resource version: %d, current: %d", rev, c.Rev()), nil)
+	}
+	return nil
 }

@@ -44,13 +44,9 @@ func (r *Registry) Bind(ctx context.Context, b *corev1.Binding) (*watchcache.Obj
 	}
 	key := res.key(ns, name)
 	for attempt := 0; ; attempt++ {
-		kv, err := r.cfg.Store.Get(ctx, res.prefix+key, 0)
+		cur, err := res.latest(ctx, key, name)
 		if err != nil {
-			return nil, res.storageError(err, name)
-		}
-		cur, err := res.decode(key, kv.Value, kv.Rev)
-		if err != nil {
-			return nil, apierrors.NewInternal(err)
+			return nil, err
 		}
 		pod := proto.Clone(cur.Msg).(*corev1.Pod)
 		if uid := m.GetUid(); uid != "" && uid != pod.Metadata.Uid {

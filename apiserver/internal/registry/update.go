@@ -135,6 +135,19 @@ func (res *resource) current(ctx context.Context, key string, want int64) (*watc
 	return res.decode(key, kv.Value, kv.Rev)
 }
 
+// latest reads the object from etcd, with API errors.
+func (res *resource) latest(ctx context.Context, key, name string) (*watchcache.Object, error) {
+	kv, err := res.reg.cfg.Store.Get(ctx, res.prefix+key, 0)
+	if err != nil {
+		return nil, res.storageError(err, name)
+	}
+	o, err := res.decode(key, kv.Value, kv.Rev)
+	if err != nil {
+		return nil, apierrors.NewInternal(err)
+	}
+	return o, nil
+}
+
 // prepareForUpdate keeps what clients may not change through Update: identity,
 // creation, deletion state and status; and moves generation on spec changes.
 func (res *resource) prepareForUpdate(next, old scheme.Object) {
@@ -199,13 +212,9 @@ func (r *Registry) Patch(ctx context.Context, k *scheme.Kind, ns, name, patchTyp
 	}
 	key := res.key(ns, name)
 	for attempt := 0; ; attempt++ {
-		kv, err := r.cfg.Store.Get(ctx, res.prefix+key, 0)
+		cur, err := res.latest(ctx, key, name)
 		if err != nil {
-			return nil, res.storageError(err, name)
-		}
-		cur, err := res.decode(key, kv.Value, kv.Rev)
-		if err != nil {
-			return nil, apierrors.NewInternal(err)
+			return nil, err
 		}
 		doc, err := codec.MarshalJSON(cur.Msg)
 		if err != nil {

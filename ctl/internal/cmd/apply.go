@@ -25,36 +25,18 @@ func newApply(o *Options) *cobra.Command {
 		Short: "Apply a configuration to a resource by file name or stdin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			objs, err := o.readFiles(files, recursive)
-			if err != nil {
-				return err
+			suffix := ""
+			switch dryRun {
+			case "none", "":
+			case "client", "server":
+				suffix = " (" + dryRun + " dry run)"
+			default:
+				return fmt.Errorf(`Invalid dry-run value (%s). Must be "none", "server", or "client".`, dryRun)
 			}
-			cl, err := o.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			failed := false
-			for _, ob := range objs {
-				ns, err := o.namespaceFor(ob)
-				if err != nil {
-					return err
-				}
-				verb, err := apply(cmd, cl.Resource(ob.kind, ns), ob, dryRun == "server")
-				if err != nil {
-					o.printError(err)
-					failed = true
-					continue
-				}
-				suffix := ""
-				if dryRun != "" && dryRun != "none" {
-					suffix = fmt.Sprintf(" (%s dry run)", dryRun)
-				}
-				fmt.Fprintf(o.streams.Out, "%s %s%s\n", resourceName(ob.kind, ob.obj.GetMetadata().GetName()), verb, suffix)
-			}
-			if failed {
-				return exitError{code: 1}
-			}
-			return nil
+			return o.eachObject(cmd, files, recursive, func(d *client.Dynamic, ob object) (string, error) {
+				verb, err := apply(cmd, d, ob, dryRun)
+				return verb + suffix, err
+			})
 		},
 	}
 	c.Flags().StringSliceVarP(&files, "filename", "f", nil, "The files that contain the configurations to apply.")
@@ -68,7 +50,10 @@ type dynamic = *client.Dynamic
 // apply creates the object, or patches the live one with the difference
 // between the last applied configuration and this one (fields removed from
 // the file are removed from the object; fields others set are kept).
-func apply(cmd *cobra.Command, d dynamic, ob object, serverDryRun bool) (string, error) {
+// dryRun "client" computes the answer without writing; "server" has the
+// apiserver run everything but the write.
+func apply(cmd *cobra.Command, d dynamic, ob object, dryRun string) (string, error) {
+	serverDryRun := dryRun == "server"
 	ctx := cmd.Context()
 	m := ob.obj.GetMetadata()
 	self, modified, err := withLastApplied(ob)
@@ -80,6 +65,9 @@ func apply(cmd *cobra.Command, d dynamic, ob object, serverDryRun bool) (string,
 		obj := ob.kind.New()
 		if err := codec.DecodeInto(modified, obj, codec.Options{}); err != nil {
 			return "", err
+		}
+		if dryRun == "client" {
+			return "created", nil
 		}
 		if _, err := d.Create(ctx, obj.(scheme.Object), serverDryRun); err != nil {
 			return "", err
@@ -99,6 +87,9 @@ func apply(cmd *cobra.Command, d dynamic, ob object, serverDryRun bool) (string,
 	patch, err := jsonpatch.CreateMergePatch(original, modified)
 	if err != nil {
 		return "", fmt.Errorf("computing the patch for %s: %w", resourceName(ob.kind, m.GetName()), err)
+	}
+	if dryRun == "client" {
+		return "configured", nil
 	}
 	if _, err := d.Patch(ctx, m.GetName(), "merge", patch, "", serverDryRun); err != nil {
 		return "", err
