@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	"skiff.dev/apiserver/internal/defaults"
@@ -182,9 +181,7 @@ func TestDocumentationExamplesAreValid(t *testing.T) {
 
 func TestValidateUpdateImmutableFields(t *testing.T) {
 	old := decode(t, deployHead)
-	changed := proto.Clone(old).(scheme.Object)
-	y := strings.ReplaceAll(deployHead, "app: a", "app: b")
-	changed = decode(t, y)
+	changed := decode(t, strings.ReplaceAll(deployHead, "app: a", "app: b"))
 	errs := ValidateUpdate(changed, old)
 	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "spec.selector: Invalid value: \"app=b\": field is immutable") {
 		t.Fatalf("selector change: %v", errs.ToAggregate())

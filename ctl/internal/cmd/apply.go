@@ -10,7 +10,6 @@ import (
 	"skiff.dev/client"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/codec"
-	"skiff.dev/proto/scheme"
 )
 
 // LastApplied is the annotation apply keeps the applied configuration in.
@@ -69,7 +68,7 @@ func apply(cmd *cobra.Command, d dynamic, ob object, dryRun string) (string, err
 		if dryRun == "client" {
 			return "created", nil
 		}
-		if _, err := d.Create(ctx, obj.(scheme.Object), serverDryRun); err != nil {
+		if _, err := d.Create(ctx, obj, serverDryRun); err != nil {
 			return "", err
 		}
 		return "created", nil
