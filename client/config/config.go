@@ -30,11 +30,13 @@ type Config struct {
 	dir string
 }
 
+// NamedCluster is one entry of clusters.
 type NamedCluster struct {
 	Name    string  `json:"name"`
 	Cluster Cluster `json:"cluster"`
 }
 
+// Cluster says where an apiserver is and which CA vouches for it.
 type Cluster struct {
 	Server                   string `json:"server"`
 	CertificateAuthority     string `json:"certificate-authority,omitempty"`
@@ -42,11 +44,13 @@ type Cluster struct {
 	TLSServerName            string `json:"tls-server-name,omitempty"`
 }
 
+// NamedUser is one entry of users.
 type NamedUser struct {
 	Name string `json:"name"`
 	User User   `json:"user"`
 }
 
+// User holds a client certificate and key, inline (…-data) or as files.
 type User struct {
 	ClientCertificate     string `json:"client-certificate,omitempty"`
 	ClientCertificateData []byte `json:"client-certificate-data,omitempty"`
@@ -54,11 +58,13 @@ type User struct {
 	ClientKeyData         []byte `json:"client-key-data,omitempty"`
 }
 
+// NamedContext is one entry of contexts.
 type NamedContext struct {
 	Name    string  `json:"name"`
 	Context Context `json:"context"`
 }
 
+// Context pairs a cluster with a user and a default namespace.
 type Context struct {
 	Cluster   string `json:"cluster"`
 	User      string `json:"user"`

@@ -214,6 +214,8 @@ func wantedSANs(extra []string) ([]net.IP, []string) {
 	}
 	if addrs, err := net.InterfaceAddrs(); err == nil {
 		for _, a := range addrs {
+			// Link-local addresses are left out: they need a zone to be
+			// dialled and would re-issue the certificate whenever they change.
 			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLinkLocalUnicast() {
 				ips = append(ips, n.IP)
 			}

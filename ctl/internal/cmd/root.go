@@ -92,6 +92,9 @@ func NewRoot(s Streams, dial Dialer) *cobra.Command {
 	f.IntVarP(&o.Verbosity, "v", "v", 0, "Number for the log level verbosity.")
 	root.AddCommand(
 		newApply(o), newCreate(o), newReplace(o), newGet(o), newDelete(o),
+		newConfig(o), newVersion(o), newAPIResources(o), newCompletion(o),
+		newMetaCommand(o, "labels", "labeled"), newMetaCommand(o, "annotations", "annotated"),
+		newPatch(o), newScale(o), newCordon(o, true), newCordon(o, false),
 	)
 	for _, name := range []string{"logs", "exec", "top", "port-forward"} {
 		root.AddCommand(&cobra.Command{

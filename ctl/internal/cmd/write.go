@@ -104,19 +104,9 @@ func newDelete(o *Options) *cobra.Command {
 		Use:   "delete ([-f FILENAME] | TYPE [(NAME | -l label | --all)])",
 		Short: "Delete resources by file names, stdin, resources and names, or by resources and label selector",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := client.DeleteOptions{}
-			if grace >= 0 {
-				opts.GracePeriodSeconds = &grace
-			}
-			switch cascade {
-			case "background", "true", "":
-				opts.PropagationPolicy = "Background"
-			case "foreground":
-				opts.PropagationPolicy = "Foreground"
-			case "orphan", "false":
-				opts.PropagationPolicy = "Orphan"
-			default:
-				return fmt.Errorf(`invalid cascade value (%s). Must be "background", "foreground", or "orphan"`, cascade)
+			opts, err := deleteOptionsFor(grace, cascade)
+			if err != nil {
+				return err
 			}
 			del := func(d *client.Dynamic, name string) (string, error) {
 				_, err := d.Delete(cmd.Context(), name, opts)
