@@ -1,0 +1,251 @@
+// Package integration runs skiff-scheduler against a real in-process
+// apiserver with Node objects and no kubelets, as upstream's integration
+// tests and scheduler_perf do.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"skiff.dev/apiserver/apitest"
+	"skiff.dev/client"
+	corev1 "skiff.dev/proto/api/core/v1"
+	metav1 "skiff.dev/proto/api/meta/v1"
+	"skiff.dev/scheduler/app"
+	"skiff.dev/scheduler/internal/scheduler"
+)
+
+func q(s string) *metav1.Quantity { return &metav1.Quantity{String_: s} }
+
+func node(name, cpu, mem string, labels map[string]string, taints ...*corev1.Taint) *corev1.Node {
+	return &corev1.Node{
+		Metadata: &metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec:     &corev1.NodeSpec{Taints: taints},
+		Status: &corev1.NodeStatus{
+			Allocatable: map[string]*metav1.Quantity{"cpu": q(cpu), "memory": q(mem), "pods": q("110")},
+			Capacity:    map[string]*metav1.Quantity{"cpu": q(cpu), "memory": q(mem), "pods": q("110")},
+			Conditions:  []*corev1.NodeCondition{{Type: "Ready", Status: "True"}},
+		},
+	}
+}
+
+func pod(name, cpu string) *corev1.Pod {
+	c := &corev1.Container{Name: "c", Image: "registry.local/pause:3.10"}
+	if cpu != "" {
+		c.Resources = &corev1.ResourceRequirements{Requests: map[string]*metav1.Quantity{"cpu": q(cpu)}}
+	}
+	return &corev1.Pod{Metadata: &metav1.ObjectMeta{Namespace: "default", Name: name}, Spec: &corev1.PodSpec{Containers: []*corev1.Container{c}}}
+}
+
+type env struct {
+	t     *testing.T
+	api   *apitest.Server
+	c     *client.Client
+	pods  *client.Typed[*corev1.Pod]
+	nodes *client.Typed[*corev1.Node]
+}
+
+func setup(t *testing.T) *env {
+	s := apitest.Start(t)
+	c := client.New(s.Conn)
+	return &env{t: t, api: s, c: c, pods: client.For[*corev1.Pod](c, "default"), nodes: client.For[*corev1.Node](c, "")}
+}
+
+func (e *env) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	e.t.Cleanup(cancel)
+	return ctx
+}
+
+func (e *env) startScheduler(cfg scheduler.Config) {
+	cfg.Client = e.c
+	cfg.Registerer = prometheus.NewRegistry()
+	s, err := scheduler.New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	e.t.Cleanup(func() { cancel(); <-done })
+}
+
+func (e *env) createNodes(ns ...*corev1.Node) {
+	for _, n := range ns {
+		if _, err := e.nodes.Create(e.ctx(), n); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+func (e *env) createPods(ps ...*corev1.Pod) {
+	for _, p := range ps {
+		if _, err := e.pods.Create(e.ctx(), p); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// waitBound waits for the pod's node; "" waits for a FailedScheduling condition.
+func (e *env) waitBound(name string) *corev1.Pod {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		p, err := e.pods.Get(e.ctx(), name)
+		if err == nil && p.Spec.NodeName != "" {
+			return p
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatalf("pod %s was not bound in 20s", name)
+	return nil
+}
+
+func (e *env) waitUnschedulable(name string) *corev1.Pod {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		p, err := e.pods.Get(e.ctx(), name)
+		if err == nil {
+			for _, c := range p.GetStatus().GetConditions() {
+				if c.Type == "PodScheduled" && c.Status == "False" && p.Metadata.Annotations[scheduler.DiagnosisAnnotation] != "" {
+					return p
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatalf("pod %s never reported Unschedulable", name)
+	return nil
+}
+
+func TestResourceFitAndWhyPending(t *testing.T) {
+	e := setup(t)
+	e.createNodes(node("small", "1", "4Gi", nil), node("big", "4", "16Gi", nil))
+	e.startScheduler(scheduler.Config{})
+	e.createPods(pod("fits-big", "2"), pod("too-big", "8"))
+	if n := e.waitBound("fits-big").Spec.NodeName; n != "big" {
+		t.Fatalf("2 cpu pod went to %s", n)
+	}
+	p := e.waitUnschedulable("too-big")
+	var cond *corev1.PodCondition
+	for _, c := range p.Status.Conditions {
+		if c.Type == "PodScheduled" {
+			cond = c
+		}
+	}
+	if cond.Reason != "Unschedulable" || cond.Message != "0/2 nodes are available: 2 Insufficient cpu." {
+		t.Fatalf("condition: %v", cond)
+	}
+	if d := p.Metadata.Annotations[scheduler.DiagnosisAnnotation]; !strings.Contains(d, `"small":"NodeResourcesFit: Insufficient cpu"`) {
+		t.Fatalf("diagnosis: %s", d)
+	}
+	// A new node that fits moves the pod out of the unschedulable pool.
+	e.createNodes(node("huge", "16", "64Gi", nil))
+	if n := e.waitBound("too-big").Spec.NodeName; n != "huge" {
+		t.Fatalf("8 cpu pod went to %s", n)
+	}
+	// Assumed pods count at once: three 1.5-cpu pods never overcommit "big".
+	e.createPods(pod("a", "1500m"), pod("b", "1500m"), pod("c", "1500m"))
+	count := map[string]int{}
+	for _, n := range []string{"a", "b", "c"} {
+		count[e.waitBound(n).Spec.NodeName]++
+	}
+	if count["big"] > 1 { // 2 cpu already used on big: only one more 1.5 fits
+		t.Fatalf("big overcommitted: %v", count)
+	}
+}
+
+func TestSelectorsTaintsAndAffinity(t *testing.T) {
+	e := setup(t)
+	e.createNodes(
+		node("gpu", "8", "32Gi", map[string]string{"accel": "gpu", "cores": "8"}),
+		node("batch", "8", "32Gi", map[string]string{"cores": "4"}, &corev1.Taint{Key: "dedicated", Value: "batch", Effect: "NoSchedule"}),
+		node("plain", "8", "32Gi", map[string]string{"cores": "2"}),
+	)
+	e.startScheduler(scheduler.Config{})
+	sel := pod("wants-gpu", "")
+	sel.Spec.NodeSelector = map[string]string{"accel": "gpu"}
+	tol := pod("tolerates", "")
+	tol.Spec.Tolerations = []*corev1.Toleration{{Key: "dedicated", Operator: "Equal", Value: "batch", Effect: "NoSchedule"}}
+	tol.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []*corev1.NodeSelectorTerm{{MatchExpressions: []*corev1.NodeSelectorRequirement{{Key: "cores", Operator: "Gt", Values: []string{"3"}}, {Key: "accel", Operator: "DoesNotExist"}}}},
+	}}}
+	nowhere := pod("nowhere", "")
+	nowhere.Spec.NodeSelector = map[string]string{"accel": "tpu"}
+	e.createPods(sel, tol, nowhere)
+	if n := e.waitBound("wants-gpu").Spec.NodeName; n != "gpu" {
+		t.Fatalf("nodeSelector: %s", n)
+	}
+	if n := e.waitBound("tolerates").Spec.NodeName; n != "batch" {
+		t.Fatalf("toleration + Gt affinity: %s", n)
+	}
+	p := e.waitUnschedulable("nowhere")
+	msg := p.Status.Conditions[0].Message
+	want := "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: batch}, 2 node(s) didn't match Pod's node affinity/selector."
+	if msg != want {
+		t.Fatalf("summary:\n got %s\nwant %s", msg, want)
+	}
+}
+
+func TestLeaderFailoverNoDoubleBind(t *testing.T) {
+	e := setup(t)
+	e.createNodes(node("n1", "64", "256Gi", nil), node("n2", "64", "256Gi", nil))
+	run := func(name string) (context.CancelFunc, chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		o := *app.NewOptions()
+		o.Kubeconfig = e.api.AdminConfig()
+		o.MetricsBindAddress = ""
+		o.LeaseDuration, o.RenewDeadline, o.RetryPeriod = 2*time.Second, 1500*time.Millisecond, 200*time.Millisecond
+		o.LogFormat = "text"
+		go func() { done <- app.Run(ctx, o) }()
+		return cancel, done
+	}
+	stopA, doneA := run("a")
+	time.Sleep(500 * time.Millisecond)
+	stopB, doneB := run("b")
+	defer func() { stopB(); <-doneB }()
+	for i := range 20 {
+		e.createPods(pod(fmt.Sprintf("p%d", i), "100m"))
+	}
+	for i := range 20 {
+		e.waitBound(fmt.Sprintf("p%d", i))
+	}
+	stopA() // the leader goes away; the standby takes over
+	<-doneA
+	for i := 20; i < 40; i++ {
+		e.createPods(pod(fmt.Sprintf("p%d", i), "100m"))
+	}
+	var mu sync.Mutex
+	seen := map[string]string{}
+	for i := range 40 {
+		p := e.waitBound(fmt.Sprintf("p%d", i))
+		mu.Lock()
+		seen[p.Metadata.Name] = p.Spec.NodeName
+		mu.Unlock()
+	}
+	if len(seen) != 40 {
+		t.Fatalf("bound %d of 40", len(seen))
+	}
+	// Scheduled events: exactly one per pod (a second bind would be a Conflict and no event).
+	evs, err := client.For[*corev1.Event](e.c, "default").List(e.ctx(), client.ListOptions{FieldSelector: "reason=Scheduled"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, ev := range evs.Items {
+		per[ev.InvolvedObject.Name]++
+	}
+	for name, n := range per {
+		if n != 1 {
+			t.Errorf("%s has %d Scheduled events", name, n)
+		}
+	}
+}
