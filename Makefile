@@ -8,9 +8,10 @@ RUN_DIR ?= $(CURDIR)/.run
 BINARIES := \
 	skiff-apiserver=./apiserver/cmd/skiff-apiserver \
 	skiffctl=./ctl/cmd/skiffctl \
+	skiff-scheduler=./scheduler/cmd/skiff-scheduler \
 	skiff-local=./e2e/cmd/skiff-local
 
-UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/...
+UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/...
 
 .PHONY: all build test unit e2e test-race run bench proto lint clean deps
 
@@ -46,15 +47,15 @@ run: deps build
 
 # Benchmarks print their figures (ratios to raw etcd measured in the same run).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./scheduler/test/bench/
 
 proto:
 	bash proto/gen.sh
 
 lint:
-	@out=$$(gofmt -l proto client apiserver ctl e2e); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l proto client apiserver ctl e2e scheduler); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(UNIT_PKGS) ./e2e/...
-	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ./...
+	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ../scheduler/... ./...
 
 clean:
 	rm -rf $(BIN) $(RUN_DIR)

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -296,5 +297,36 @@ func TestRestartKeepsObjects(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(mustSkiffctl(t, "get", "configmap", "survivor", "-o", "json")), &got); err != nil || got.Data["k"] != "v" {
 		t.Fatalf("after restart: %+v %v", got, err)
+	}
+}
+
+func TestSchedulerBindsPodsToNodes(t *testing.T) {
+	node := `apiVersion: v1
+kind: Node
+metadata:
+  name: e2e-node
+  labels: {kubernetes.io/hostname: e2e-node}
+status:
+  allocatable: {cpu: "2", memory: 4Gi, pods: "110"}
+  capacity: {cpu: "2", memory: 4Gi, pods: "110"}
+  conditions: [{type: Ready, status: "True"}]
+`
+	if _, errOut, code := skiffctl(t, node, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("node: %s", errOut)
+	}
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: e2e-sched}\nspec:\n  containers: [{name: c, image: registry.local/pause:3.10, resources: {requests: {cpu: 500m}}}]\n"
+	if _, errOut, code := skiffctl(t, pod, "apply", "-f", "-"); code != 0 {
+		t.Fatalf("pod: %s", errOut)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := mustSkiffctl(t, "get", "pod", "e2e-sched", "-o", "json")
+		if strings.Contains(out, `"nodeName": "e2e-node"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod not bound by skiff-scheduler:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -70,8 +70,9 @@ func freePort() (int, error) {
 }
 
 // components lists the cluster's processes in start order. Later issues add
-// the scheduler, controller-manager, kubelet and proxy here.
-func components(o Options, port, metricsPort int) []Component {
+// the controller-manager, kubelet and proxy here.
+func components(o Options, port, metricsPort, schedulerPort int) []Component {
+	admin := filepath.Join(o.Dir, "apiserver", "admin.conf")
 	return []Component{{
 		Name:   "skiff-apiserver",
 		Binary: "skiff-apiserver",
@@ -82,6 +83,14 @@ func components(o Options, port, metricsPort int) []Component {
 			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(metricsPort),
 		},
 		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", metricsPort),
+	}, {
+		Name:   "skiff-scheduler",
+		Binary: "skiff-scheduler",
+		Args: []string{
+			"--kubeconfig", admin,
+			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(schedulerPort),
+		},
+		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", schedulerPort),
 	}}
 }
 
@@ -114,8 +123,12 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	schedulerPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	c := &Cluster{Dir: dir, Port: port}
-	for _, comp := range components(o, port, metricsPort) {
+	for _, comp := range components(o, port, metricsPort, schedulerPort) {
 		p, err := start(o, comp)
 		if err != nil {
 			c.Down()

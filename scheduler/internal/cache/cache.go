@@ -164,7 +164,9 @@ type Snapshot struct {
 }
 
 // NewSnapshot is empty; Update fills it.
-func NewSnapshot() *Snapshot { return &Snapshot{byName: map[string]*framework.NodeInfo{}, nodeSetGen: -1} }
+func NewSnapshot() *Snapshot {
+	return &Snapshot{byName: map[string]*framework.NodeInfo{}, nodeSetGen: -1}
+}
 
 // Get returns a node of the snapshot.
 func (s *Snapshot) Get(name string) *framework.NodeInfo { return s.byName[name] }

@@ -292,7 +292,9 @@ type Status struct {
 func NewStatus(code Code, reasons ...string) *Status { return &Status{Code: code, Reasons: reasons} }
 
 // AsStatus wraps an error.
-func AsStatus(err error) *Status { return &Status{Code: Error, Err: err, Reasons: []string{err.Error()}} }
+func AsStatus(err error) *Status {
+	return &Status{Code: Error, Err: err, Reasons: []string{err.Error()}}
+}
 
 // IsSuccess: nil or Success.
 func (s *Status) IsSuccess() bool { return s == nil || s.Code == Success }

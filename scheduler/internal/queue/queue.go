@@ -30,11 +30,11 @@ const (
 
 // Options tune the queue.
 type Options struct {
-	Less                      func(a, b *framework.QueuedPodInfo) bool
+	Less                       func(a, b *framework.QueuedPodInfo) bool
 	InitialBackoff, MaxBackoff time.Duration
-	MaxUnschedulable          time.Duration
-	Now                       func() time.Time
-	Pending                   *prometheus.GaugeVec // scheduler_pending_pods{queue}
+	MaxUnschedulable           time.Duration
+	Now                        func() time.Time
+	Pending                    *prometheus.GaugeVec // scheduler_pending_pods{queue}
 }
 
 // Queue holds pods waiting to be scheduled.

@@ -6,9 +6,9 @@ import (
 	"context"
 
 	"skiff.dev/client"
-	"skiff.dev/scheduler/internal/framework"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
+	"skiff.dev/scheduler/internal/framework"
 )
 
 const Name = "DefaultBinder"

@@ -5,8 +5,8 @@ package nodeunschedulable
 import (
 	"context"
 
-	"skiff.dev/scheduler/internal/framework"
 	corev1 "skiff.dev/proto/api/core/v1"
+	"skiff.dev/scheduler/internal/framework"
 )
 
 const Name = "NodeUnschedulable"
