@@ -286,3 +286,28 @@ func (c *Client) Evict(ctx context.Context, e *policyv1.Eviction) error {
 	_, err := c.API.Evict(ctx, &apipb.EvictRequest{Eviction: e})
 	return err
 }
+
+// Revision is one past write of an object.
+type Revision struct {
+	Object          scheme.Object
+	ResourceVersion string
+	Deleted         bool
+}
+
+// History lists an object's past revisions still held in etcd, newest
+// first, and the compacted revision before which history is gone.
+func (d *Dynamic) History(ctx context.Context, name string, limit int64) ([]Revision, int64, error) {
+	resp, err := d.c.API.History(ctx, &apipb.HistoryRequest{Resource: d.kind.Ref(), Namespace: d.ns, Name: name, Limit: limit})
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]Revision, len(resp.Items))
+	for i, it := range resp.Items {
+		o, err := d.decodeInto(it.Object)
+		if err != nil {
+			return nil, 0, err
+		}
+		out[i] = Revision{Object: o, ResourceVersion: it.ResourceVersion, Deleted: it.Deleted}
+	}
+	return out, resp.CompactedRevision, nil
+}

@@ -1148,6 +1148,190 @@ func (x *EvictRequest) GetEviction() *v11.Eviction {
 	return nil
 }
 
+type HistoryRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Resource  *Resource              `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// limit bounds how many revisions come back (0: all that remain).
+	Limit         int64 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_apipb_api_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *HistoryRequest) GetResource() *Resource {
+	if x != nil {
+		return x.Resource
+	}
+	return nil
+}
+
+func (x *HistoryRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type HistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// items are the object at each of its writes, newest first; a deletion is
+	// an item with deleted set and the last state before it.
+	Items []*HistoryItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// compacted_revision: history before it is gone.
+	CompactedRevision int64 `protobuf:"varint,2,opt,name=compacted_revision,json=compactedRevision,proto3" json:"compacted_revision,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_apipb_api_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *HistoryResponse) GetItems() []*HistoryItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *HistoryResponse) GetCompactedRevision() int64 {
+	if x != nil {
+		return x.CompactedRevision
+	}
+	return 0
+}
+
+type HistoryItem struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Object          *anypb.Any             `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	ResourceVersion string                 `protobuf:"bytes,2,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
+	Deleted         bool                   `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *HistoryItem) Reset() {
+	*x = HistoryItem{}
+	mi := &file_apipb_api_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryItem) ProtoMessage() {}
+
+func (x *HistoryItem) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryItem.ProtoReflect.Descriptor instead.
+func (*HistoryItem) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HistoryItem) GetObject() *anypb.Any {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *HistoryItem) GetResourceVersion() string {
+	if x != nil {
+		return x.ResourceVersion
+	}
+	return ""
+}
+
+func (x *HistoryItem) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
 var File_apipb_api_proto protoreflect.FileDescriptor
 
 const file_apipb_api_proto_rawDesc = "" +
@@ -1247,7 +1431,19 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\vBindRequest\x124\n" +
 	"\abinding\x18\x01 \x01(\v2\x1a.skiff.api.core.v1.BindingR\abinding\"I\n" +
 	"\fEvictRequest\x129\n" +
-	"\beviction\x18\x01 \x01(\v2\x1d.skiff.api.policy.v1.EvictionR\beviction2\xa5\x05\n" +
+	"\beviction\x18\x01 \x01(\v2\x1d.skiff.api.policy.v1.EvictionR\beviction\"\x8b\x01\n" +
+	"\x0eHistoryRequest\x121\n" +
+	"\bresource\x18\x01 \x01(\v2\x15.skiff.apipb.ResourceR\bresource\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x03R\x05limit\"p\n" +
+	"\x0fHistoryResponse\x12.\n" +
+	"\x05items\x18\x01 \x03(\v2\x18.skiff.apipb.HistoryItemR\x05items\x12-\n" +
+	"\x12compacted_revision\x18\x02 \x01(\x03R\x11compactedRevision\"\x80\x01\n" +
+	"\vHistoryItem\x12,\n" +
+	"\x06object\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\x06object\x12)\n" +
+	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersion\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted2\xeb\x05\n" +
 	"\x03API\x12:\n" +
 	"\x06Create\x12\x1a.skiff.apipb.CreateRequest\x1a\x14.google.protobuf.Any\x124\n" +
 	"\x03Get\x12\x17.skiff.apipb.GetRequest\x1a\x14.google.protobuf.Any\x12;\n" +
@@ -1259,7 +1455,8 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\x05Watch\x12\x19.skiff.apipb.WatchRequest\x1a\x17.skiff.apipb.WatchEvent0\x01\x12J\n" +
 	"\tDiscovery\x12\x1d.skiff.apipb.DiscoveryRequest\x1a\x1e.skiff.apipb.DiscoveryResponse\x126\n" +
 	"\x04Bind\x12\x18.skiff.apipb.BindRequest\x1a\x14.google.protobuf.Any\x128\n" +
-	"\x05Evict\x12\x19.skiff.apipb.EvictRequest\x1a\x14.google.protobuf.AnyB\x1dZ\x1bskiff.dev/proto/apipb;apipbb\x06proto3"
+	"\x05Evict\x12\x19.skiff.apipb.EvictRequest\x1a\x14.google.protobuf.Any\x12D\n" +
+	"\aHistory\x12\x1b.skiff.apipb.HistoryRequest\x1a\x1c.skiff.apipb.HistoryResponseB\x1dZ\x1bskiff.dev/proto/apipb;apipbb\x06proto3"
 
 var (
 	file_apipb_api_proto_rawDescOnce sync.Once
@@ -1273,7 +1470,7 @@ func file_apipb_api_proto_rawDescGZIP() []byte {
 	return file_apipb_api_proto_rawDescData
 }
 
-var file_apipb_api_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_apipb_api_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_apipb_api_proto_goTypes = []any{
 	(*Resource)(nil),          // 0: skiff.apipb.Resource
 	(*CreateRequest)(nil),     // 1: skiff.apipb.CreateRequest
@@ -1291,53 +1488,61 @@ var file_apipb_api_proto_goTypes = []any{
 	(*DiscoveryResponse)(nil), // 13: skiff.apipb.DiscoveryResponse
 	(*BindRequest)(nil),       // 14: skiff.apipb.BindRequest
 	(*EvictRequest)(nil),      // 15: skiff.apipb.EvictRequest
-	(*anypb.Any)(nil),         // 16: google.protobuf.Any
-	(*v1.Binding)(nil),        // 17: skiff.api.core.v1.Binding
-	(*v11.Eviction)(nil),      // 18: skiff.api.policy.v1.Eviction
+	(*HistoryRequest)(nil),    // 16: skiff.apipb.HistoryRequest
+	(*HistoryResponse)(nil),   // 17: skiff.apipb.HistoryResponse
+	(*HistoryItem)(nil),       // 18: skiff.apipb.HistoryItem
+	(*anypb.Any)(nil),         // 19: google.protobuf.Any
+	(*v1.Binding)(nil),        // 20: skiff.api.core.v1.Binding
+	(*v11.Eviction)(nil),      // 21: skiff.api.policy.v1.Eviction
 }
 var file_apipb_api_proto_depIdxs = []int32{
 	0,  // 0: skiff.apipb.CreateRequest.resource:type_name -> skiff.apipb.Resource
-	16, // 1: skiff.apipb.CreateRequest.object:type_name -> google.protobuf.Any
+	19, // 1: skiff.apipb.CreateRequest.object:type_name -> google.protobuf.Any
 	0,  // 2: skiff.apipb.GetRequest.resource:type_name -> skiff.apipb.Resource
 	0,  // 3: skiff.apipb.ListRequest.resource:type_name -> skiff.apipb.Resource
-	16, // 4: skiff.apipb.ListResponse.items:type_name -> google.protobuf.Any
+	19, // 4: skiff.apipb.ListResponse.items:type_name -> google.protobuf.Any
 	0,  // 5: skiff.apipb.UpdateRequest.resource:type_name -> skiff.apipb.Resource
-	16, // 6: skiff.apipb.UpdateRequest.object:type_name -> google.protobuf.Any
+	19, // 6: skiff.apipb.UpdateRequest.object:type_name -> google.protobuf.Any
 	0,  // 7: skiff.apipb.PatchRequest.resource:type_name -> skiff.apipb.Resource
 	0,  // 8: skiff.apipb.DeleteRequest.resource:type_name -> skiff.apipb.Resource
 	7,  // 9: skiff.apipb.DeleteRequest.preconditions:type_name -> skiff.apipb.Preconditions
 	0,  // 10: skiff.apipb.WatchRequest.resource:type_name -> skiff.apipb.Resource
-	16, // 11: skiff.apipb.WatchEvent.object:type_name -> google.protobuf.Any
+	19, // 11: skiff.apipb.WatchEvent.object:type_name -> google.protobuf.Any
 	12, // 12: skiff.apipb.DiscoveryResponse.resources:type_name -> skiff.apipb.APIResource
-	17, // 13: skiff.apipb.BindRequest.binding:type_name -> skiff.api.core.v1.Binding
-	18, // 14: skiff.apipb.EvictRequest.eviction:type_name -> skiff.api.policy.v1.Eviction
-	1,  // 15: skiff.apipb.API.Create:input_type -> skiff.apipb.CreateRequest
-	2,  // 16: skiff.apipb.API.Get:input_type -> skiff.apipb.GetRequest
-	3,  // 17: skiff.apipb.API.List:input_type -> skiff.apipb.ListRequest
-	5,  // 18: skiff.apipb.API.Update:input_type -> skiff.apipb.UpdateRequest
-	5,  // 19: skiff.apipb.API.UpdateStatus:input_type -> skiff.apipb.UpdateRequest
-	6,  // 20: skiff.apipb.API.Patch:input_type -> skiff.apipb.PatchRequest
-	8,  // 21: skiff.apipb.API.Delete:input_type -> skiff.apipb.DeleteRequest
-	9,  // 22: skiff.apipb.API.Watch:input_type -> skiff.apipb.WatchRequest
-	11, // 23: skiff.apipb.API.Discovery:input_type -> skiff.apipb.DiscoveryRequest
-	14, // 24: skiff.apipb.API.Bind:input_type -> skiff.apipb.BindRequest
-	15, // 25: skiff.apipb.API.Evict:input_type -> skiff.apipb.EvictRequest
-	16, // 26: skiff.apipb.API.Create:output_type -> google.protobuf.Any
-	16, // 27: skiff.apipb.API.Get:output_type -> google.protobuf.Any
-	4,  // 28: skiff.apipb.API.List:output_type -> skiff.apipb.ListResponse
-	16, // 29: skiff.apipb.API.Update:output_type -> google.protobuf.Any
-	16, // 30: skiff.apipb.API.UpdateStatus:output_type -> google.protobuf.Any
-	16, // 31: skiff.apipb.API.Patch:output_type -> google.protobuf.Any
-	16, // 32: skiff.apipb.API.Delete:output_type -> google.protobuf.Any
-	10, // 33: skiff.apipb.API.Watch:output_type -> skiff.apipb.WatchEvent
-	13, // 34: skiff.apipb.API.Discovery:output_type -> skiff.apipb.DiscoveryResponse
-	16, // 35: skiff.apipb.API.Bind:output_type -> google.protobuf.Any
-	16, // 36: skiff.apipb.API.Evict:output_type -> google.protobuf.Any
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	20, // 13: skiff.apipb.BindRequest.binding:type_name -> skiff.api.core.v1.Binding
+	21, // 14: skiff.apipb.EvictRequest.eviction:type_name -> skiff.api.policy.v1.Eviction
+	0,  // 15: skiff.apipb.HistoryRequest.resource:type_name -> skiff.apipb.Resource
+	18, // 16: skiff.apipb.HistoryResponse.items:type_name -> skiff.apipb.HistoryItem
+	19, // 17: skiff.apipb.HistoryItem.object:type_name -> google.protobuf.Any
+	1,  // 18: skiff.apipb.API.Create:input_type -> skiff.apipb.CreateRequest
+	2,  // 19: skiff.apipb.API.Get:input_type -> skiff.apipb.GetRequest
+	3,  // 20: skiff.apipb.API.List:input_type -> skiff.apipb.ListRequest
+	5,  // 21: skiff.apipb.API.Update:input_type -> skiff.apipb.UpdateRequest
+	5,  // 22: skiff.apipb.API.UpdateStatus:input_type -> skiff.apipb.UpdateRequest
+	6,  // 23: skiff.apipb.API.Patch:input_type -> skiff.apipb.PatchRequest
+	8,  // 24: skiff.apipb.API.Delete:input_type -> skiff.apipb.DeleteRequest
+	9,  // 25: skiff.apipb.API.Watch:input_type -> skiff.apipb.WatchRequest
+	11, // 26: skiff.apipb.API.Discovery:input_type -> skiff.apipb.DiscoveryRequest
+	14, // 27: skiff.apipb.API.Bind:input_type -> skiff.apipb.BindRequest
+	15, // 28: skiff.apipb.API.Evict:input_type -> skiff.apipb.EvictRequest
+	16, // 29: skiff.apipb.API.History:input_type -> skiff.apipb.HistoryRequest
+	19, // 30: skiff.apipb.API.Create:output_type -> google.protobuf.Any
+	19, // 31: skiff.apipb.API.Get:output_type -> google.protobuf.Any
+	4,  // 32: skiff.apipb.API.List:output_type -> skiff.apipb.ListResponse
+	19, // 33: skiff.apipb.API.Update:output_type -> google.protobuf.Any
+	19, // 34: skiff.apipb.API.UpdateStatus:output_type -> google.protobuf.Any
+	19, // 35: skiff.apipb.API.Patch:output_type -> google.protobuf.Any
+	19, // 36: skiff.apipb.API.Delete:output_type -> google.protobuf.Any
+	10, // 37: skiff.apipb.API.Watch:output_type -> skiff.apipb.WatchEvent
+	13, // 38: skiff.apipb.API.Discovery:output_type -> skiff.apipb.DiscoveryResponse
+	19, // 39: skiff.apipb.API.Bind:output_type -> google.protobuf.Any
+	19, // 40: skiff.apipb.API.Evict:output_type -> google.protobuf.Any
+	17, // 41: skiff.apipb.API.History:output_type -> skiff.apipb.HistoryResponse
+	30, // [30:42] is the sub-list for method output_type
+	18, // [18:30] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_apipb_api_proto_init() }
@@ -1354,7 +1559,7 @@ func file_apipb_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_apipb_api_proto_rawDesc), len(file_apipb_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const (
 	API_Discovery_FullMethodName    = "/skiff.apipb.API/Discovery"
 	API_Bind_FullMethodName         = "/skiff.apipb.API/Bind"
 	API_Evict_FullMethodName        = "/skiff.apipb.API/Evict"
+	API_History_FullMethodName      = "/skiff.apipb.API/History"
 )
 
 // APIClient is the client API for API service.
@@ -57,6 +58,9 @@ type APIClient interface {
 	Bind(ctx context.Context, in *BindRequest, opts ...grpc.CallOption) (*anypb.Any, error)
 	// Evict is the pods/eviction subresource, which honours PodDisruptionBudgets.
 	Evict(ctx context.Context, in *EvictRequest, opts ...grpc.CallOption) (*anypb.Any, error)
+	// History lists the past revisions of one object that etcd still holds
+	// (until compaction), newest first.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 }
 
 type aPIClient struct {
@@ -186,6 +190,16 @@ func (c *aPIClient) Evict(ctx context.Context, in *EvictRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *aPIClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryResponse)
+	err := c.cc.Invoke(ctx, API_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // APIServer is the server API for API service.
 // All implementations must embed UnimplementedAPIServer
 // for forward compatibility.
@@ -206,6 +220,9 @@ type APIServer interface {
 	Bind(context.Context, *BindRequest) (*anypb.Any, error)
 	// Evict is the pods/eviction subresource, which honours PodDisruptionBudgets.
 	Evict(context.Context, *EvictRequest) (*anypb.Any, error)
+	// History lists the past revisions of one object that etcd still holds
+	// (until compaction), newest first.
+	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	mustEmbedUnimplementedAPIServer()
 }
 
@@ -248,6 +265,9 @@ func (UnimplementedAPIServer) Bind(context.Context, *BindRequest) (*anypb.Any, e
 }
 func (UnimplementedAPIServer) Evict(context.Context, *EvictRequest) (*anypb.Any, error) {
 	return nil, status.Error(codes.Unimplemented, "method Evict not implemented")
+}
+func (UnimplementedAPIServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method History not implemented")
 }
 func (UnimplementedAPIServer) mustEmbedUnimplementedAPIServer() {}
 func (UnimplementedAPIServer) testEmbeddedByValue()             {}
@@ -461,6 +481,24 @@ func _API_Evict_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _API_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(APIServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: API_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(APIServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // API_ServiceDesc is the grpc.ServiceDesc for API service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -507,6 +545,10 @@ var API_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Evict",
 			Handler:    _API_Evict_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _API_History_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

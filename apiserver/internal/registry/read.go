@@ -290,3 +290,36 @@ func waitRev(ctx context.Context, c *watchcache.Cache, rev int64) error {
 	}
 	return nil
 }
+
+// HistoryItem is one past write of an object.
+type HistoryItem struct {
+	Object  *watchcache.Object
+	Deleted bool
+}
+
+// History lists the object's writes etcd still holds, newest first.
+func (r *Registry) History(ctx context.Context, k *scheme.Kind, ns, name string, limit int64) ([]HistoryItem, int64, error) {
+	res := r.res(k)
+	if !k.Namespaced {
+		ns = ""
+	} else if ns == "" {
+		ns = "default"
+	}
+	key := res.key(ns, name)
+	revs, compacted, err := r.cfg.Store.History(ctx, res.prefix+key)
+	if err != nil {
+		return nil, 0, res.storageError(err, name)
+	}
+	if len(revs) == 0 {
+		return nil, compacted, apierrors.NewNotFound(k.GroupResource(), name)
+	}
+	out := make([]HistoryItem, 0, len(revs))
+	for i := len(revs) - 1; i >= 0 && (limit <= 0 || int64(len(out)) < limit); i-- {
+		o, err := res.decode(key, revs[i].Value, revs[i].Rev)
+		if err != nil {
+			return nil, 0, apierrors.NewInternal(err)
+		}
+		out = append(out, HistoryItem{Object: o, Deleted: revs[i].Delete})
+	}
+	return out, compacted, nil
+}

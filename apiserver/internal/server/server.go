@@ -359,3 +359,21 @@ func (s *Service) Watch(req *apipb.WatchRequest, stream grpc.ServerStreamingServ
 		}
 	}
 }
+
+func (s *Service) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb.HistoryResponse, error) {
+	c, err := s.begin(ctx, "get", req.GetResource(), "history", req.GetNamespace(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	items, compacted, err := s.reg.History(ctx, c.kind, req.GetNamespace(), req.GetName(), req.GetLimit())
+	if err != nil {
+		return nil, c.done(err)
+	}
+	resp := &apipb.HistoryResponse{CompactedRevision: compacted}
+	for _, it := range items {
+		resp.Items = append(resp.Items, &apipb.HistoryItem{
+			Object: s.reg.Any(c.kind, it.Object), ResourceVersion: strconv.FormatInt(it.Object.Rev, 10), Deleted: it.Deleted,
+		})
+	}
+	return resp, c.done(nil)
+}

@@ -354,3 +354,75 @@ func wrap(err error) error {
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
+
+// Revision is one past write of a key: a put (Value set) or a delete (Value
+// is the last state before it).
+type Revision struct {
+	Rev    int64
+	Value  []byte
+	Delete bool
+}
+
+// History replays a key's writes still held by etcd, oldest first, by
+// watching it from the oldest uncompacted revision up to now. It returns the
+// compacted revision too: what came before it is gone.
+func (s *Store) History(ctx context.Context, key string) ([]Revision, int64, error) {
+	cur, err := s.CurrentRevision(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	ctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), 30*time.Second)
+	defer cancel()
+	from, compacted := int64(1), int64(0)
+	for {
+		wctx, wcancel := context.WithCancel(ctx)
+		wch := s.cli.Watch(wctx, s.prefix+key, clientv3.WithRev(from), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
+		var out []Revision
+		retry := false
+		// Progress notifications arrive once the replay is done, even when
+		// nothing more is written; ask until one comes.
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-wctx.Done():
+					return
+				case <-t.C:
+					_ = s.cli.RequestProgress(wctx)
+				}
+			}
+		}()
+		for resp := range wch {
+			if resp.CompactRevision > 0 {
+				compacted, from, retry = resp.CompactRevision, resp.CompactRevision, true
+				break
+			}
+			if err := resp.Err(); err != nil {
+				wcancel()
+				return nil, 0, wrap(err)
+			}
+			for _, e := range resp.Events {
+				r := Revision{Rev: e.Kv.ModRevision, Value: e.Kv.Value}
+				if e.Type == mvccpb.DELETE {
+					r.Delete = true
+					if e.PrevKv != nil {
+						r.Value = e.PrevKv.Value
+					}
+				}
+				out = append(out, r)
+			}
+			if len(out) > 0 && out[len(out)-1].Rev >= cur || resp.IsProgressNotify() && resp.Header.Revision >= cur {
+				wcancel()
+				return out, compacted, nil
+			}
+		}
+		wcancel()
+		if !retry {
+			if ctx.Err() != nil {
+				return nil, 0, ctx.Err()
+			}
+			return nil, 0, fmt.Errorf("%w: history watch closed", ErrUnavailable)
+		}
+	}
+}

@@ -195,3 +195,30 @@ func TestRequestProgressReportsRevision(t *testing.T) {
 		}
 	}
 }
+
+func TestHistoryReplaysPutsAndDeletes(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	rev, _ := s.Create(ctx, "cm/ns/a", []byte("v1"))
+	rev2, _, _ := s.Update(ctx, "cm/ns/a", []byte("v2"), rev)
+	s.Create(ctx, "cm/ns/other", []byte("x"))
+	drev, _, _ := s.Delete(ctx, "cm/ns/a", rev2)
+	h, compacted, err := s.History(ctx, "cm/ns/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if compacted != 0 || len(h) != 3 || string(h[0].Value) != "v1" || string(h[1].Value) != "v2" || !h[2].Delete || h[2].Rev != drev || string(h[2].Value) != "v2" {
+		t.Fatalf("history: %+v (compacted %d)", h, compacted)
+	}
+	if err := s.Compact(ctx, rev2); err != nil {
+		t.Fatal(err)
+	}
+	h, compacted, err = s.History(ctx, "cm/ns/a")
+	if err != nil || compacted != rev2 || len(h) != 2 || h[0].Rev != rev2 {
+		t.Fatalf("after compaction: %+v %d %v", h, compacted, err)
+	}
+	quiet, _, err := s.History(ctx, "cm/ns/never")
+	if err != nil || len(quiet) != 0 {
+		t.Fatalf("no history: %+v %v", quiet, err)
+	}
+}

@@ -439,3 +439,35 @@ spec:
 		t.Fatalf("job spec: %v", got.Spec)
 	}
 }
+
+func TestHistoryServesPastRevisions(t *testing.T) {
+	s := apitest.Start(t)
+	cm := mustCreate(t, s, configMap("default", "h", map[string]string{"v": "1"}))
+	for _, v := range []string{"2", "3"} {
+		cm.Data["v"] = v
+		a, err := update(ctxT(t), s.API, cm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm = unpack(t, a, &corev1.ConfigMap{})
+	}
+	ref := kindOf(t, cm).Ref()
+	if _, err := s.API.Delete(ctxT(t), &apipb.DeleteRequest{Resource: ref, Namespace: "default", Name: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.API.History(ctxT(t), &apipb.HistoryRequest{Resource: ref, Namespace: "default", Name: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range h.Items {
+		c := unpack(t, it.Object, &corev1.ConfigMap{})
+		got = append(got, fmt.Sprintf("%s deleted=%v", c.Data["v"], it.Deleted))
+	}
+	if strings.Join(got, ";") != "3 deleted=true;3 deleted=false;2 deleted=false;1 deleted=false" {
+		t.Fatalf("history: %v", got)
+	}
+	if _, err := s.API.History(ctxT(t), &apipb.HistoryRequest{Resource: ref, Namespace: "default", Name: "never"}); !apierrors.IsNotFound(err) {
+		t.Fatalf("history of nothing: %v", err)
+	}
+}
