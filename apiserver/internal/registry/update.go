@@ -160,15 +160,16 @@ func (res *resource) prepareForUpdate(next, old scheme.Object) {
 	if res.kind.HasStatus() {
 		copyField(next, old, "status")
 	}
+	if s, ok := next.(*corev1.Secret); ok {
+		foldStringData(s)
+	}
+	// Compare specs as stored: defaulted and normalized.
+	defaults.Apply(next)
+	codec.Normalize(next)
 	nm.Generation = om.Generation
 	if res.hasSpec && !fieldEqual(next, old, "spec") {
 		nm.Generation = om.Generation + 1
 	}
-	if s, ok := next.(*corev1.Secret); ok {
-		foldStringData(s)
-	}
-	defaults.Apply(next)
-	codec.Normalize(next)
 }
 
 func copyField(dst, src proto.Message, name protoreflect.Name) {

@@ -471,3 +471,16 @@ func TestHistoryServesPastRevisions(t *testing.T) {
 		t.Fatalf("history of nothing: %v", err)
 	}
 }
+
+func TestPatchOfMetadataKeepsGeneration(t *testing.T) {
+	s := apitest.Start(t)
+	d := mustCreate(t, s, manifest(t, strings.Replace(negDeployment, "replicas: -2", "replicas: 1", 1)).(*appsv1.Deployment))
+	a, err := s.API.Patch(ctxT(t), &apipb.PatchRequest{Resource: kindOf(t, d).Ref(), Namespace: "default", Name: "neg", PatchType: "merge",
+		Patch: []byte(`{"metadata":{"labels":{"tier":"web"}}}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := unpack(t, a, &appsv1.Deployment{}).Metadata.Generation; g != 1 {
+		t.Fatalf("a label patch moved generation to %d", g)
+	}
+}

@@ -21,6 +21,7 @@ type getOptions struct {
 	watchOnly     bool
 	showLabels    bool
 	noHeaders     bool
+	revision      string
 }
 
 func newGet(o *Options) *cobra.Command {
@@ -44,6 +45,7 @@ func newGet(o *Options) *cobra.Command {
 	f.BoolVar(&g.watchOnly, "watch-only", false, "Watch for changes to the requested object(s), without listing/getting first.")
 	f.BoolVar(&g.showLabels, "show-labels", false, "When printing, show all labels as the last column.")
 	f.BoolVar(&g.noHeaders, "no-headers", false, "When using the default output format, don't print headers.")
+	f.StringVar(&g.revision, "revision", "", "Show the object as it was at this etcd revision (see skiffctl history).")
 	return c
 }
 
@@ -74,8 +76,17 @@ func (o *Options) get(cmd *cobra.Command, g *getOptions, args []string) error {
 		var objs []scheme.Object
 		if !g.watchOnly {
 			if len(t.names) > 0 {
+				if g.revision != "" && (len(targets) != 1 || len(t.names) != 1) {
+					return fmt.Errorf("--revision needs exactly one object: TYPE NAME")
+				}
 				for _, n := range t.names {
-					obj, err := d.Get(cmd.Context(), n)
+					var obj scheme.Object
+					var err error
+					if g.revision != "" {
+						obj, err = o.getAtRevision(cmd, t, g.revision)
+					} else {
+						obj, err = d.Get(cmd.Context(), n)
+					}
 					if err != nil {
 						o.printError(err)
 						failed = true
