@@ -186,3 +186,61 @@ func TestDeleteByNameLabelAndFile(t *testing.T) {
 		t.Fatalf("delete missing: %d %q", code, errOut)
 	}
 }
+
+func TestDescribeHistoryAndMetadataVerbs(t *testing.T) {
+	c := newCluster(t)
+	c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, labels: {app: web}}\ndata: {mode: fast}\n", "apply", "-f", "-")
+	out := c.must("", "describe", "configmap", "cfg")
+	for _, want := range []string{"Name:", "cfg\n", "Namespace:", "Labels:", "app=web", "Data:\n  Mode:  fast\n", "Events:  <none>\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q:\n%s", want, out)
+		}
+	}
+	if out := c.must("", "label", "cm", "cfg", "tier=db"); out != "configmap/cfg labeled\n" {
+		t.Fatalf("label: %q", out)
+	}
+	if _, errOut, code := c.run("", "label", "cm", "cfg", "tier=web"); code != 1 || !strings.Contains(errOut, "'tier' already has a value (db), and --overwrite is false") {
+		t.Fatalf("label without --overwrite: %q", errOut)
+	}
+	c.must("", "label", "cm", "cfg", "tier-")
+	c.must("", "annotate", "cm", "cfg", "owner=team-a")
+	if out := c.must("", "patch", "cm", "cfg", "-p", `{"data":{"mode":"slow"}}`); out != "configmap/cfg patched\n" {
+		t.Fatalf("patch: %q", out)
+	}
+	hist := c.must("", "history", "cm", "cfg")
+	lines := strings.Split(strings.TrimSpace(hist), "\n")
+	if len(lines) != 6 || !strings.HasPrefix(lines[0], "REVISION") || !strings.Contains(lines[5], "created") {
+		t.Fatalf("history:\n%s", hist)
+	}
+	first := strings.Fields(lines[5])[0]
+	old := c.must("", "get", "cm", "cfg", "--revision", first, "-o", "json")
+	if !strings.Contains(old, `"mode": "fast"`) {
+		t.Fatalf("get --revision %s:\n%s", first, old)
+	}
+	c.must(web, "apply", "-f", "-")
+	if out := c.must("", "scale", "deploy", "web", "--replicas", "4"); out != "deployment.apps/web scaled\n" {
+		t.Fatalf("scale: %q", out)
+	}
+	if _, errOut, code := c.run("", "scale", "deploy", "web", "--replicas", "1", "--current-replicas", "3"); code != 1 || !strings.Contains(errOut, "expected replicas to be 3, was 4") {
+		t.Fatalf("scale with a wrong --current-replicas: %q", errOut)
+	}
+	c.must("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n", "apply", "-f", "-")
+	if out := c.must("", "cordon", "n1"); out != "node/n1 cordoned\n" {
+		t.Fatalf("cordon: %q", out)
+	}
+	if out := c.must("", "cordon", "n1"); out != "node/n1 already cordoned\n" {
+		t.Fatalf("cordon twice: %q", out)
+	}
+	if out := c.must("", "get", "nodes"); !strings.Contains(out, "SchedulingDisabled") {
+		t.Fatalf("cordoned node:\n%s", out)
+	}
+	found := false
+	for _, l := range strings.Split(c.must("", "api-resources"), "\n") {
+		if f := strings.Fields(l); len(f) == 5 && f[0] == "deployments" && f[1] == "deploy" && f[2] == "apps/v1" && f[3] == "true" && f[4] == "Deployment" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("api-resources lacks the deployments line")
+	}
+}

@@ -106,11 +106,11 @@ func keyValueChanges(args []string) (map[string]any, error) {
 	return out, nil
 }
 
-func newMetaCommand(o *Options, field, verb string) *cobra.Command {
+func newMetaCommand(o *Options, name, field, verb string) *cobra.Command {
 	var selector string
 	var overwrite, all bool
 	c := &cobra.Command{
-		Use:   fmt.Sprintf("%s [--overwrite] (-f FILENAME | TYPE NAME) KEY_1=VAL_1 ... KEY_N=VAL_N", strings.TrimSuffix(verb, "ed")),
+		Use:   name + " [--overwrite] (TYPE NAME | TYPE/NAME | TYPE -l selector) KEY_1=VAL_1 ... KEY_N=VAL_N",
 		Short: fmt.Sprintf("Update the %s on a resource", field),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res, kv []string

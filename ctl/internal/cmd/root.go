@@ -93,8 +93,8 @@ func NewRoot(s Streams, dial Dialer) *cobra.Command {
 	root.AddCommand(
 		newApply(o), newCreate(o), newReplace(o), newGet(o), newDelete(o),
 		newConfig(o), newVersion(o), newAPIResources(o), newCompletion(o),
-		newMetaCommand(o, "labels", "labeled"), newMetaCommand(o, "annotations", "annotated"),
-		newPatch(o), newScale(o), newCordon(o, true), newCordon(o, false), newHistory(o),
+		newMetaCommand(o, "label", "labels", "labeled"), newMetaCommand(o, "annotate", "annotations", "annotated"),
+		newPatch(o), newScale(o), newCordon(o, true), newCordon(o, false), newHistory(o), newDescribe(o),
 	)
 	for _, name := range []string{"logs", "exec", "top", "port-forward"} {
 		root.AddCommand(&cobra.Command{

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -117,8 +118,19 @@ func New(cfg Config) (*Scheduler, error) {
 		OnDelete: func(o scheme.Object) { s.cache.RemoveNode(o.GetMetadata().GetName()) },
 	})
 	s.pods.AddHandler(informer.Handler{
-		OnAdd:    func(o scheme.Object) { s.podChanged(o.(*corev1.Pod)) },
-		OnUpdate: func(_, o scheme.Object) { s.podChanged(o.(*corev1.Pod)) },
+		OnAdd: func(o scheme.Object) { s.podChanged(o.(*corev1.Pod)) },
+		OnUpdate: func(old, o scheme.Object) {
+			op, np := old.(*corev1.Pod), o.(*corev1.Pod)
+			// Our own writes (status, the diagnosis annotation) and other
+			// status changes cannot make a pending pod fit: only its spec or
+			// labels can, as upstream's isPodUpdated judges.
+			if np.GetSpec().GetNodeName() == "" && proto.Equal(op.GetSpec(), np.GetSpec()) &&
+				maps.Equal(op.GetMetadata().GetLabels(), np.GetMetadata().GetLabels()) &&
+				np.GetMetadata().GetDeletionTimestamp() == nil {
+				return
+			}
+			s.podChanged(np)
+		},
 		OnDelete: func(o scheme.Object) {
 			p := o.(*corev1.Pod)
 			k := informer.Key(p)
