@@ -183,13 +183,17 @@ func (pi *PodInfo) Key() string {
 
 // NodeInfo is a node and the pods on it, as the scheduler counts them.
 type NodeInfo struct {
-	Node        *corev1.Node
-	Pods        []*PodInfo
-	Requested   Resource // sum of pods' requests
-	NonZero     Resource // sum of pods' non-zero requests
-	Allocatable *Resource
-	UsedPorts   map[HostPort]bool
-	Images      map[string]int64 // image name → size
+	Node *corev1.Node
+	Pods []*PodInfo
+	// PodsWithRequiredAntiAffinity are the pods whose required anti-affinity
+	// every incoming pod must respect: kept apart so that check does not
+	// walk every pod of the cluster in every cycle.
+	PodsWithRequiredAntiAffinity []*PodInfo
+	Requested                    Resource // sum of pods' requests
+	NonZero                      Resource // sum of pods' non-zero requests
+	Allocatable                  *Resource
+	UsedPorts                    map[HostPort]bool
+	Images                       map[string]int64 // image name → size
 	// Generation moves on every change, so snapshots copy only what changed.
 	Generation int64
 }
@@ -219,6 +223,9 @@ func (n *NodeInfo) Name() string { return n.Node.GetMetadata().GetName() }
 // AddPod counts a pod on the node.
 func (n *NodeInfo) AddPod(pi *PodInfo) {
 	n.Pods = append(n.Pods, pi)
+	if len(pi.Pod.GetSpec().GetAffinity().GetPodAntiAffinity().GetRequiredDuringSchedulingIgnoredDuringExecution()) > 0 {
+		n.PodsWithRequiredAntiAffinity = append(n.PodsWithRequiredAntiAffinity, pi)
+	}
 	n.Requested.Add(pi.Requests)
 	n.NonZero.Add(pi.NonZero)
 	for _, hp := range pi.HostPorts {
@@ -237,6 +244,12 @@ func (n *NodeInfo) RemovePod(key string) bool {
 			}
 			n.Pods[i] = n.Pods[len(n.Pods)-1]
 			n.Pods = n.Pods[:len(n.Pods)-1]
+			for j, a := range n.PodsWithRequiredAntiAffinity {
+				if a == pi {
+					n.PodsWithRequiredAntiAffinity = append(n.PodsWithRequiredAntiAffinity[:j:j], n.PodsWithRequiredAntiAffinity[j+1:]...)
+					break
+				}
+			}
 			return true
 		}
 	}
@@ -247,6 +260,7 @@ func (n *NodeInfo) RemovePod(key string) bool {
 func (n *NodeInfo) Clone() *NodeInfo {
 	c := *n
 	c.Pods = append([]*PodInfo(nil), n.Pods...)
+	c.PodsWithRequiredAntiAffinity = append([]*PodInfo(nil), n.PodsWithRequiredAntiAffinity...)
 	c.Requested.Scalar = cloneMap(n.Requested.Scalar)
 	c.NonZero.Scalar = cloneMap(n.NonZero.Scalar)
 	c.UsedPorts = make(map[HostPort]bool, len(n.UsedPorts))

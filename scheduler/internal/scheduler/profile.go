@@ -12,11 +12,13 @@ import (
 	"skiff.dev/scheduler/internal/framework"
 	"skiff.dev/scheduler/internal/plugins/defaultbinder"
 	"skiff.dev/scheduler/internal/plugins/imagelocality"
+	"skiff.dev/scheduler/internal/plugins/interpodaffinity"
 	"skiff.dev/scheduler/internal/plugins/nodeaffinity"
 	"skiff.dev/scheduler/internal/plugins/nodename"
 	"skiff.dev/scheduler/internal/plugins/nodeports"
 	"skiff.dev/scheduler/internal/plugins/noderesources"
 	"skiff.dev/scheduler/internal/plugins/nodeunschedulable"
+	"skiff.dev/scheduler/internal/plugins/podtopologyspread"
 	"skiff.dev/scheduler/internal/plugins/queuesort"
 	"skiff.dev/scheduler/internal/plugins/tainttoleration"
 )
@@ -62,6 +64,8 @@ var defaultScoreWeights = map[string]int64{
 	imagelocality.Name:         1,
 	nodeaffinity.Name:          2,
 	tainttoleration.Name:       3,
+	podtopologyspread.Name:     2,
+	interpodaffinity.Name:      2,
 }
 
 // framework is a profile's instantiated plugins, per extension point.
@@ -120,7 +124,8 @@ func registry(c *client.Client, args map[string]map[string]any) (map[string]fram
 	}
 	plugins := []framework.Plugin{
 		queuesort.Plugin{}, nodeunschedulable.Plugin{}, nodename.Plugin{}, tainttoleration.Plugin{},
-		nodeaffinity.Plugin{}, nodeports.Plugin{}, fit, noderesources.NewBalanced(), &imagelocality.Plugin{},
+		nodeaffinity.Plugin{}, nodeports.Plugin{}, fit, podtopologyspread.Plugin{}, interpodaffinity.Plugin{},
+		noderesources.NewBalanced(), &imagelocality.Plugin{},
 		defaultbinder.Plugin{Client: c},
 	}
 	out := map[string]framework.Plugin{}
@@ -135,7 +140,8 @@ func asList(v any) []any { l, _ := v.([]any); return l }
 // defaultPlugins is upstream's default MultiPoint order.
 var defaultPlugins = []string{
 	queuesort.Name, nodeunschedulable.Name, nodename.Name, tainttoleration.Name, nodeaffinity.Name,
-	nodeports.Name, noderesources.FitName, noderesources.BalancedName, imagelocality.Name, defaultbinder.Name,
+	nodeports.Name, noderesources.FitName, podtopologyspread.Name, interpodaffinity.Name,
+	noderesources.BalancedName, imagelocality.Name, defaultbinder.Name,
 }
 
 func newProfileFramework(p Profile, c *client.Client, percentage int32, ext *prometheus.HistogramVec) (*profileFramework, error) {

@@ -208,3 +208,31 @@ func BenchmarkSchedulingNodeAffinity500Nodes1000Pods(b *testing.B) {
 		}}}
 	})
 }
+
+// BenchmarkSchedulingPodAffinity500Nodes1000Pods: every pod requires a pod of
+// its group in its zone (upstream's SchedulingPodAffinity shape).
+func BenchmarkSchedulingPodAffinity500Nodes1000Pods(b *testing.B) {
+	run(b, 500, 1000, func(p *corev1.Pod) {
+		p.Metadata.Labels = map[string]string{"color": "blue"}
+		p.Spec.Affinity = &corev1.Affinity{PodAffinity: &corev1.PodAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []*corev1.PodAffinityTerm{{
+			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"color": "blue"}}, TopologyKey: "topology.kubernetes.io/zone"}}}}
+	})
+}
+
+// BenchmarkSchedulingPodAntiAffinity500Nodes400Pods: no two pods of the group
+// on one node.
+func BenchmarkSchedulingPodAntiAffinity500Nodes400Pods(b *testing.B) {
+	run(b, 500, 400, func(p *corev1.Pod) {
+		p.Metadata.Labels = map[string]string{"color": "green"}
+		p.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []*corev1.PodAffinityTerm{{
+			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"color": "green"}}, TopologyKey: "kubernetes.io/hostname"}}}}
+	})
+}
+
+// BenchmarkSchedulingTopologySpreading500Nodes1000Pods: spread across zones, maxSkew 1.
+func BenchmarkSchedulingTopologySpreading500Nodes1000Pods(b *testing.B) {
+	run(b, 500, 1000, func(p *corev1.Pod) {
+		p.Spec.TopologySpreadConstraints = []*corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone",
+			WhenUnsatisfiable: "DoNotSchedule", LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "p"}}}}
+	})
+}

@@ -249,3 +249,85 @@ func TestLeaderFailoverNoDoubleBind(t *testing.T) {
 		}
 	}
 }
+
+func zoneNodes(e *env) {
+	for i := range 6 {
+		e.createNodes(node(fmt.Sprintf("n%d", i), "8", "32Gi", map[string]string{
+			"topology.kubernetes.io/zone": fmt.Sprintf("z%d", i%3), "kubernetes.io/hostname": fmt.Sprintf("n%d", i)}))
+	}
+}
+
+func TestPodAntiAffinityAndAffinity(t *testing.T) {
+	e := setup(t)
+	zoneNodes(e)
+	e.startScheduler(scheduler.Config{})
+	anti := func(name string) *corev1.Pod {
+		p := pod(name, "")
+		p.Metadata.Labels = map[string]string{"app": "db"}
+		p.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []*corev1.PodAffinityTerm{{
+			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, TopologyKey: "topology.kubernetes.io/zone"}}}}
+		return p
+	}
+	zones := map[string]bool{}
+	for i := range 3 {
+		e.createPods(anti(fmt.Sprintf("db-%d", i)))
+		p := e.waitBound(fmt.Sprintf("db-%d", i))
+		n, _ := e.nodes.Get(e.ctx(), p.Spec.NodeName)
+		zones[n.Metadata.Labels["topology.kubernetes.io/zone"]] = true
+	}
+	if len(zones) != 3 {
+		t.Fatalf("anti-affinity put db pods in zones %v", zones)
+	}
+	e.createPods(anti("db-3"))
+	if msg := e.waitUnschedulable("db-3").Status.Conditions[0].Message; msg != "0/6 nodes are available: 6 node(s) didn't match pod anti-affinity rules." {
+		t.Fatalf("fourth db pod: %s", msg)
+	}
+	// A pod without anti-affinity of its own is kept off by theirs.
+	plain := pod("app-db", "")
+	plain.Metadata.Labels = map[string]string{"app": "db"}
+	e.createPods(plain)
+	if msg := e.waitUnschedulable("app-db").Status.Conditions[0].Message; msg != "0/6 nodes are available: 6 node(s) didn't satisfy existing pods anti-affinity rules." {
+		t.Fatalf("pod matching existing anti-affinity: %s", msg)
+	}
+	// Required affinity: with db-0's zone.
+	db0 := e.waitBound("db-0")
+	n0, _ := e.nodes.Get(e.ctx(), db0.Spec.NodeName)
+	near := pod("near-db", "")
+	near.Spec.Affinity = &corev1.Affinity{PodAffinity: &corev1.PodAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []*corev1.PodAffinityTerm{{
+		LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, TopologyKey: "kubernetes.io/hostname"}}}}
+	e.createPods(near)
+	got := e.waitBound("near-db").Spec.NodeName
+	hosts := map[string]bool{}
+	for i := range 3 {
+		hosts[e.waitBound(fmt.Sprintf("db-%d", i)).Spec.NodeName] = true
+	}
+	if !hosts[got] {
+		t.Fatalf("affinity pod on %s, db pods on %v", got, hosts)
+	}
+	_ = n0
+}
+
+func TestTopologySpreadAcrossZones(t *testing.T) {
+	e := setup(t)
+	zoneNodes(e)
+	e.startScheduler(scheduler.Config{})
+	for i := range 9 {
+		p := pod(fmt.Sprintf("web-%d", i), "")
+		p.Metadata.Labels = map[string]string{"app": "web"}
+		p.Spec.TopologySpreadConstraints = []*corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone",
+			WhenUnsatisfiable: "DoNotSchedule", LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+		e.createPods(p)
+		e.waitBound(p.Metadata.Name) // one at a time, so each sees the last
+	}
+	perZone := map[string]int{}
+	for i := range 9 {
+		p := e.waitBound(fmt.Sprintf("web-%d", i))
+		n, _ := e.nodes.Get(e.ctx(), p.Spec.NodeName)
+		perZone[n.Metadata.Labels["topology.kubernetes.io/zone"]]++
+	}
+	for z, n := range perZone {
+		if n != 3 {
+			t.Fatalf("zone %s has %d pods: %v", z, n, perZone)
+		}
+	}
+}
