@@ -269,7 +269,7 @@ func (f *profileFramework) runFilters(ctx context.Context, state *framework.Cycl
 // findFeasible filters nodes in parallel, stopping once enough feasible
 // nodes are found (upstream's adaptive percentageOfNodesToScore), starting
 // where the previous cycle stopped so every node gets its turn.
-func (f *profileFramework) findFeasible(ctx context.Context, state *framework.CycleState, pod *framework.PodInfo, nodes []*framework.NodeInfo, start int, workers int) ([]*framework.NodeInfo, *framework.Diagnosis, int) {
+func (f *profileFramework) findFeasible(ctx context.Context, state *framework.CycleState, pod *framework.PodInfo, nodes []*framework.NodeInfo, start int, workers int, nominated func(string) []*framework.PodInfo) ([]*framework.NodeInfo, *framework.Diagnosis, int) {
 	want := numFeasibleToFind(f.percentage, len(nodes))
 	d := &framework.Diagnosis{NodeToStatus: map[string]*framework.Status{}}
 	n := len(nodes)
@@ -299,7 +299,7 @@ func (f *profileFramework) findFeasible(ctx context.Context, state *framework.Cy
 				}
 				for i := from; i < min(from+chunk, n); i++ {
 					ni := nodes[(start+i)%n]
-					st := f.runFilters(ctx, state, pod, ni)
+					st := f.runFilters(ctx, state, pod, withNominated(ni, nominated))
 					mu.Lock()
 					processed++
 					if st.IsSuccess() {
@@ -319,6 +319,23 @@ func (f *profileFramework) findFeasible(ctx context.Context, state *framework.Cy
 	}
 	wg.Wait()
 	return feasible, d, (start + processed) % n
+}
+
+// withNominated is ni with the pods nominated to it added, as upstream
+// filters twice when nominated pods exist (we filter once, the stricter way).
+func withNominated(ni *framework.NodeInfo, nominated func(string) []*framework.PodInfo) *framework.NodeInfo {
+	if nominated == nil {
+		return ni
+	}
+	ps := nominated(ni.Name())
+	if len(ps) == 0 {
+		return ni
+	}
+	c := ni.Clone()
+	for _, p := range ps {
+		c.AddPod(p)
+	}
+	return c
 }
 
 // numFeasibleToFind is upstream's adaptive percentage: all nodes below 100,

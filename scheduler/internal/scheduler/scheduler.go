@@ -60,8 +60,13 @@ type Scheduler struct {
 	snapshot *cache.Snapshot
 	nodes    *informer.Informer
 	pods     *informer.Informer
+	pdbs     *informer.Informer
 	next     int // where the next cycle starts filtering
 	rnd      *rand.Rand
+	// nominated are pending pods that preempted, by the node they wait for:
+	// other pods of lower or equal priority count them there.
+	nominatedMu sync.Mutex
+	nominated   map[string]map[string]*framework.PodInfo
 	events   chan *corev1.Event
 	m        *metrics
 	bindWG   sync.WaitGroup
@@ -81,7 +86,7 @@ func New(cfg Config) (*Scheduler, error) {
 	m := newMetrics(cfg.Registerer)
 	s := &Scheduler{cfg: cfg, log: cfg.Logger, client: cfg.Client, profiles: map[string]*profileFramework{},
 		cache: cache.New(), snapshot: cache.NewSnapshot(), rnd: rand.New(rand.NewPCG(1, 2)),
-		events: make(chan *corev1.Event, 1000), m: m}
+		events: make(chan *corev1.Event, 1000), m: m, nominated: map[string]map[string]*framework.PodInfo{}}
 	var less func(a, b *framework.QueuedPodInfo) bool
 	for _, p := range cfg.Profiles {
 		if p.SchedulerName == "" {
@@ -104,6 +109,8 @@ func New(cfg Config) (*Scheduler, error) {
 	podKind, _ := scheme.ForResource("", "pods")
 	s.nodes = informer.New(cfg.Client.Resource(nodeKind, ""), informer.Options{Logger: cfg.Logger})
 	s.pods = informer.New(cfg.Client.Resource(podKind, ""), informer.Options{Logger: cfg.Logger})
+	pdbKind, _ := scheme.ForResource("policy", "poddisruptionbudgets")
+	s.pdbs = informer.New(cfg.Client.Resource(pdbKind, ""), informer.Options{Logger: cfg.Logger})
 	s.nodes.AddHandler(informer.Handler{
 		OnAdd: func(o scheme.Object) {
 			s.cache.SetNode(o.(*corev1.Node))
@@ -121,6 +128,7 @@ func New(cfg Config) (*Scheduler, error) {
 		OnAdd: func(o scheme.Object) { s.podChanged(o.(*corev1.Pod)) },
 		OnUpdate: func(old, o scheme.Object) {
 			op, np := old.(*corev1.Pod), o.(*corev1.Pod)
+			s.nominate(np)
 			// Our own writes (status, the diagnosis annotation) and other
 			// status changes cannot make a pending pod fit: only its spec or
 			// labels can, as upstream's isPodUpdated judges.
@@ -134,6 +142,7 @@ func New(cfg Config) (*Scheduler, error) {
 		OnDelete: func(o scheme.Object) {
 			p := o.(*corev1.Pod)
 			k := informer.Key(p)
+			s.unnominate(k)
 			if p.GetSpec().GetNodeName() != "" || s.cache.IsAssumed(k) {
 				s.cache.RemovePod(k)
 				s.queue.MoveAllOnEvent(queue.PodDelete)
@@ -144,8 +153,60 @@ func New(cfg Config) (*Scheduler, error) {
 	return s, nil
 }
 
+// nominate records (or clears) a pending pod's nominated node.
+func (s *Scheduler) nominate(p *corev1.Pod) {
+	k := informer.Key(p)
+	s.unnominate(k)
+	node := p.GetStatus().GetNominatedNodeName()
+	if node == "" || p.GetSpec().GetNodeName() != "" || p.GetMetadata().GetDeletionTimestamp() != nil {
+		return
+	}
+	s.nominatedMu.Lock()
+	defer s.nominatedMu.Unlock()
+	if s.nominated[node] == nil {
+		s.nominated[node] = map[string]*framework.PodInfo{}
+	}
+	s.nominated[node][k] = framework.NewPodInfo(p)
+}
+
+func (s *Scheduler) unnominate(key string) {
+	s.nominatedMu.Lock()
+	defer s.nominatedMu.Unlock()
+	for node, m := range s.nominated {
+		delete(m, key)
+		if len(m) == 0 {
+			delete(s.nominated, node)
+		}
+	}
+}
+
+// nominatedFor returns the pods nominated to node that pod must leave room
+// for: those of higher or equal priority, other than itself.
+func (s *Scheduler) nominatedFor(pod *framework.PodInfo) func(node string) []*framework.PodInfo {
+	s.nominatedMu.Lock()
+	empty := len(s.nominated) == 0
+	s.nominatedMu.Unlock()
+	if empty {
+		return nil
+	}
+	prio := pod.Pod.GetSpec().GetPriority()
+	key := pod.Key()
+	return func(node string) []*framework.PodInfo {
+		s.nominatedMu.Lock()
+		defer s.nominatedMu.Unlock()
+		var out []*framework.PodInfo
+		for k, p := range s.nominated[node] {
+			if k != key && p.Pod.GetSpec().GetPriority() >= prio {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+}
+
 func (s *Scheduler) podChanged(p *corev1.Pod) {
 	k := informer.Key(p)
+	s.nominate(p)
 	if p.GetSpec().GetNodeName() != "" {
 		s.cache.SetPod(p)
 		s.queue.Delete(k)
@@ -166,9 +227,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer cancel()
 	go s.nodes.Run(ctx)
 	go s.pods.Run(ctx)
+	go s.pdbs.Run(ctx)
 	go s.queue.Run(ctx)
 	go s.recordEvents(ctx)
-	if !s.nodes.WaitForSync(ctx) || !s.pods.WaitForSync(ctx) {
+	if !s.nodes.WaitForSync(ctx) || !s.pods.WaitForSync(ctx) || !s.pdbs.WaitForSync(ctx) {
 		return nil
 	}
 	s.log.Info("scheduler caches synced; scheduling", "profiles", len(s.profiles))
@@ -211,21 +273,22 @@ func (s *Scheduler) scheduleOne(ctx context.Context, qp *framework.QueuedPodInfo
 			for _, n := range nodes {
 				d.NodeToStatus[n.Name()] = st
 			}
-			s.fail(ctx, f, qp, d, len(nodes), start)
+			s.fail(ctx, f, qp, d, len(nodes), start, "")
 			return
 		}
 	}
 	t := time.Now()
-	feasible, diag, next := f.findFeasible(ctx, state, qp.PodInfo, nodes, s.next, s.cfg.Parallelism)
+	feasible, diag, next := f.findFeasible(ctx, state, qp.PodInfo, nodes, s.next, s.cfg.Parallelism, s.nominatedFor(qp.PodInfo))
 	f.observe("Filter", t, nil)
 	s.next = next
 	if len(feasible) == 0 {
-		for _, pl := range f.postFilter {
-			if nominated, st := pl.PostFilter(ctx, state, qp.PodInfo, diag); st.IsSuccess() && nominated != "" {
-				s.log.Debug("nominated", "pod", key, "node", nominated)
-			}
+		t := time.Now()
+		nominated, why := s.preempt(ctx, f, state, qp, diag)
+		f.observe("PostFilter", t, nil)
+		if nominated != "" {
+			s.log.Info("preempting", "pod", key, "node", nominated)
 		}
-		s.fail(ctx, f, qp, diag, len(nodes), start)
+		s.fail(ctx, f, qp, diag, len(nodes), start, why)
 		return
 	}
 	t = time.Now()
@@ -310,8 +373,11 @@ func (s *Scheduler) bind(ctx context.Context, f *profileFramework, state *framew
 
 // fail records why a pod did not fit: a FailedScheduling event, the
 // PodScheduled condition, and the per-node diagnosis annotation.
-func (s *Scheduler) fail(ctx context.Context, f *profileFramework, qp *framework.QueuedPodInfo, d *framework.Diagnosis, total int, start time.Time) {
+func (s *Scheduler) fail(ctx context.Context, f *profileFramework, qp *framework.QueuedPodInfo, d *framework.Diagnosis, total int, start time.Time, preemption string) {
 	msg := d.Summary(total)
+	if preemption != "" {
+		msg += " preemption: " + preemption
+	}
 	s.m.attempt("unschedulable", f.name, start)
 	s.queue.Requeue(qp, true)
 	s.event(qp.Pod, "Warning", "FailedScheduling", msg)

@@ -103,7 +103,8 @@ func (e *env) waitBound(name string) *corev1.Pod {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.t.Fatalf("pod %s was not bound in 20s", name)
+	p, _ := e.pods.Get(e.ctx(), name)
+	e.t.Fatalf("pod %s was not bound in 20s: %v", name, p.GetStatus())
 	return nil
 }
 
@@ -140,7 +141,7 @@ func TestResourceFitAndWhyPending(t *testing.T) {
 			cond = c
 		}
 	}
-	if cond.Reason != "Unschedulable" || cond.Message != "0/2 nodes are available: 2 Insufficient cpu." {
+	if cond.Reason != "Unschedulable" || cond.Message != "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling." {
 		t.Fatalf("condition: %v", cond)
 	}
 	if d := p.Metadata.Annotations[scheduler.DiagnosisAnnotation]; !strings.Contains(d, `"small":"NodeResourcesFit: Insufficient cpu"`) {
@@ -188,7 +189,7 @@ func TestSelectorsTaintsAndAffinity(t *testing.T) {
 	}
 	p := e.waitUnschedulable("nowhere")
 	msg := p.Status.Conditions[0].Message
-	want := "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: batch}, 2 node(s) didn't match Pod's node affinity/selector."
+	want := "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: batch}, 2 node(s) didn't match Pod's node affinity/selector. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
 	if msg != want {
 		t.Fatalf("summary:\n got %s\nwant %s", msg, want)
 	}
@@ -279,14 +280,14 @@ func TestPodAntiAffinityAndAffinity(t *testing.T) {
 		t.Fatalf("anti-affinity put db pods in zones %v", zones)
 	}
 	e.createPods(anti("db-3"))
-	if msg := e.waitUnschedulable("db-3").Status.Conditions[0].Message; msg != "0/6 nodes are available: 6 node(s) didn't match pod anti-affinity rules." {
+	if msg := e.waitUnschedulable("db-3").Status.Conditions[0].Message; !strings.HasPrefix(msg, "0/6 nodes are available: 6 node(s) didn't match pod anti-affinity rules.") {
 		t.Fatalf("fourth db pod: %s", msg)
 	}
 	// A pod without anti-affinity of its own is kept off by theirs.
 	plain := pod("app-db", "")
 	plain.Metadata.Labels = map[string]string{"app": "db"}
 	e.createPods(plain)
-	if msg := e.waitUnschedulable("app-db").Status.Conditions[0].Message; msg != "0/6 nodes are available: 6 node(s) didn't satisfy existing pods anti-affinity rules." {
+	if msg := e.waitUnschedulable("app-db").Status.Conditions[0].Message; !strings.HasPrefix(msg, "0/6 nodes are available: 6 node(s) didn't satisfy existing pods anti-affinity rules.") {
 		t.Fatalf("pod matching existing anti-affinity: %s", msg)
 	}
 	// Required affinity: with db-0's zone.
@@ -329,5 +330,50 @@ func TestTopologySpreadAcrossZones(t *testing.T) {
 		if n != 3 {
 			t.Fatalf("zone %s has %d pods: %v", z, n, perZone)
 		}
+	}
+}
+
+func TestPreemptionByPriority(t *testing.T) {
+	e := setup(t)
+	e.createNodes(node("a", "2", "8Gi", nil), node("b", "2", "8Gi", nil))
+	e.startScheduler(scheduler.Config{})
+	prio := func(p *corev1.Pod, v int32) *corev1.Pod { p.Spec.Priority = &v; return p }
+	on := func(p *corev1.Pod, node string) *corev1.Pod { p.Spec.NodeName = node; return p }
+	// a: two low (1 each), b: one low and one middle; placed by hand.
+	e.createPods(on(prio(pod("low-a1", "1"), 1), "a"), on(prio(pod("low-a2", "1"), 1), "a"),
+		on(prio(pod("low-b", "1"), 1), "b"), on(prio(pod("mid-b", "1"), 5), "b"))
+	never := prio(pod("polite", "2"), 100)
+	policy := "Never"
+	never.Spec.PreemptionPolicy = &policy
+	e.createPods(never)
+	if msg := e.waitUnschedulable("polite").Status.Conditions[0].Message; !strings.HasSuffix(msg, "preemption: not eligible due to preemptionPolicy=Never.") {
+		t.Fatalf("preemptionPolicy Never: %s", msg)
+	}
+	e.createPods(prio(pod("urgent", "2"), 100))
+	// The node whose victims have the lowest top priority wins: "a".
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p, _ := e.pods.Get(e.ctx(), "urgent")
+		if p.GetStatus().GetNominatedNodeName() == "a" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not nominated to a: %v", p.GetStatus())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, v := range []string{"low-a1", "low-a2"} {
+		p, err := e.pods.Get(e.ctx(), v)
+		if err == nil && p.Metadata.DeletionTimestamp == nil {
+			t.Fatalf("victim %s not being deleted", v)
+		}
+		zero := int64(0)
+		e.pods.Delete(e.ctx(), v, client.DeleteOptions{GracePeriodSeconds: &zero}) // what the kubelet does
+	}
+	if n := e.waitBound("urgent").Spec.NodeName; n != "a" {
+		t.Fatalf("preemptor bound to %s", n)
+	}
+	if p, _ := e.pods.Get(e.ctx(), "mid-b"); p.Metadata.DeletionTimestamp != nil {
+		t.Fatal("a pod on the other node was evicted")
 	}
 }
