@@ -67,9 +67,9 @@ type Scheduler struct {
 	// other pods of lower or equal priority count them there.
 	nominatedMu sync.Mutex
 	nominated   map[string]map[string]*framework.PodInfo
-	events   chan *corev1.Event
-	m        *metrics
-	bindWG   sync.WaitGroup
+	events      chan *corev1.Event
+	m           *metrics
+	bindWG      sync.WaitGroup
 }
 
 // New builds a scheduler.
