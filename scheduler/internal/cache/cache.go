@@ -28,16 +28,22 @@ type Cache struct {
 	pods       map[string]*podState
 	generation int64
 	nodeSetGen int64 // moves when nodes are added or removed
+	// dirty are the nodes changed since the last snapshot update, so an
+	// update costs what changed, not the size of the cluster.
+	dirty map[string]struct{}
 }
 
 // New returns an empty cache.
 func New() *Cache {
-	return &Cache{nodes: map[string]*framework.NodeInfo{}, pods: map[string]*podState{}}
+	return &Cache{nodes: map[string]*framework.NodeInfo{}, pods: map[string]*podState{}, dirty: map[string]struct{}{}}
 }
 
 func (c *Cache) touch(n *framework.NodeInfo) {
 	c.generation++
 	n.Generation = c.generation
+	if n.Node.GetMetadata() != nil {
+		c.dirty[n.Name()] = struct{}{}
+	}
 }
 
 // nodeFor returns the NodeInfo of name, creating a placeholder for pods
@@ -175,8 +181,10 @@ func (s *Snapshot) Get(name string) *framework.NodeInfo { return s.byName[name] 
 func (c *Cache) Update(s *Snapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for name, n := range c.nodes {
-		if n.Generation <= s.generation || n.Node.GetMetadata() == nil {
+	for name := range c.dirty {
+		delete(c.dirty, name)
+		n, ok := c.nodes[name]
+		if !ok || n.Generation <= s.generation || n.Node.GetMetadata() == nil {
 			continue
 		}
 		clone := n.Clone()
