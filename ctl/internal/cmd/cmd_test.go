@@ -244,3 +244,35 @@ func TestDescribeHistoryAndMetadataVerbs(t *testing.T) {
 		t.Fatal("api-resources lacks the deployments line")
 	}
 }
+
+func TestCreateGenerators(t *testing.T) {
+	c := newCluster(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"create", "namespace", "team"}, "namespace/team created\n"},
+		{[]string{"create", "deployment", "web", "--image", "nginx:1.27", "--replicas", "2", "--port", "80"}, "deployment.apps/web created\n"},
+		{[]string{"create", "service", "clusterip", "web", "--tcp", "80:8080"}, "service/web created\n"},
+		{[]string{"create", "configmap", "cfg", "--from-literal", "a=1", "--from-literal", "b=2"}, "configmap/cfg created\n"},
+		{[]string{"create", "secret", "generic", "s", "--from-literal", "password=hunter2"}, "secret/s created\n"},
+		{[]string{"create", "job", "pi", "--image", "perl:5.34", "--", "perl", "-e", "print 1"}, "job.batch/pi created\n"},
+		{[]string{"create", "serviceaccount", "robot"}, "serviceaccount/robot created\n"},
+	} {
+		if out := c.must("", tc.args...); out != tc.want {
+			t.Errorf("%v: %q, want %q", tc.args, out, tc.want)
+		}
+	}
+	js := c.must("", "get", "deploy", "web", "-o", "json")
+	for _, want := range []string{`"replicas": 2`, `"containerPort": 80`, `"name": "nginx"`, `"app": "web"`} {
+		if !strings.Contains(js, want) {
+			t.Errorf("deployment lacks %s:\n%s", want, js)
+		}
+	}
+	if js := c.must("", "get", "svc", "web", "-o", "json"); !strings.Contains(js, `"targetPort": 8080`) || !strings.Contains(js, `"name": "80-8080"`) {
+		t.Errorf("service:\n%s", js)
+	}
+	if js := c.must("", "get", "secret", "s", "-o", "json"); !strings.Contains(js, `"password": "aHVudGVyMg=="`) {
+		t.Errorf("secret:\n%s", js)
+	}
+}

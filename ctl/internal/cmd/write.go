@@ -63,6 +63,7 @@ func newCreate(o *Options) *cobra.Command {
 		},
 	}
 	c.Flags().StringSliceVarP(&files, "filename", "f", nil, "Files that contain the resources to create.")
+	addCreateGenerators(o, c)
 	c.Flags().BoolVarP(&recursive, "recursive", "R", false, "Process the directory used in -f recursively.")
 	return c
 }
