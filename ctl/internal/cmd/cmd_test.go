@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -274,5 +275,64 @@ func TestCreateGenerators(t *testing.T) {
 	}
 	if js := c.must("", "get", "secret", "s", "-o", "json"); !strings.Contains(js, `"password": "aHVudGVyMg=="`) {
 		t.Errorf("secret:\n%s", js)
+	}
+}
+
+func TestRolloutSetImageWaitAndDrain(t *testing.T) {
+	c := newCluster(t)
+	c.must(web, "apply", "-f", "-")
+	if out := c.must("", "set", "image", "deployment/web", "web=nginx:1.28"); out != "deployment.apps/web image updated\n" {
+		t.Fatalf("set image: %q", out)
+	}
+	if js := c.must("", "get", "deploy", "web", "-o", "json"); !strings.Contains(js, `"image": "nginx:1.28"`) || !strings.Contains(js, `"generation": 2`) {
+		t.Fatalf("after set image:\n%s", js)
+	}
+	// Play the deployment controller: report the rollout through status.
+	status := func(s string) {
+		c.t.Helper()
+		c.must("", "patch", "deploy", "web", "--subresource", "status", "-p", s)
+	}
+	status(`{"status":{"observedGeneration":2,"replicas":2,"updatedReplicas":1,"availableReplicas":1}}`)
+	if out := c.must("", "rollout", "status", "deploy/web", "--watch=false"); out != "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated...\n" {
+		t.Fatalf("rollout status: %q", out)
+	}
+	done := make(chan string)
+	go func() { out, _, _ := c.run("", "rollout", "status", "deploy/web", "--timeout", "20s"); done <- out }()
+	time.Sleep(300 * time.Millisecond)
+	status(`{"status":{"observedGeneration":2,"replicas":2,"updatedReplicas":2,"availableReplicas":2,"conditions":[{"type":"Available","status":"True"}]}}`)
+	if out := <-done; !strings.HasSuffix(out, "deployment \"web\" successfully rolled out\n") {
+		t.Fatalf("rollout status -w: %q", out)
+	}
+	if out := c.must("", "wait", "--for=condition=Available", "deploy/web", "--timeout", "5s"); out != "deployment.apps/web condition met\n" {
+		t.Fatalf("wait: %q", out)
+	}
+	if out := c.must("", "wait", "--for=jsonpath={.status.replicas}=2", "deploy/web"); out != "deployment.apps/web condition met\n" {
+		t.Fatalf("wait jsonpath: %q", out)
+	}
+	if _, errOut, code := c.run("", "wait", "--for=condition=Progressing", "deploy/web", "--timeout", "500ms"); code != 1 || !strings.Contains(errOut, "timed out waiting for the condition on deployments.apps/web") {
+		t.Fatalf("wait timeout: %d %q", code, errOut)
+	}
+	for verb, want := range map[string]string{"pause": "deployment.apps/web paused\n", "resume": "deployment.apps/web resumed\n", "restart": "deployment.apps/web restarted\n"} {
+		if out := c.must("", "rollout", verb, "deployment", "web"); out != want {
+			t.Errorf("rollout %s: %q", verb, out)
+		}
+	}
+
+	// drain: a pod with no controller needs --force; a PDB allowing no
+	// disruption blocks eviction until it allows one.
+	c.must("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n", "apply", "-f", "-")
+	c.must("apiVersion: v1\nkind: Pod\nmetadata: {name: lone, labels: {app: db}}\nspec: {nodeName: n1, containers: [{name: c, image: i:1}]}\n", "apply", "-f", "-")
+	_, errOut, code := c.run("", "drain", "n1")
+	if code != 1 || !strings.Contains(errOut, "cannot delete Pods that declare no controller (use --force to override): default/lone") {
+		t.Fatalf("drain without --force: %q", errOut)
+	}
+	c.must("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: db}\nspec: {minAvailable: 1, selector: {matchLabels: {app: db}}}\n", "apply", "-f", "-")
+	drained := make(chan string)
+	go func() { out, _, _ := c.run("", "drain", "n1", "--force", "--timeout", "20s"); drained <- out }()
+	time.Sleep(500 * time.Millisecond)
+	c.must("", "patch", "pdb", "db", "--subresource", "status", "-p", `{"status":{"disruptionsAllowed":1,"currentHealthy":1,"desiredHealthy":1,"expectedPods":1}}`)
+	out := <-drained
+	if !strings.Contains(out, "node/n1 already cordoned\nevicting pod default/lone\n") || !strings.HasSuffix(out, "pod/lone evicted\nnode/n1 drained\n") {
+		t.Fatalf("drain:\n%s", out)
 	}
 }
