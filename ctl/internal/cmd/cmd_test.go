@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"os"
 	"path/filepath"
@@ -334,5 +335,25 @@ func TestRolloutSetImageWaitAndDrain(t *testing.T) {
 	out := <-drained
 	if !strings.Contains(out, "node/n1 already cordoned\nevicting pod default/lone\n") || !strings.HasSuffix(out, "pod/lone evicted\nnode/n1 drained\n") {
 		t.Fatalf("drain:\n%s", out)
+	}
+}
+
+func TestOutputFormatsAndSorting(t *testing.T) {
+	c := newCluster(t)
+	for i, n := range []string{"b", "c", "a"} {
+		c.must(fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s, labels: {tier: t%d}}\ndata: {num: \"%d\"}\n", n, i, 3-i), "apply", "-f", "-")
+	}
+	if out := c.must("", "get", "cm", "a", "-o", "jsonpath={.metadata.name} {.data.num}"); out != "a 1" {
+		t.Fatalf("jsonpath: %q", out)
+	}
+	if out := c.must("", "get", "cm", "-o", "jsonpath={range .items[*]}{.metadata.name},{end}"); out != "a,b,c," {
+		t.Fatalf("jsonpath over a list: %q", out)
+	}
+	if out := c.must("", "get", "cm", "-o", "custom-columns=NAME:.metadata.name,N:.data.num", "--sort-by", ".data.num"); out != "NAME   N\na      1\nc      2\nb      3\n" {
+		t.Fatalf("custom-columns with --sort-by:\n%s", out)
+	}
+	out := c.must("", "get", "cm", "-L", "tier")
+	if !strings.Contains(out, "TIER") || !strings.Contains(out, "t2") {
+		t.Fatalf("-L:\n%s", out)
 	}
 }

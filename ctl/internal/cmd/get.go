@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,6 +23,8 @@ type getOptions struct {
 	showLabels    bool
 	noHeaders     bool
 	revision      string
+	labelColumns  []string
+	sortBy        string
 }
 
 func newGet(o *Options) *cobra.Command {
@@ -46,14 +49,17 @@ func newGet(o *Options) *cobra.Command {
 	f.BoolVar(&g.showLabels, "show-labels", false, "When printing, show all labels as the last column.")
 	f.BoolVar(&g.noHeaders, "no-headers", false, "When using the default output format, don't print headers.")
 	f.StringVar(&g.revision, "revision", "", "Show the object as it was at this etcd revision (see skiffctl history).")
+	f.StringSliceVarP(&g.labelColumns, "label-columns", "L", nil, "Accepts a comma separated list of labels that are going to be presented as columns.")
+	f.StringVar(&g.sortBy, "sort-by", "", "If non-empty, sort list types using this field specification (a JSONPath expression, e.g. '{.metadata.name}').")
 	return c
 }
 
 func (o *Options) get(cmd *cobra.Command, g *getOptions, args []string) error {
-	switch g.output {
-	case "", "wide", "json", "yaml", "name":
+	switch {
+	case g.output == "", g.output == "wide", g.output == "json", g.output == "yaml", g.output == "name",
+		strings.HasPrefix(g.output, "jsonpath="), strings.HasPrefix(g.output, "custom-columns="):
 	default:
-		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,wide,yaml", g.output)
+		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: custom-columns,json,jsonpath,name,wide,yaml", g.output)
 	}
 	targets, err := parseTargets(args)
 	if err != nil {
@@ -105,10 +111,19 @@ func (o *Options) get(cmd *cobra.Command, g *getOptions, args []string) error {
 		if g.watch || g.watchOnly {
 			return o.watch(cmd, g, d, t, objs)
 		}
-		switch g.output {
-		case "json", "yaml":
+		if g.sortBy != "" {
+			if err := printers.SortBy(objs, g.sortBy); err != nil {
+				return err
+			}
+		}
+		switch {
+		case g.output == "json", g.output == "yaml", strings.HasPrefix(g.output, "jsonpath="):
 			all = append(all, objs...)
-		case "name":
+		case strings.HasPrefix(g.output, "custom-columns="):
+			if err := printers.CustomColumns(o.streams.Out, strings.TrimPrefix(g.output, "custom-columns="), objs, g.noHeaders); err != nil {
+				return err
+			}
+		case g.output == "name":
 			if err := printers.Name(o.streams.Out, objs); err != nil {
 				return err
 			}
@@ -128,12 +143,16 @@ func (o *Options) get(cmd *cobra.Command, g *getOptions, args []string) error {
 		}
 		found += len(objs)
 	}
-	switch g.output {
-	case "json":
+	switch {
+	case strings.HasPrefix(g.output, "jsonpath="):
+		if err := printers.JSONPath(o.streams.Out, strings.TrimPrefix(g.output, "jsonpath="), all, single); err != nil {
+			return err
+		}
+	case g.output == "json":
 		if err := printers.JSON(o.streams.Out, all, single); err != nil {
 			return err
 		}
-	case "yaml":
+	case g.output == "yaml":
 		if err := printers.YAML(o.streams.Out, all, single); err != nil {
 			return err
 		}
@@ -162,7 +181,8 @@ func anyNamespaced(ts []target) bool {
 }
 
 func (o *Options) tableOptions(g *getOptions) printers.Options {
-	return printers.Options{Wide: g.output == "wide", AllNamespaces: g.allNamespaces, ShowLabels: g.showLabels, NoHeaders: g.noHeaders, Now: time.Now()}
+	return printers.Options{Wide: g.output == "wide", AllNamespaces: g.allNamespaces, ShowLabels: g.showLabels, NoHeaders: g.noHeaders,
+		LabelColumns: g.labelColumns, Now: time.Now()}
 }
 
 // watch prints the listed objects, then one line (or document) per change,

@@ -28,6 +28,7 @@ type Options struct {
 	ShowLabels    bool
 	NoHeaders     bool
 	WithKind      bool // NAME as "deployment.apps/web", as kubectl does for several kinds
+	LabelColumns  []string
 	Now           time.Time
 }
 
@@ -251,6 +252,9 @@ func Table(w io.Writer, k *scheme.Kind, objs []scheme.Object, o Options) error {
 			header = append(header, c.name)
 		}
 	}
+	for _, l := range o.LabelColumns {
+		header = append(header, strings.ToUpper(l[strings.LastIndex(l, "/")+1:]))
+	}
 	if o.ShowLabels {
 		header = append(header, "LABELS")
 	}
@@ -270,6 +274,9 @@ func Table(w io.Writer, k *scheme.Kind, objs []scheme.Object, o Options) error {
 				}
 				row = append(row, cell)
 			}
+		}
+		for _, l := range o.LabelColumns {
+			row = append(row, obj.GetMetadata().GetLabels()[l])
 		}
 		if o.ShowLabels {
 			row = append(row, labelsString(obj.GetMetadata().GetLabels()))
