@@ -142,4 +142,3 @@ func SortBy(objs []scheme.Object, path string) error {
 	copy(objs, out)
 	return nil
 }
-
