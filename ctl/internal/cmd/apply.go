@@ -83,7 +83,7 @@ func apply(cmd *cobra.Command, d dynamic, ob object, dryRun string) (string, err
 	if string(compactJSON(original)) == string(compactJSON(self)) {
 		return "unchanged", nil
 	}
-	patch, err := jsonpatch.CreateMergePatch(original, modified)
+	patch, err := mergePatch(original, modified)
 	if err != nil {
 		return "", fmt.Errorf("computing the patch for %s: %w", resourceName(ob.kind, m.GetName()), err)
 	}
@@ -129,4 +129,10 @@ func withLastApplied(ob object) (self, modified []byte, err error) {
 	ann[LastApplied] = string(self) + "\n"
 	modified, err = json.Marshal(doc)
 	return self, modified, err
+}
+
+// mergePatch is the JSON merge patch from the last applied configuration to
+// the new one: fields removed from the file become nulls.
+func mergePatch(original, modified []byte) ([]byte, error) {
+	return jsonpatch.CreateMergePatch(original, modified)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -355,5 +356,39 @@ func TestOutputFormatsAndSorting(t *testing.T) {
 	out := c.must("", "get", "cm", "-L", "tier")
 	if !strings.Contains(out, "TIER") || !strings.Contains(out, "t2") {
 		t.Fatalf("-L:\n%s", out)
+	}
+}
+
+func TestEditAndDiff(t *testing.T) {
+	c := newCluster(t)
+	c.must(web, "apply", "-f", "-")
+	editor := func(expr string) string {
+		p := filepath.Join(t.TempDir(), "editor.sh")
+		os.WriteFile(p, []byte("#!/bin/sh\nsed -i '"+expr+"' \"$1\"\n"), 0o755)
+		return p
+	}
+	t.Setenv("EDITOR", editor("s/replicas: 2/replicas: 3/"))
+	if out := c.must("", "edit", "deploy", "web"); out != "deployment.apps/web edited\n" {
+		t.Fatalf("edit: %q", out)
+	}
+	if js := c.must("", "get", "deploy", "web", "-o", "json"); !strings.Contains(js, `"replicas": 3`) {
+		t.Fatalf("edit did not land:\n%s", js)
+	}
+	// An invalid edit reopens the file; saving it unchanged gives up.
+	t.Setenv("EDITOR", editor("s/replicas: 3/replicas: -1/"))
+	_, errOut, code := c.run("", "edit", "deploy", "web")
+	if code != 1 || !strings.Contains(errOut, `The Deployment "web" is invalid: spec.replicas: Invalid value: -1`) || !strings.Contains(errOut, "Edit cancelled, no valid changes were saved.") {
+		t.Fatalf("invalid edit: %d %q", code, errOut)
+	}
+	if _, err := exec.LookPath("diff"); err != nil {
+		t.Skip("diff(1) is not installed (Debian package diffutils)")
+	}
+	changed := strings.Replace(web, "image: nginx:1.27", "image: nginx:1.28", 1)
+	out, _, code := c.run(changed, "diff", "-f", "-")
+	if code != 1 || !strings.Contains(out, "-        image: nginx:1.27") || !strings.Contains(out, "+        image: nginx:1.28") {
+		t.Fatalf("diff: exit %d\n%s", code, out)
+	}
+	if js := c.must("", "get", "deploy", "web", "-o", "json"); !strings.Contains(js, "nginx:1.27") {
+		t.Fatal("diff changed the object")
 	}
 }
