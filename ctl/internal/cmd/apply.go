@@ -17,8 +17,8 @@ const LastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 func newApply(o *Options) *cobra.Command {
 	var files []string
-	var recursive bool
-	var dryRun string
+	var recursive, prune bool
+	var dryRun, selector string
 	c := &cobra.Command{
 		Use:   "apply -f FILENAME",
 		Short: "Apply a configuration to a resource by file name or stdin",
@@ -32,15 +32,28 @@ func newApply(o *Options) *cobra.Command {
 			default:
 				return fmt.Errorf(`Invalid dry-run value (%s). Must be "none", "server", or "client".`, dryRun)
 			}
-			return o.eachObject(cmd, files, recursive, func(d *client.Dynamic, ob object) (string, error) {
+			if prune && selector == "" {
+				return fmt.Errorf("all resources selected for prune without explicitly passing --all. To prune all resources, pass the --all flag. If you did not mean to prune all resources, specify a label selector")
+			}
+			applied := map[string]bool{}
+			kinds := map[*client.Dynamic]bool{}
+			err := o.eachObject(cmd, files, recursive, func(d *client.Dynamic, ob object) (string, error) {
+				applied[kindName(d.Kind())+"/"+ob.obj.GetMetadata().GetNamespace()+"/"+ob.obj.GetMetadata().GetName()] = true
+				kinds[d] = true
 				verb, err := apply(cmd, d, ob, dryRun)
 				return verb + suffix, err
 			})
+			if err != nil || !prune {
+				return err
+			}
+			return o.prune(cmd, kinds, applied, selector, dryRun, suffix)
 		},
 	}
 	c.Flags().StringSliceVarP(&files, "filename", "f", nil, "The files that contain the configurations to apply.")
 	c.Flags().BoolVarP(&recursive, "recursive", "R", false, "Process the directory used in -f recursively.")
 	c.Flags().StringVar(&dryRun, "dry-run", "none", `Must be "none", "server", or "client".`)
+	c.Flags().BoolVar(&prune, "prune", false, "Automatically delete resource objects, that do not appear in the configs and are created by either apply or create --save-config. Should be used with -l.")
+	c.Flags().StringVarP(&selector, "selector", "l", "", "Selector (label query) to filter on, supports '=', '==', and '!='.")
 	return c
 }
 
@@ -135,4 +148,33 @@ func withLastApplied(ob object) (self, modified []byte, err error) {
 // the new one: fields removed from the file become nulls.
 func mergePatch(original, modified []byte) ([]byte, error) {
 	return jsonpatch.CreateMergePatch(original, modified)
+}
+
+// prune deletes objects of the applied kinds that match the selector, were
+// created by apply (they carry its annotation) and are no longer in the files.
+func (o *Options) prune(cmd *cobra.Command, kinds map[*client.Dynamic]bool, applied map[string]bool, selector, dryRun, suffix string) error {
+	seen := map[string]bool{}
+	for d := range kinds {
+		if seen[d.Kind().GroupResource()] {
+			continue
+		}
+		seen[d.Kind().GroupResource()] = true
+		l, err := d.List(cmd.Context(), client.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return o.printError(err)
+		}
+		for _, it := range l.Items {
+			m := it.GetMetadata()
+			if m.GetAnnotations()[LastApplied] == "" || applied[kindName(d.Kind())+"/"+m.GetNamespace()+"/"+m.GetName()] {
+				continue
+			}
+			if dryRun != "client" {
+				if _, err := d.Delete(cmd.Context(), m.GetName(), client.DeleteOptions{PropagationPolicy: "Background", DryRun: dryRun == "server"}); err != nil && !apierrors.IsNotFound(err) {
+					return o.printError(err)
+				}
+			}
+			fmt.Fprintf(o.streams.Out, "%s pruned%s\n", resourceName(d.Kind(), m.GetName()), suffix)
+		}
+	}
+	return nil
 }

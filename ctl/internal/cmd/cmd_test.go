@@ -392,3 +392,30 @@ func TestEditAndDiff(t *testing.T) {
 		t.Fatal("diff changed the object")
 	}
 }
+
+func TestPruneAndDeleteWait(t *testing.T) {
+	c := newCluster(t)
+	two := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {set: s1}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, labels: {set: s1}}\n"
+	c.must(two, "apply", "-f", "-")
+	c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hand, labels: {set: s1}}\n", "create", "-f", "-") // not from apply: never pruned
+	out := c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {set: s1}}\n", "apply", "-f", "-", "--prune", "-l", "set=s1")
+	if out != "configmap/a unchanged\nconfigmap/b pruned\n" {
+		t.Fatalf("prune: %q", out)
+	}
+	if out := c.must("", "get", "cm", "-o", "name"); out != "configmap/a\nconfigmap/hand\n" {
+		t.Fatalf("after prune: %q", out)
+	}
+	// delete waits for finalizers.
+	c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, finalizers: [example.com/hold]}\n", "create", "-f", "-")
+	done := make(chan string)
+	go func() { out, _, _ := c.run("", "delete", "cm", "held"); done <- out }()
+	select {
+	case out := <-done:
+		t.Fatalf("delete returned before the finalizer was removed: %q", out)
+	case <-time.After(500 * time.Millisecond):
+	}
+	c.must("", "patch", "cm", "held", "--type", "json", "-p", `[{"op":"remove","path":"/metadata/finalizers"}]`)
+	if out := <-done; out != "configmap \"held\" deleted\n" {
+		t.Fatalf("delete --wait: %q", out)
+	}
+}

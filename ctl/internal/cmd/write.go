@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -98,7 +99,8 @@ func newReplace(o *Options) *cobra.Command {
 
 func newDelete(o *Options) *cobra.Command {
 	var files []string
-	var recursive, all, ignoreNotFound bool
+	var recursive, all, ignoreNotFound, wait bool
+	var timeout time.Duration
 	var selector, cascade string
 	grace := int64(-1)
 	c := &cobra.Command{
@@ -110,9 +112,15 @@ func newDelete(o *Options) *cobra.Command {
 				return err
 			}
 			del := func(d *client.Dynamic, name string) (string, error) {
-				_, err := d.Delete(cmd.Context(), name, opts)
+				last, err := d.Delete(cmd.Context(), name, opts)
 				if err != nil && ignoreNotFound && apierrors.IsNotFound(err) {
 					return "", nil
+				}
+				if err == nil && wait && last.GetMetadata().GetDeletionTimestamp() != nil {
+					// Finalizers or a graceful termination hold it: wait, as kubectl does.
+					if err := waitGone(cmd, d, name, last.GetMetadata().GetUid(), timeout); err != nil {
+						return "", err
+					}
 				}
 				return "deleted", err
 			}
@@ -178,6 +186,8 @@ func newDelete(o *Options) *cobra.Command {
 	f.BoolVar(&ignoreNotFound, "ignore-not-found", false, "Treat \"resource not found\" as a successful delete.")
 	f.Int64Var(&grace, "grace-period", -1, "Period of time in seconds given to the resource to terminate gracefully. Ignored if negative.")
 	f.StringVar(&cascade, "cascade", "background", `Must be "background", "orphan", or "foreground".`)
+	f.BoolVar(&wait, "wait", true, "If true, wait for resources to be gone before returning. This waits for finalizers.")
+	f.DurationVar(&timeout, "timeout", 0, "The length of time to wait before giving up on a delete, zero means determine a timeout from the size of the object")
 	return c
 }
 
@@ -227,4 +237,29 @@ func parseTargets(args []string) ([]target, error) {
 		return nil, fmt.Errorf("you may only specify a single resource type when naming resources")
 	}
 	return out, nil
+}
+
+// waitGone polls until the object (that uid) no longer exists.
+func waitGone(cmd *cobra.Command, d *client.Dynamic, name, uid string, timeout time.Duration) error {
+	deadline := time.Time{}
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	for {
+		cur, err := d.Get(cmd.Context(), name)
+		if apierrors.IsNotFound(err) || (err == nil && cur.GetMetadata().GetUid() != uid) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return fmt.Errorf("timed out waiting for the condition on %s", resourcePlural(d.Kind(), name))
+		}
+		select {
+		case <-cmd.Context().Done():
+			return cmd.Context().Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
