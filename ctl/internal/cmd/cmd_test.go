@@ -314,9 +314,9 @@ func TestRolloutSetImageWaitAndDrain(t *testing.T) {
 	if _, errOut, code := c.run("", "wait", "--for=condition=Progressing", "deploy/web", "--timeout", "500ms"); code != 1 || !strings.Contains(errOut, "timed out waiting for the condition on deployments.apps/web") {
 		t.Fatalf("wait timeout: %d %q", code, errOut)
 	}
-	for verb, want := range map[string]string{"pause": "deployment.apps/web paused\n", "resume": "deployment.apps/web resumed\n", "restart": "deployment.apps/web restarted\n"} {
-		if out := c.must("", "rollout", verb, "deployment", "web"); out != want {
-			t.Errorf("rollout %s: %q", verb, out)
+	for _, v := range [][2]string{{"pause", "deployment.apps/web paused\n"}, {"resume", "deployment.apps/web resumed\n"}, {"restart", "deployment.apps/web restarted\n"}} {
+		if out := c.must("", "rollout", v[0], "deployment", "web"); out != v[1] {
+			t.Errorf("rollout %s: %q", v[0], out)
 		}
 	}
 
