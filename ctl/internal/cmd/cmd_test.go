@@ -419,3 +419,18 @@ func TestPruneAndDeleteWait(t *testing.T) {
 		t.Fatalf("delete --wait: %q", out)
 	}
 }
+
+func TestExplain(t *testing.T) {
+	c := &cluster{t: t} // explain needs no server
+	out := c.must("", "explain", "deployment.spec.replicas")
+	want := "GROUP:      apps\nKIND:       Deployment\nVERSION:    v1\n\nFIELD: replicas <integer>\n\nDESCRIPTION:\n    Number of desired pods."
+	if !strings.HasPrefix(out, want) {
+		t.Fatalf("explain:\n%s", out)
+	}
+	if out := c.must("", "explain", "pods"); !strings.Contains(out, "  spec\t<PodSpec>\n") {
+		t.Fatalf("explain pods:\n%s", out)
+	}
+	if _, errOut, code := c.run("", "explain", "pod.spec.nope"); code != 1 || !strings.Contains(errOut, `field "spec.nope" does not exist`) {
+		t.Fatalf("unknown field: %q", errOut)
+	}
+}

@@ -94,7 +94,7 @@ func NewRoot(s Streams, dial Dialer) *cobra.Command {
 		newApply(o), newCreate(o), newReplace(o), newGet(o), newDelete(o),
 		newConfig(o), newVersion(o), newAPIResources(o), newCompletion(o),
 		newMetaCommand(o, "label", "labels", "labeled"), newMetaCommand(o, "annotate", "annotations", "annotated"),
-		newPatch(o), newScale(o), newCordon(o, true), newCordon(o, false), newHistory(o), newDescribe(o), newRollout(o), newSet(o), newWait(o), newDrain(o), newEdit(o), newDiff(o),
+		newPatch(o), newScale(o), newCordon(o, true), newCordon(o, false), newHistory(o), newDescribe(o), newRollout(o), newSet(o), newWait(o), newDrain(o), newEdit(o), newDiff(o), newExplain(o),
 	)
 	for _, name := range []string{"logs", "exec", "top", "port-forward"} {
 		root.AddCommand(&cobra.Command{
