@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"fmt"
 	"os"
@@ -432,5 +433,44 @@ func TestExplain(t *testing.T) {
 	}
 	if _, errOut, code := c.run("", "explain", "pod.spec.nope"); code != 1 || !strings.Contains(errOut, `field "spec.nope" does not exist`) {
 		t.Fatalf("unknown field: %q", errOut)
+	}
+}
+
+func TestRolloutUndoDaemonSetFromControllerRevision(t *testing.T) {
+	c := newCluster(t)
+	ds := `apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: agent, image: "agent:1"}]}
+`
+	c.must(ds, "apply", "-f", "-")
+	var live struct {
+		Metadata struct{ UID string } `json:"metadata"`
+	}
+	json.Unmarshal([]byte(c.must("", "get", "ds", "agent", "-o", "json")), &live)
+	// What the daemonset controller records for revision 1.
+	cr := fmt.Sprintf(`apiVersion: apps/v1
+kind: ControllerRevision
+metadata:
+  name: agent-1
+  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: agent, uid: %s, controller: true}]
+revision: 1
+data: {"spec":{"template":{"$patch":"replace","metadata":{"labels":{"app":"agent"}},"spec":{"containers":[{"name":"agent","image":"agent:1"}]}}}}
+`, live.Metadata.UID)
+	c.must(cr, "apply", "-f", "-")
+	c.must(strings.Replace(cr, "agent-1", "agent-2", 1), "apply", "-f", "-") // a second, current revision
+	c.must("", "set", "image", "ds/agent", "agent=agent:2")
+	if out := c.must("", "rollout", "history", "ds/agent"); !strings.Contains(out, "REVISION   CHANGE-CAUSE\n1          <none>\n") {
+		t.Fatalf("history:\n%s", out)
+	}
+	if out := c.must("", "rollout", "undo", "ds/agent", "--to-revision", "1"); out != "daemonset.apps/agent rolled back\n" {
+		t.Fatalf("undo: %q", out)
+	}
+	if js := c.must("", "get", "ds", "agent", "-o", "json"); !strings.Contains(js, `"image": "agent:1"`) {
+		t.Fatalf("after undo:\n%s", js)
 	}
 }

@@ -179,9 +179,6 @@ func newRollout(o *Options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, ok := obj.(*appsv1.Deployment); !ok {
-				return fmt.Errorf("undo of %s arrives with the controller-manager's ControllerRevisions", d.Kind().Kind)
-			}
 			revs, err := o.revisions(cmd, obj)
 			if err != nil {
 				return err
@@ -202,7 +199,14 @@ func newRollout(o *Options) *cobra.Command {
 			default:
 				return fmt.Errorf("no rollout history found for %s", resourceName(d.Kind(), obj.GetMetadata().GetName()))
 			}
-			b, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": target.template}})
+			var b []byte
+			if target.patch != nil {
+				// DaemonSets and StatefulSets: the ControllerRevision's data is
+				// the template patch their controller recorded.
+				b = target.patch
+			} else {
+				b, _ = json.Marshal(map[string]any{"spec": map[string]any{"template": target.template}})
+			}
 			if _, err := d.Patch(cmd.Context(), obj.GetMetadata().GetName(), "merge", b, "", false); err != nil {
 				return o.printError(err)
 			}
@@ -220,6 +224,7 @@ type revision struct {
 	number   int64
 	cause    string
 	template any
+	patch    []byte // ControllerRevision data, "$patch" directives removed
 }
 
 // revisions are a Deployment's ReplicaSets by their revision annotation
@@ -260,7 +265,7 @@ func (o *Options) revisions(cmd *cobra.Command, obj scheme.Object) ([]revision, 
 			if ref := metav1.GetControllerOf(cr.Metadata); ref == nil || ref.Uid != uid {
 				continue
 			}
-			out = append(out, revision{number: cr.Revision, cause: cr.Metadata.Annotations["kubernetes.io/change-cause"]})
+			out = append(out, revision{number: cr.Revision, cause: cr.Metadata.Annotations["kubernetes.io/change-cause"], patch: revisionPatch(cr.GetData().GetRaw())})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].number < out[j].number })
@@ -329,4 +334,30 @@ func rolloutStatus(obj scheme.Object) (string, bool, error) {
 		return fmt.Sprintf("statefulset rolling update complete %d pods at revision %s...\n", st.GetCurrentReplicas(), st.GetCurrentRevision()), true, nil
 	}
 	return "", true, fmt.Errorf("no status viewer has been implemented for %T", obj)
+}
+
+// revisionPatch turns a ControllerRevision's data (upstream's strategic
+// patch {"spec":{"template":{..., "$patch":"replace"}}}) into a merge patch
+// that replaces the template.
+func revisionPatch(raw []byte) []byte {
+	var doc map[string]any
+	if json.Unmarshal(raw, &doc) != nil {
+		return nil
+	}
+	var strip func(v any)
+	strip = func(v any) {
+		if m, ok := v.(map[string]any); ok {
+			delete(m, "$patch")
+			for _, x := range m {
+				strip(x)
+			}
+		}
+	}
+	strip(doc)
+	spec, _ := doc["spec"].(map[string]any)
+	if spec == nil || spec["template"] == nil {
+		return nil
+	}
+	b, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": spec["template"]}})
+	return b
 }
