@@ -91,6 +91,17 @@ func (o *Options) eventsFor(cmd *cobra.Command, obj scheme.Object) []*corev1.Eve
 // describe prints kubectl's describe layout: identity first, then the
 // object's fields as an indented outline, then its Events.
 func describe(w io.Writer, k *scheme.Kind, obj scheme.Object, events []*corev1.Event, now time.Time) error {
+	if d, ok := describers[k.Kind]; ok {
+		tw := printers.NewTabWriter(w)
+		d(tw, obj, now)
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if p, ok := obj.(*corev1.Pod); ok {
+			schedulingDiagnosis(w, p)
+		}
+		return describeEvents(w, events, now)
+	}
 	m := obj.GetMetadata()
 	tw := printers.NewTabWriter(w)
 	fmt.Fprintf(tw, "Name:\t%s\n", m.GetName())
