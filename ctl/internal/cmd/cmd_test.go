@@ -474,3 +474,35 @@ data: {"spec":{"template":{"$patch":"replace","metadata":{"labels":{"app":"agent
 		t.Fatalf("after undo:\n%s", js)
 	}
 }
+
+func TestDescribePodShowsWhyPendingAndEvents(t *testing.T) {
+	c := newCluster(t)
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: big
+  annotations: {scheduler.skiff.dev/diagnosis: '{"node-1":"NodeResourcesFit: Insufficient cpu","node-2":"TaintToleration: node(s) had untolerated taint {dedicated: batch}"}'}
+spec: {containers: [{name: c, image: "nginx:1.27", resources: {requests: {cpu: "8"}}}]}
+`
+	c.must(pod, "apply", "-f", "-")
+	c.must(`apiVersion: v1
+kind: Event
+metadata: {name: big.1}
+involvedObject: {kind: Pod, name: big, namespace: default}
+reason: FailedScheduling
+message: "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: batch}."
+type: Warning
+source: {component: default-scheduler}
+count: 1
+`, "create", "-f", "-")
+	out := c.must("", "describe", "pod", "big")
+	for _, want := range []string{
+		"Status:", "Pending", "QoS Class:", "Burstable",
+		"Scheduling:\n  Node     Rejected by\n  ----     -----------\n  node-1   NodeResourcesFit: Insufficient cpu\n  node-2   TaintToleration: node(s) had untolerated taint {dedicated: batch}\n",
+		"Warning   FailedScheduling", "default-scheduler   0/2 nodes are available",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q:\n%s", want, out)
+		}
+	}
+}
