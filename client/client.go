@@ -76,6 +76,7 @@ type Event struct {
 // Watcher delivers a watch's events until Stop or an error.
 type Watcher struct {
 	ch     chan Event
+	done   <-chan struct{} // closed by Stop (or the caller's context)
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	err    error
@@ -129,14 +130,20 @@ func Decode(a *anypb.Any) (scheme.Object, error) {
 	return o, nil
 }
 
+// decodeInto unpacks into the client's kind without a registry lookup; an
+// object of another kind is an error rather than a silent misreading.
 func (d *Dynamic) decodeInto(a *anypb.Any) (scheme.Object, error) {
+	if a.GetTypeUrl() != "" && a.MessageName() != d.kind.FullName() {
+		return nil, fmt.Errorf("got a %s, want a %s", a.MessageName(), d.kind.FullName())
+	}
 	o := d.kind.New()
 	if err := proto.Unmarshal(a.GetValue(), o); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("decoding %s: %w", d.kind.FullName(), err)
 	}
 	return o, nil
 }
 
+// Get reads the newest state of an object.
 func (d *Dynamic) Get(ctx context.Context, name string) (scheme.Object, error) {
 	a, err := d.c.API.Get(ctx, &apipb.GetRequest{Resource: d.kind.Ref(), Namespace: d.ns, Name: name})
 	if err != nil {
@@ -154,6 +161,7 @@ func (d *Dynamic) GetAt(ctx context.Context, name, resourceVersion string) (sche
 	return d.decodeInto(a)
 }
 
+// List reads one page (all, without a Limit) of the kind's objects.
 func (d *Dynamic) List(ctx context.Context, o ListOptions) (*ObjectList, error) {
 	resp, err := d.c.API.List(ctx, &apipb.ListRequest{
 		Resource: d.kind.Ref(), Namespace: d.ns, LabelSelector: o.LabelSelector, FieldSelector: o.FieldSelector,
@@ -174,6 +182,7 @@ func (d *Dynamic) List(ctx context.Context, o ListOptions) (*ObjectList, error) 
 
 func (d *Dynamic) pack(obj scheme.Object) (*anypb.Any, error) { return anypb.New(obj) }
 
+// Create stores a new object; dryRun validates and defaults without storing.
 func (d *Dynamic) Create(ctx context.Context, obj scheme.Object, dryRun bool) (scheme.Object, error) {
 	a, err := d.pack(obj)
 	if err != nil {
@@ -186,6 +195,7 @@ func (d *Dynamic) Create(ctx context.Context, obj scheme.Object, dryRun bool) (s
 	return d.decodeInto(r)
 }
 
+// Update replaces an object; a stale resourceVersion fails with Conflict.
 func (d *Dynamic) Update(ctx context.Context, obj scheme.Object, dryRun bool) (scheme.Object, error) {
 	a, err := d.pack(obj)
 	if err != nil {
@@ -198,6 +208,7 @@ func (d *Dynamic) Update(ctx context.Context, obj scheme.Object, dryRun bool) (s
 	return d.decodeInto(r)
 }
 
+// UpdateStatus replaces only the status of an object.
 func (d *Dynamic) UpdateStatus(ctx context.Context, obj scheme.Object) (scheme.Object, error) {
 	a, err := d.pack(obj)
 	if err != nil {
@@ -239,25 +250,26 @@ func (d *Dynamic) Watch(ctx context.Context, o ListOptions) (*Watcher, error) {
 		cancel()
 		return nil, err
 	}
-	w := &Watcher{ch: make(chan Event, 64), cancel: cancel}
+	w := &Watcher{ch: make(chan Event, 64), done: ctx.Done(), cancel: cancel}
 	go func() {
 		defer close(w.ch)
 		for {
 			ev, err := stream.Recv()
 			if err != nil {
 				if ctx.Err() == nil && !errors.Is(err, io.EOF) {
-					w.mu.Lock()
-					w.err = err
-					w.mu.Unlock()
+					w.fail(err)
 				}
 				return
 			}
-			obj, err := d.decodeInto(ev.Object)
+			obj, err := d.decodeInto(ev.GetObject())
 			if err != nil {
-				w.mu.Lock()
-				w.err = err
-				w.mu.Unlock()
+				w.fail(fmt.Errorf("decoding %s event: %w", ev.GetType(), err))
 				return
+			}
+			// The event's revision is authoritative: a bookmark may come
+			// with no object at all, and resuming needs its revision.
+			if m := scheme.Meta(obj); m.GetResourceVersion() == "" {
+				m.ResourceVersion = ev.GetResourceVersion()
 			}
 			select {
 			case w.ch <- Event{Type: EventType(ev.Type), Object: obj}:
@@ -267,6 +279,12 @@ func (d *Dynamic) Watch(ctx context.Context, o ListOptions) (*Watcher, error) {
 		}
 	}()
 	return w, nil
+}
+
+func (w *Watcher) fail(err error) {
+	w.mu.Lock()
+	w.err = err
+	w.mu.Unlock()
 }
 
 // Discovery lists the server's resources.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,16 +54,40 @@ type Informer struct {
 	opts Options
 	log  *slog.Logger
 
-	mu       sync.RWMutex
-	items    map[string]scheme.Object
-	indices  map[string]map[string]map[string]struct{} // index → value → keys
-	handlers []Handler
-	rv       string
+	mu      sync.RWMutex
+	items   map[string]scheme.Object
+	indices map[string]map[string]map[string]struct{} // index → value → keys
+	rv      string
+
+	// pending holds handler calls in the order the store changed; one
+	// goroutine delivers them outside the store lock, so handlers may read
+	// the informer, and a slow handler never stalls readers.
+	qmu     sync.Mutex
+	pending []notification
+	wake    chan struct{}
 
 	synced     atomic.Bool
 	syncedCh   chan struct{}
 	syncedOnce sync.Once
 }
+
+// notification is one handler call, or (handler set) a handler joining with
+// a snapshot of the store for its synthetic adds.
+type notification struct {
+	op       op
+	old, obj scheme.Object
+	handler  *Handler
+	snapshot []scheme.Object
+}
+
+type op int
+
+const (
+	opAdd op = iota
+	opUpdate
+	opDelete
+	opJoin
+)
 
 // New builds an informer; Run starts it.
 func New(lw ListerWatcher, opts Options) *Informer {
@@ -70,7 +95,8 @@ func New(lw ListerWatcher, opts Options) *Informer {
 		opts.Logger = slog.Default()
 	}
 	i := &Informer{lw: lw, opts: opts, log: opts.Logger, items: map[string]scheme.Object{},
-		indices: map[string]map[string]map[string]struct{}{}, syncedCh: make(chan struct{})}
+		indices: map[string]map[string]map[string]struct{}{}, syncedCh: make(chan struct{}),
+		wake: make(chan struct{}, 1)}
 	for name := range opts.Indexers {
 		i.indices[name] = map[string]map[string]struct{}{}
 	}
@@ -86,17 +112,17 @@ func Key(obj scheme.Object) string {
 	return m.GetNamespace() + "/" + m.GetName()
 }
 
-// AddHandler registers h; one added after the informer synced first gets an
-// OnAdd for every object in the store, as client-go does.
+// AddHandler registers h. One added while the store holds objects first gets
+// an OnAdd for each of them, as client-go does, then every later change.
+// Calls start once Run runs.
 func (i *Informer) AddHandler(h Handler) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.handlers = append(i.handlers, h)
-	if h.OnAdd != nil {
-		for _, o := range i.items {
-			h.OnAdd(o)
-		}
+	snapshot := make([]scheme.Object, 0, len(i.items))
+	for _, o := range i.items {
+		snapshot = append(snapshot, o)
 	}
+	i.enqueue(notification{op: opJoin, handler: &h, snapshot: snapshot})
 }
 
 // HasSynced reports whether the first list has been stored.
@@ -150,10 +176,16 @@ func (i *Informer) LastSyncResourceVersion() string {
 	return i.rv
 }
 
-// Run lists, then watches, until ctx ends.
+// Run lists, then watches, until ctx ends; handlers are called from one
+// goroutine of its own, and none after Run returns.
 func (i *Informer) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { i.dispatch(ctx) })
 	if i.opts.Resync > 0 {
-		go i.resync(ctx)
+		wg.Go(func() { i.resync(ctx) })
 	}
 	backoff := newBackoff()
 	needList := true
@@ -168,18 +200,25 @@ func (i *Informer) Run(ctx context.Context) error {
 				continue
 			}
 			needList = false
+			backoff.reset()
 		}
-		err := i.watch(ctx)
+		progressed, err := i.watch(ctx)
+		if progressed {
+			// A watch that delivered anything was healthy: its end is
+			// routine (server restart, timeout), not a failure to back off on.
+			backoff.reset()
+		}
 		switch {
 		case ctx.Err() != nil:
 		case apierrors.IsExpired(err):
 			i.log.Info("watch expired; relisting", "resourceVersion", i.LastSyncResourceVersion())
 			needList = true
-		case err != nil:
+		case apierrors.IsUnavailable(err) || errors.Is(err, errWatchClosed):
 			i.log.Debug("watch ended; resuming", "err", err, "resourceVersion", i.LastSyncResourceVersion())
 			backoff.wait(ctx)
 		default:
-			backoff.reset()
+			i.log.Warn("watch failed; retrying", "err", err, "resourceVersion", i.LastSyncResourceVersion())
+			backoff.wait(ctx)
 		}
 	}
 	return nil
@@ -202,28 +241,16 @@ func (i *Informer) list(ctx context.Context) error {
 		switch {
 		case !ok:
 			i.store(k, o)
-			i.notify(func(h Handler) {
-				if h.OnAdd != nil {
-					h.OnAdd(o)
-				}
-			})
+			i.enqueue(notification{op: opAdd, obj: o})
 		case old.GetMetadata().GetResourceVersion() != o.GetMetadata().GetResourceVersion():
 			i.store(k, o)
-			i.notify(func(h Handler) {
-				if h.OnUpdate != nil {
-					h.OnUpdate(old, o)
-				}
-			})
+			i.enqueue(notification{op: opUpdate, old: old, obj: o})
 		}
 	}
 	for k, old := range i.items {
 		if !seen[k] {
 			i.remove(k)
-			i.notify(func(h Handler) {
-				if h.OnDelete != nil {
-					h.OnDelete(old)
-				}
-			})
+			i.enqueue(notification{op: opDelete, obj: old})
 		}
 	}
 	i.rv = l.ResourceVersion
@@ -232,69 +259,124 @@ func (i *Informer) list(ctx context.Context) error {
 	return nil
 }
 
-// watch applies one watch stream; it returns why it ended.
-func (i *Informer) watch(ctx context.Context) error {
+var errWatchClosed = errors.New("watch closed by the server")
+
+// watch applies one watch stream; it reports whether any event came and why
+// the stream ended.
+func (i *Informer) watch(ctx context.Context) (bool, error) {
 	w, err := i.lw.Watch(ctx, client.ListOptions{LabelSelector: i.opts.LabelSelector, FieldSelector: i.opts.FieldSelector,
 		ResourceVersion: i.LastSyncResourceVersion(), AllowBookmarks: true})
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer w.Stop()
+	progressed := false
 	for ev := range w.Events() {
+		progressed = true
 		i.apply(ev)
 	}
 	if err := w.Err(); err != nil {
-		return err
+		return progressed, err
 	}
-	return errors.New("watch closed")
+	return progressed, errWatchClosed
 }
 
+// apply stores one event. An event no newer than what the store holds is a
+// replay (a server resuming a little early) and is dropped, so handlers never
+// see a change twice.
 func (i *Informer) apply(ev client.Event) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	o := ev.Object
 	rv := o.GetMetadata().GetResourceVersion()
-	if ev.Type == client.Bookmark {
+	if newer(rv, i.rv) {
 		i.rv = rv
+	}
+	if ev.Type == client.Bookmark {
 		return
 	}
 	k := Key(o)
 	old, had := i.items[k]
+	if had && !newer(rv, old.GetMetadata().GetResourceVersion()) {
+		return
+	}
 	switch ev.Type {
 	case client.Added, client.Modified:
 		i.store(k, o)
 		if had {
-			i.notify(func(h Handler) {
-				if h.OnUpdate != nil {
-					h.OnUpdate(old, o)
-				}
-			})
+			i.enqueue(notification{op: opUpdate, old: old, obj: o})
 		} else {
-			i.notify(func(h Handler) {
-				if h.OnAdd != nil {
-					h.OnAdd(o)
-				}
-			})
+			i.enqueue(notification{op: opAdd, obj: o})
 		}
 	case client.Deleted:
 		if had {
 			i.remove(k)
+			i.enqueue(notification{op: opDelete, obj: o})
 		}
-		i.notify(func(h Handler) {
-			if h.OnDelete != nil {
-				h.OnDelete(o)
-			}
-		})
 	}
-	i.rv = rv
 }
 
-// notify calls every handler in order. Handlers run under the store lock, so
-// they see the store as of their event; they must not call back into the
-// informer's writers (reads are fine only from other goroutines).
-func (i *Informer) notify(fn func(Handler)) {
-	for _, h := range i.handlers {
-		fn(h)
+// newer compares resourceVersions as the etcd revisions they are; one that
+// does not parse is taken as newer, so an odd server cannot freeze the cache.
+func newer(rv, than string) bool {
+	a, errA := strconv.ParseInt(rv, 10, 64)
+	b, errB := strconv.ParseInt(than, 10, 64)
+	if errA != nil || errB != nil {
+		return rv != than
+	}
+	return a > b
+}
+
+// enqueue queues a handler call; callers hold i.mu, so the queue's order is
+// the store's.
+func (i *Informer) enqueue(n notification) {
+	i.qmu.Lock()
+	i.pending = append(i.pending, n)
+	i.qmu.Unlock()
+	select {
+	case i.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dispatch delivers queued calls until ctx ends. It owns the handler list,
+// so a joining handler starts exactly after its snapshot.
+func (i *Informer) dispatch(ctx context.Context) {
+	var handlers []*Handler
+	for {
+		i.qmu.Lock()
+		batch := i.pending
+		i.pending = nil
+		i.qmu.Unlock()
+		for _, n := range batch {
+			if ctx.Err() != nil {
+				return
+			}
+			if n.op == opJoin {
+				handlers = append(handlers, n.handler)
+				if n.handler.OnAdd != nil {
+					for _, o := range n.snapshot {
+						n.handler.OnAdd(o)
+					}
+				}
+				continue
+			}
+			for _, h := range handlers {
+				switch {
+				case n.op == opAdd && h.OnAdd != nil:
+					h.OnAdd(n.obj)
+				case n.op == opUpdate && h.OnUpdate != nil:
+					h.OnUpdate(n.old, n.obj)
+				case n.op == opDelete && h.OnDelete != nil:
+					h.OnDelete(n.obj)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-i.wake:
+		}
 	}
 }
 
@@ -346,11 +428,7 @@ func (i *Informer) resync(ctx context.Context) {
 		}
 		i.mu.Lock()
 		for _, o := range i.items {
-			i.notify(func(h Handler) {
-				if h.OnUpdate != nil {
-					h.OnUpdate(o, o)
-				}
-			})
+			i.enqueue(notification{op: opUpdate, old: o, obj: o})
 		}
 		i.mu.Unlock()
 	}

@@ -6,6 +6,8 @@
 package workqueue
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/util/workqueue"
 )
@@ -15,8 +17,13 @@ type Queue = workqueue.TypedRateLimitingInterface[string]
 
 // New returns a queue with upstream's controller rate limiter: per item
 // exponential backoff from 5 ms to 1000 s, and 10 retries/s overall with a
-// burst of 100. With reg nil the queue keeps no metrics.
-func New(name string, reg prometheus.Registerer) Queue {
+// burst of 100. It keeps no metrics.
+func New(name string) Queue { return NewWithMetrics(name, nil) }
+
+// NewWithMetrics is New with the queue's metrics on reg (none when reg is
+// nil). Queues sharing a registry share one vector per metric, told apart by
+// the "name" label, so every controller of a binary can pass the same one.
+func NewWithMetrics(name string, reg prometheus.Registerer) Queue {
 	cfg := workqueue.TypedRateLimitingQueueConfig[string]{Name: name}
 	if reg != nil {
 		cfg.MetricsProvider = newMetrics(reg)
@@ -46,10 +53,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
+// register adopts the collector another queue already put on reg. Any
+// other registration error means an unrelated collector holds the name; the
+// queue then still works, only without that metric being exported.
 func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
 	if err := reg.Register(c); err != nil {
-		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-			return are.ExistingCollector.(T)
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(T); ok {
+				return existing
+			}
 		}
 	}
 	return c

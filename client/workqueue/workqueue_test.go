@@ -9,9 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func TestQueueDeduplicatesAndCountsWithUpstreamNames(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	q := New("pods", reg)
+func TestQueueDeduplicatesAndRetriesWithBackoff(t *testing.T) {
+	q := New("pods")
 	defer q.ShutDown()
 	q.Add("default/a")
 	q.Add("default/a") // a key waiting once is queued once
@@ -23,7 +22,7 @@ func TestQueueDeduplicatesAndCountsWithUpstreamNames(t *testing.T) {
 	q.AddRateLimited(k) // failed: back after a backoff
 	q.Done(k)
 	if n := q.NumRequeues(k); n != 1 {
-		t.Fatalf("requeues = %d", n)
+		t.Fatalf("requeues = %d, want 1", n)
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	for q.Len() < 2 && time.Now().Before(deadline) {
@@ -32,14 +31,59 @@ func TestQueueDeduplicatesAndCountsWithUpstreamNames(t *testing.T) {
 	if q.Len() != 2 {
 		t.Fatalf("rate-limited key did not come back: len %d", q.Len())
 	}
-	want := `
+	q.Forget(k)
+	if n := q.NumRequeues(k); n != 0 {
+		t.Fatalf("requeues after Forget = %d, want 0", n)
+	}
+}
+
+func TestMetricsUseUpstreamNamesPerQueue(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	pods := NewWithMetrics("pods", reg)
+	defer pods.ShutDown()
+	// A second queue on the same registry shares the vectors.
+	nodes := NewWithMetrics("nodes", reg)
+	defer nodes.ShutDown()
+
+	pods.Add("default/a")
+	pods.Add("default/b")
+	nodes.Add("n1")
+	k, _ := pods.Get()
+	pods.AddRateLimited(k)
+	pods.Done(k)
+
+	tests := []struct {
+		metric, want string
+	}{
+		{"workqueue_adds_total", `
 # HELP workqueue_adds_total Total number of adds handled by workqueue
 # TYPE workqueue_adds_total counter
-workqueue_adds_total{name="pods"} 3
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "workqueue_adds_total"); err != nil {
-		t.Fatal(err)
+workqueue_adds_total{name="nodes"} 1
+workqueue_adds_total{name="pods"} 2
+`},
+		{"workqueue_depth", `
+# HELP workqueue_depth Current depth of workqueue
+# TYPE workqueue_depth gauge
+workqueue_depth{name="nodes"} 1
+workqueue_depth{name="pods"} 1
+`},
+		{"workqueue_retries_total", `
+# HELP workqueue_retries_total Total number of retries handled by workqueue
+# TYPE workqueue_retries_total counter
+workqueue_retries_total{name="nodes"} 0
+workqueue_retries_total{name="pods"} 1
+`},
 	}
-	// A second queue on the same registry shares the vectors.
-	New("nodes", reg).ShutDown()
+	for _, tc := range tests {
+		t.Run(tc.metric, func(t *testing.T) {
+			if err := testutil.GatherAndCompare(reg, strings.NewReader(tc.want), tc.metric); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for _, name := range []string{"workqueue_queue_duration_seconds", "workqueue_work_duration_seconds"} {
+		if n, err := testutil.GatherAndCount(reg, name); err != nil || n == 0 {
+			t.Errorf("%s: %d series, err %v", name, n, err)
+		}
+	}
 }

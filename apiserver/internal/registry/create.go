@@ -70,7 +70,9 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 		return nil, res.storageError(err, m.Name)
 	}
 	m.ResourceVersion = strconv.FormatInt(rev, 10)
-	return &watchcache.Object{Key: key, Namespace: m.Namespace, Rev: rev, Msg: obj, Raw: res.raw(value, rev)}, nil
+	o := &watchcache.Object{Key: key, Namespace: m.Namespace, Rev: rev, Msg: obj, Raw: res.raw(value, rev)}
+	res.remember(o)
+	return o, nil
 }
 
 // checkNamespace reconciles the request's namespace with the object's, as

@@ -13,6 +13,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -89,6 +90,41 @@ type resource struct {
 	metaField protowire.Number
 	typeURL   string
 	hasSpec   bool
+	// recent holds objects this apiserver just wrote, so the watch cache
+	// takes them as built instead of decoding the same bytes again.
+	recentMu sync.Mutex
+	recent   map[string]*watchcache.Object
+}
+
+// maxRecent bounds the objects kept for the cache to pick up.
+const maxRecent = 4096
+
+// remember offers a just-written object to the watch cache.
+func (res *resource) remember(o *watchcache.Object) {
+	o.Labels = selection.Labels(o.Msg.(scheme.Object))
+	o.Fields = selection.Fields(res.kind, o.Msg.(scheme.Object))
+	if p, ok := o.Msg.(*corev1.Pod); ok {
+		o.NodeName = p.GetSpec().GetNodeName()
+	}
+	res.recentMu.Lock()
+	defer res.recentMu.Unlock()
+	if len(res.recent) < maxRecent {
+		res.recent[o.Key] = o
+	}
+}
+
+// recalled returns the remembered object for a stored value, if it is it.
+func (res *resource) recalled(key string, value []byte, rev int64) *watchcache.Object {
+	res.recentMu.Lock()
+	o, ok := res.recent[key]
+	if ok && o.Rev <= rev {
+		delete(res.recent, key)
+	}
+	res.recentMu.Unlock()
+	if !ok || o.Rev != rev || len(o.Raw) < len(value) || !bytes.Equal(o.Raw[:len(value)], value) {
+		return nil
+	}
+	return o
 }
 
 // New builds the registry; call Start to fill the caches.
@@ -116,11 +152,12 @@ func New(cfg Config) *Registry {
 			metaField: md.Fields().ByName("metadata").Number(),
 			typeURL:   "type.googleapis.com/" + string(md.FullName()),
 			hasSpec:   md.Fields().ByName("spec") != nil,
+			recent:    map[string]*watchcache.Object{},
 		}
 		res.cache = watchcache.New(watchcache.Config{
 			Resource:   k.Resource,
 			Source:     &source{store: cfg.Store, prefix: res.prefix},
-			Decode:     res.decode,
+			Decode:     res.decodeForCache,
 			Registerer: cfg.Registerer,
 			Logger:     cfg.Logger.With("resource", k.GroupResource()),
 		})
@@ -255,6 +292,16 @@ func (res *resource) encode(obj scheme.Object) ([]byte, error) {
 		return nil, apierrors.NewTooLarge(fmt.Sprintf("Request entity too large: %s %q is %d bytes, limit is %d", res.kind.GroupResource(), m.Name, len(b), MaxObjectSize))
 	}
 	return b, nil
+}
+
+// decodeForCache is decode, skipped for objects this apiserver just wrote.
+func (res *resource) decodeForCache(key string, value []byte, rev int64) (*watchcache.Object, error) {
+	if len(value) > 0 {
+		if o := res.recalled(key, value, rev); o != nil {
+			return o, nil
+		}
+	}
+	return res.decode(key, value, rev)
 }
 
 // decode builds the cached form of a stored value.

@@ -116,7 +116,9 @@ func (r *Registry) write(ctx context.Context, res *resource, key string, next sc
 		return nil, res.storageError(err, nm.Name)
 	}
 	nm.ResourceVersion = strconv.FormatInt(rev, 10)
-	return &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: rev, Msg: next, Raw: res.raw(value, rev)}, nil
+	o := &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: rev, Msg: next, Raw: res.raw(value, rev)}
+	res.remember(o)
+	return o, nil
 }
 
 // current is the stored object: from the cache when it holds exactly the
