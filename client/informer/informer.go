@@ -65,6 +65,8 @@ type Informer struct {
 	qmu     sync.Mutex
 	pending []notification
 	wake    chan struct{}
+	// handlers belong to the dispatching goroutine alone.
+	handlers []*Handler
 
 	synced     atomic.Bool
 	syncedCh   chan struct{}
@@ -281,9 +283,9 @@ func (i *Informer) watch(ctx context.Context) (bool, error) {
 	return progressed, errWatchClosed
 }
 
-// apply stores one event. An event no newer than what the store holds is a
-// replay (a server resuming a little early) and is dropped, so handlers never
-// see a change twice.
+// apply stores one event. An add or update no newer than what the store
+// holds is a replay (a server resuming a little early) and is dropped, so
+// handlers never see a change twice; a replayed delete finds nothing to do.
 func (i *Informer) apply(ev client.Event) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -297,11 +299,11 @@ func (i *Informer) apply(ev client.Event) {
 	}
 	k := Key(o)
 	old, had := i.items[k]
-	if had && !newer(rv, old.GetMetadata().GetResourceVersion()) {
-		return
-	}
 	switch ev.Type {
 	case client.Added, client.Modified:
+		if had && !newer(rv, old.GetMetadata().GetResourceVersion()) {
+			return
+		}
 		i.store(k, o)
 		if had {
 			i.enqueue(notification{op: opUpdate, old: old, obj: o})
@@ -342,7 +344,6 @@ func (i *Informer) enqueue(n notification) {
 // dispatch delivers queued calls until ctx ends. It owns the handler list,
 // so a joining handler starts exactly after its snapshot.
 func (i *Informer) dispatch(ctx context.Context) {
-	var handlers []*Handler
 	for {
 		i.qmu.Lock()
 		batch := i.pending
@@ -353,7 +354,7 @@ func (i *Informer) dispatch(ctx context.Context) {
 				return
 			}
 			if n.op == opJoin {
-				handlers = append(handlers, n.handler)
+				i.handlers = append(i.handlers, n.handler)
 				if n.handler.OnAdd != nil {
 					for _, o := range n.snapshot {
 						n.handler.OnAdd(o)
@@ -361,7 +362,7 @@ func (i *Informer) dispatch(ctx context.Context) {
 				}
 				continue
 			}
-			for _, h := range handlers {
+			for _, h := range i.handlers {
 				switch {
 				case n.op == opAdd && h.OnAdd != nil:
 					h.OnAdd(n.obj)

@@ -236,6 +236,9 @@ func columns(k *scheme.Kind) []column {
 			ageCol,
 		}
 	}
+	if cols := moreColumns(k); cols != nil {
+		return cols
+	}
 	return []column{nameCol, ageCol}
 }
 

@@ -2,6 +2,7 @@ package printers
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,6 +78,34 @@ func TestTables(t *testing.T) {
 		}
 		if b.String() != tc.want {
 			t.Errorf("%s table:\n got %q\nwant %q", k.Kind, b.String(), tc.want)
+		}
+	}
+}
+
+func TestMoreKindsHaveUpstreamHeaders(t *testing.T) {
+	for kind, header := range map[string]string{
+		"hpa":                    "NAME   REFERENCE   TARGETS   MINPODS   MAXPODS   REPLICAS   AGE",
+		"pdb":                    "NAME   MIN AVAILABLE   MAX UNAVAILABLE   ALLOWED DISRUPTIONS   AGE",
+		"priorityclass":          "NAME   VALUE   GLOBAL-DEFAULT   AGE   PREEMPTIONPOLICY",
+		"events":                 "LAST SEEN   TYPE   REASON   OBJECT   MESSAGE",
+		"rolebindings":           "NAME   ROLE   AGE",
+		"clusterroles":           "NAME   CREATED AT",
+		"pvc":                    "NAME   STATUS   VOLUME   CAPACITY   ACCESS MODES   STORAGECLASS   VOLUMEATTRIBUTESCLASS   AGE",
+		"endpointslices":         "NAME   ADDRESSTYPE   PORTS   ENDPOINTS   AGE",
+		"leases":                 "NAME   HOLDER   AGE",
+		"controllerrevisions":    "NAME   CONTROLLER   REVISION   AGE",
+		"replicationcontrollers": "NAME   DESIRED   CURRENT   READY   AGE",
+	} {
+		k, err := scheme.Lookup(kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := Table(&b, k, nil, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimRight(b.String(), "\n"); got != header {
+			t.Errorf("%s header:\n got %q\nwant %q", kind, got, header)
 		}
 	}
 }
