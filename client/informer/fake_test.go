@@ -39,8 +39,8 @@ type fakeAPI struct {
 	replay int64
 	// hold keeps open watches from sending until it is lifted.
 	hold    bool
-	changed chan struct{} // closed on every write
-	end     chan struct{} // closed to end every watch with endErr
+	changed chan struct{} // closed on every write and every endWatches
+	endGen  int           // bumped to end every open watch with endErr
 	endErr  error
 	lists   int
 	watches chan string // the resourceVersion of every Watch call
@@ -53,7 +53,7 @@ type logged struct {
 
 func newFakeAPI() *fakeAPI {
 	return &fakeAPI{objs: map[string]*corev1.ConfigMap{}, changed: make(chan struct{}),
-		end: make(chan struct{}), watches: make(chan string, 1000)}
+		watches: make(chan string, 1000)}
 }
 
 // start serves f over an in-memory connection and returns a client for
@@ -136,8 +136,9 @@ func (f *fakeAPI) endWatches(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.endErr = err
-	close(f.end)
-	f.end = make(chan struct{})
+	f.endGen++
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 // setDown takes the server down (every call Unavailable, open watches
@@ -203,9 +204,15 @@ func (f *fakeAPI) Watch(req *apipb.WatchRequest, stream grpc.ServerStreamingServ
 		return apierrors.NewExpired("too old resource version: " + req.GetResourceVersion())
 	}
 	sent := from - f.replay
+	gen := f.endGen
 	f.mu.Unlock()
 	for {
 		f.mu.Lock()
+		if f.endGen != gen {
+			err := f.endErr
+			f.mu.Unlock()
+			return err
+		}
 		var out []*apipb.WatchEvent
 		if !f.hold {
 			for _, l := range f.log {
@@ -215,7 +222,7 @@ func (f *fakeAPI) Watch(req *apipb.WatchRequest, stream grpc.ServerStreamingServ
 			}
 			sent = f.rev
 		}
-		changed, end := f.changed, f.end
+		changed := f.changed
 		f.mu.Unlock()
 		for _, ev := range out {
 			if err := stream.Send(ev); err != nil {
@@ -225,11 +232,6 @@ func (f *fakeAPI) Watch(req *apipb.WatchRequest, stream grpc.ServerStreamingServ
 		select {
 		case <-stream.Context().Done():
 			return nil
-		case <-end:
-			f.mu.Lock()
-			err := f.endErr
-			f.mu.Unlock()
-			return err
 		case <-changed:
 		}
 	}

@@ -2,7 +2,6 @@ package informer
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -67,8 +66,8 @@ func (r *recorder) until(t *testing.T, done func(string) bool) []string {
 
 func (r *recorder) untilMarker(t *testing.T, f *fakeAPI, name string) []string {
 	t.Helper()
-	f.put(name, nil)
-	return r.until(t, func(c string) bool { return c == fmt.Sprintf("add %s@%d", name, f.rev) })
+	want := "add " + name + "@" + f.put(name, nil)
+	return r.until(t, func(c string) bool { return c == want })
 }
 
 func pollUntil(t *testing.T, what string, cond func() bool) {

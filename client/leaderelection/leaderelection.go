@@ -31,7 +31,8 @@ type Config struct {
 	RenewDeadline   time.Duration
 	RetryPeriod     time.Duration
 	// OnStartedLeading runs while this candidate leads; its context is
-	// cancelled when leadership is lost.
+	// cancelled when leadership is lost, and it must then return: a new
+	// campaign (or Run's return) waits for it.
 	OnStartedLeading func(ctx context.Context)
 	OnStoppedLeading func()
 	OnNewLeader      func(identity string)
@@ -61,6 +62,8 @@ func (c *Config) defaults() error {
 		return errors.New("leaderelection: Client is required")
 	case c.Identity == "":
 		return errors.New("leaderelection: Identity is required")
+	case c.Name == "":
+		return errors.New("leaderelection: Name (of the Lease) is required")
 	case c.LeaseDuration <= c.RenewDeadline:
 		return errors.New("leaderelection: LeaseDuration must be greater than RenewDeadline")
 	case c.RenewDeadline <= c.RetryPeriod:
@@ -108,10 +111,16 @@ func (e *elector) sleep(ctx context.Context, d time.Duration) bool {
 // acquire blocks until this candidate holds the lease (true) or ctx ends.
 func (e *elector) acquire(ctx context.Context) bool {
 	for {
-		if ok, err := e.tryAcquireOrRenew(ctx); ok {
+		// A hung call must not stall the campaign past what a leader
+		// would wait for its own renewal.
+		actx, cancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
+		ok, err := e.tryAcquireOrRenew(actx)
+		cancel()
+		if ok {
 			e.cfg.Logger.Info("successfully acquired lease", "lease", e.cfg.Namespace+"/"+e.cfg.Name, "identity", e.cfg.Identity)
 			return true
-		} else if err != nil && ctx.Err() == nil {
+		}
+		if err != nil && ctx.Err() == nil {
 			e.cfg.Logger.Debug("failed to acquire lease", "err", err)
 		}
 		if !e.sleep(ctx, e.cfg.RetryPeriod) {
@@ -121,7 +130,10 @@ func (e *elector) acquire(ctx context.Context) bool {
 }
 
 // lead runs the leader's work and renews until a renewal misses the deadline
-// or ctx ends.
+// or ctx ends. Every renewal must finish within RenewDeadline of the last
+// good one, so a leader cut off from the apiserver stops leading before any
+// other candidate can see the lease as expired (LeaseDuration later). It
+// returns only once OnStartedLeading has returned.
 func (e *elector) lead(ctx context.Context) {
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -133,15 +145,24 @@ func (e *elector) lead(ctx context.Context) {
 	}()
 	lastRenew := e.cfg.Now()
 	for e.sleep(ctx, e.cfg.RetryPeriod) {
-		rctx, rcancel := context.WithTimeout(ctx, e.cfg.RenewDeadline)
-		ok, err := e.tryAcquireOrRenew(rctx)
-		rcancel()
-		if ok {
-			lastRenew = e.cfg.Now()
-			continue
+		left := e.cfg.RenewDeadline - e.cfg.Now().Sub(lastRenew)
+		var err error
+		if left > 0 {
+			rctx, rcancel := context.WithTimeout(ctx, left)
+			var ok bool
+			ok, err = e.tryAcquireOrRenew(rctx)
+			rcancel()
+			if ok {
+				lastRenew = e.cfg.Now()
+				continue
+			}
+			if ctx.Err() != nil {
+				break
+			}
 		}
 		if e.cfg.Now().Sub(lastRenew) >= e.cfg.RenewDeadline || (err == nil && e.leader != e.cfg.Identity) {
-			e.cfg.Logger.Warn("failed to renew lease; leadership lost", "lease", e.cfg.Namespace+"/"+e.cfg.Name, "err", err)
+			e.cfg.Logger.Warn("failed to renew lease; leadership lost", "lease", e.cfg.Namespace+"/"+e.cfg.Name,
+				"identity", e.cfg.Identity, "err", err)
 			break
 		}
 	}

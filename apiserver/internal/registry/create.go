@@ -159,6 +159,7 @@ func (res *resource) prepareForCreate(obj scheme.Object, now time.Time) {
 		o.Status = &corev1.PodStatus{Phase: "Pending", QosClass: qosClass(o.GetSpec())}
 	case *corev1.Namespace:
 		o.Status = &corev1.NamespaceStatus{Phase: "Active"}
+		namespaceNameLabel(o)
 	case *corev1.PersistentVolume:
 		o.Status = &corev1.PersistentVolumeStatus{Phase: "Pending"}
 	case *corev1.PersistentVolumeClaim:
@@ -271,4 +272,14 @@ func qosClass(spec *corev1.PodSpec) string {
 		return "Guaranteed"
 	}
 	return "Burstable"
+}
+
+// namespaceNameLabel is upstream's immutable kubernetes.io/metadata.name
+// label, which lets selectors pick namespaces by name.
+func namespaceNameLabel(ns *corev1.Namespace) {
+	m := ns.GetMetadata()
+	if m.Labels == nil {
+		m.Labels = map[string]string{}
+	}
+	m.Labels["kubernetes.io/metadata.name"] = m.Name
 }

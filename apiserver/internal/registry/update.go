@@ -165,6 +165,9 @@ func (res *resource) prepareForUpdate(next, old scheme.Object) {
 	if s, ok := next.(*corev1.Secret); ok {
 		foldStringData(s)
 	}
+	if ns, ok := next.(*corev1.Namespace); ok {
+		namespaceNameLabel(ns)
+	}
 	// Compare specs as stored: defaulted and normalized.
 	defaults.Apply(next)
 	codec.Normalize(next)

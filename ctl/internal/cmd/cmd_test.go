@@ -195,7 +195,7 @@ func TestDescribeHistoryAndMetadataVerbs(t *testing.T) {
 	c := newCluster(t)
 	c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, labels: {app: web}}\ndata: {mode: fast}\n", "apply", "-f", "-")
 	out := c.must("", "describe", "configmap", "cfg")
-	for _, want := range []string{"Name:", "cfg\n", "Namespace:", "Labels:", "app=web", "Data:\n  Mode:  fast\n", "Events:  <none>\n"} {
+	for _, want := range []string{"Name:", "cfg\n", "Namespace:", "Labels:", "app=web", "Data\n====\nmode:\n----\nfast\n", "Events:  <none>\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("describe lacks %q:\n%s", want, out)
 		}
