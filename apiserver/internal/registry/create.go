@@ -39,7 +39,7 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 		return nil, res.invalid(m, field.Required(field.NewPath("metadata", "name"), "name or generateName is required"))
 	}
 	if k.Namespaced {
-		if err := r.namespaceOpen(ctx, m.Namespace); err != nil {
+		if err := r.namespaceOpen(ctx, m.Namespace, k.GroupResource(), m.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -103,7 +103,7 @@ func (res *resource) invalid(m *metav1.ObjectMeta, errs ...*field.Error) error {
 
 // namespaceOpen refuses writes into a namespace that does not exist or is
 // being deleted (upstream's NamespaceLifecycle admission).
-func (r *Registry) namespaceOpen(ctx context.Context, name string) error {
+func (r *Registry) namespaceOpen(ctx context.Context, name, resource, objName string) error {
 	res := r.res(namespaceKind)
 	o, ok := res.cache.Get(name)
 	if !ok {
@@ -117,7 +117,7 @@ func (r *Registry) namespaceOpen(ctx context.Context, name string) error {
 		}
 	}
 	if o.Msg.(*corev1.Namespace).GetMetadata().DeletionTimestamp != nil {
-		return apierrors.NewForbidden("", "", fmt.Sprintf("unable to create new content in namespace %s because it is being terminated", name))
+		return apierrors.NewForbidden(resource, objName, fmt.Sprintf("unable to create new content in namespace %s because it is being terminated", name))
 	}
 	return nil
 }

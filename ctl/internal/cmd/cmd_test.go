@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"skiff.dev/apiserver/apitest"
+	"skiff.dev/proto/scheme"
 )
 
 // cluster is one in-process apiserver shared by the command tests.
@@ -504,5 +505,47 @@ count: 1
 		if !strings.Contains(out, want) {
 			t.Errorf("describe lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+func TestDescribeEveryKindHasALayout(t *testing.T) {
+	for _, k := range scheme.All() {
+		if _, ok := describers[k.Kind]; !ok {
+			t.Errorf("no describer for %s", k.Kind)
+		}
+	}
+	c := newCluster(t)
+	c.must("", "apply", "-f", "../../../manifests/examples/")
+	out := c.must("", "get", "all,cm,secret,role,rolebinding,clusterrole,clusterrolebinding,pdb,pc,hpa", "-A", "-o", "name")
+	for _, ref := range strings.Fields(out) {
+		kind, name, _ := strings.Cut(ref, "/")
+		args := []string{"describe", kind, name, "-n", "default"}
+		if strings.Contains(name, "fluentd") {
+			args[4] = "kube-system"
+		}
+		d := c.must("", args...)
+		if !strings.HasPrefix(d, "Name:") || !strings.Contains(d, name) {
+			t.Errorf("describe %s:\n%s", ref, d)
+		}
+	}
+}
+
+func TestForbiddenReadsLikeKubectl(t *testing.T) {
+	c := newCluster(t)
+	c.must("", "create", "namespace", "closing")
+	c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: closing}\n", "create", "-f", "-")
+	// The namespace stays Terminating (no namespace controller here), so new
+	// content is refused.
+	c.must("", "delete", "namespace", "closing", "--wait=false")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, errOut, code := c.run("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fresh, namespace: closing}\n", "create", "-f", "-")
+		if code == 1 && strings.HasPrefix(errOut, `Error from server (Forbidden): configmaps "fresh" is forbidden: unable to create new content in namespace closing because it is being terminated`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("create in a terminating namespace: %d %q", code, errOut)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
