@@ -377,3 +377,31 @@ func TestPreemptionByPriority(t *testing.T) {
 		t.Fatal("a pod on the other node was evicted")
 	}
 }
+
+func TestProfilesBySchedulerName(t *testing.T) {
+	e := setup(t)
+	e.createNodes(node("a", "4", "16Gi", nil), node("b", "4", "16Gi", nil))
+	e.startScheduler(scheduler.Config{Profiles: []scheduler.Profile{
+		{SchedulerName: "default-scheduler"},
+		{SchedulerName: "bin-packer", PluginConfig: []scheduler.PluginConfig{{Name: "NodeResourcesFit",
+			Args: map[string]any{"scoringStrategy": map[string]any{"type": "MostAllocated"}}}}},
+	}})
+	// MostAllocated packs: every pod lands on the node the first one chose.
+	nodes := map[string]bool{}
+	for i := range 4 {
+		p := pod(fmt.Sprintf("packed-%d", i), "500m")
+		p.Spec.SchedulerName = "bin-packer"
+		e.createPods(p)
+		nodes[e.waitBound(p.Metadata.Name).Spec.NodeName] = true
+	}
+	if len(nodes) != 1 {
+		t.Fatalf("bin-packer spread pods over %v", nodes)
+	}
+	other := pod("not-ours", "")
+	other.Spec.SchedulerName = "someone-else"
+	e.createPods(other)
+	time.Sleep(500 * time.Millisecond)
+	if p, _ := e.pods.Get(e.ctx(), "not-ours"); p.Spec.NodeName != "" || len(p.GetStatus().GetConditions()) > 0 {
+		t.Fatalf("a pod of another scheduler was touched: %v", p)
+	}
+}
