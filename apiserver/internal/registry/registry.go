@@ -401,6 +401,21 @@ func (s *source) Watch(ctx context.Context, rev int64) <-chan watchcache.WatchBa
 
 func (s *source) RequestProgress(ctx context.Context) error { return s.store.RequestProgress(ctx) }
 
+func (s *source) Replay(ctx context.Context, from, to int64) ([]watchcache.ReplayEvent, error) {
+	evs, err := s.store.Replay(ctx, s.prefix, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]watchcache.ReplayEvent, len(evs))
+	for i, e := range evs {
+		out[i] = watchcache.ReplayEvent{
+			RawEvent: watchcache.RawEvent{Delete: e.Delete, Key: e.Key[len(s.prefix):], Value: e.Value, Rev: e.Rev},
+			Prev:     e.Prev, PrevRev: e.PrevRev,
+		}
+	}
+	return out, nil
+}
+
 func (s *source) CurrentRevision(ctx context.Context) (int64, error) {
 	return s.store.CurrentRevision(ctx)
 }

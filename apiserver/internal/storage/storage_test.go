@@ -222,3 +222,29 @@ func TestHistoryReplaysPutsAndDeletes(t *testing.T) {
 		t.Fatalf("no history: %+v %v", quiet, err)
 	}
 }
+
+func TestReplayReturnsHistoryWithPreviousValues(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	start, _ := s.CurrentRevision(ctx)
+	r1, _ := s.Create(ctx, "cm/ns/a", []byte("v1"))
+	r2, _, _ := s.Update(ctx, "cm/ns/a", []byte("v2"), r1)
+	s.Create(ctx, "other/x", []byte("x"))
+	r3, _, _ := s.Delete(ctx, "cm/ns/a", r2)
+	s.Create(ctx, "cm/ns/b", []byte("later")) // after `to`: not replayed
+	evs, err := s.Replay(ctx, "cm/", start, r3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 3 || string(evs[0].Value) != "v1" || evs[0].Prev != nil ||
+		string(evs[1].Prev) != "v1" || evs[1].PrevRev != r1 || !evs[2].Delete || string(evs[2].Prev) != "v2" {
+		t.Fatalf("replay: %+v", evs)
+	}
+	if evs, err := s.Replay(ctx, "quiet/", start, r3); err != nil || len(evs) != 0 {
+		t.Fatalf("quiet prefix: %v %v", evs, err)
+	}
+	s.Compact(ctx, r2)
+	if _, err := s.Replay(ctx, "cm/", start, r3); !errors.Is(err, storage.ErrCompacted) {
+		t.Fatalf("replay of compacted history: %v", err)
+	}
+}

@@ -50,6 +50,21 @@ func (c *Cache) Watch(ctx context.Context, o WatchOptions) (*Watcher, error) {
 		c: c, filter: o.Filter, bookmark: o.Bookmarks,
 		in: make(chan Event, bufferSize), out: make(chan Event), stopped: make(chan struct{}),
 	}
+	var replayed []change
+	if !o.InitialState && o.FromRev > 0 {
+		c.mu.RLock()
+		oldest := c.oldest
+		c.mu.RUnlock()
+		if o.FromRev < oldest {
+			// Older than the window, but maybe still in etcd's history.
+			chs, err := c.replay(ctx, o.FromRev, oldest)
+			if err != nil {
+				return nil, ErrExpired
+			}
+			replayed = chs
+			o.FromRev = oldest
+		}
+	}
 	c.mu.RLock()
 	c.wmu.Lock()
 	last := c.rev
@@ -72,6 +87,11 @@ func (c *Cache) Watch(ctx context.Context, o WatchOptions) (*Watcher, error) {
 			c.wmu.Unlock()
 			c.mu.RUnlock()
 			return nil, ErrExpired
+		}
+		for _, ch := range replayed {
+			if ev, ok := w.transition(ch); ok {
+				w.initial = append(w.initial, ev)
+			}
 		}
 		for i := 0; i < c.wlen; i++ {
 			ch := c.window[(c.wstart+i)%len(c.window)]
@@ -342,4 +362,35 @@ func metricsFor(r prometheus.Registerer, resource string) *metrics {
 		watchers:   watchers.WithLabelValues(resource),
 		terminated: terminated.WithLabelValues(resource),
 	}
+}
+
+// replay turns etcd's history in (from, to] into changes a watcher can
+// filter, as if they had been in the window.
+func (c *Cache) replay(ctx context.Context, from, to int64) ([]change, error) {
+	evs, err := c.cfg.Source.Replay(ctx, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]change, 0, len(evs))
+	for _, e := range evs {
+		var prev *Object
+		if e.Prev != nil {
+			if prev, err = c.cfg.Decode(e.Key, e.Prev, e.PrevRev); err != nil {
+				return nil, err
+			}
+		}
+		if e.Delete {
+			if prev == nil {
+				continue
+			}
+			out = append(out, change{obj: prev, prev: prev, del: true, rev: e.Rev})
+			continue
+		}
+		obj, err := c.cfg.Decode(e.Key, e.Value, e.Rev)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, change{obj: obj, prev: prev, rev: e.Rev})
+	}
+	return out, nil
 }

@@ -59,6 +59,17 @@ type Source interface {
 	Watch(ctx context.Context, rev int64) <-chan WatchBatch
 	RequestProgress(ctx context.Context) error
 	CurrentRevision(ctx context.Context) (int64, error)
+	// Replay returns the changes in (from, to] still held in etcd's history,
+	// each with the key's previous value, so a watch can resume from a
+	// revision older than the cache's window (after an apiserver restart).
+	Replay(ctx context.Context, from, to int64) ([]ReplayEvent, error)
+}
+
+// ReplayEvent is a past change with the key's value before it.
+type ReplayEvent struct {
+	RawEvent
+	Prev    []byte // nil when the key did not exist
+	PrevRev int64
 }
 
 // Config wires a Cache.

@@ -21,6 +21,7 @@ type fakeSource struct {
 	mu      sync.Mutex
 	rev     int64
 	kvs     map[string]RawEvent
+	history []RawEvent // every change, so a watch from rev replays what it missed
 	watches []chan WatchBatch
 }
 
@@ -39,6 +40,15 @@ func (f *fakeSource) List(context.Context) ([]RawEvent, int64, error) {
 func (f *fakeSource) Watch(ctx context.Context, rev int64) <-chan WatchBatch {
 	ch := make(chan WatchBatch, 1000)
 	f.mu.Lock()
+	var missed []RawEvent
+	for _, e := range f.history {
+		if e.Rev > rev {
+			missed = append(missed, e)
+		}
+	}
+	if len(missed) > 0 {
+		ch <- WatchBatch{Events: missed}
+	}
 	f.watches = append(f.watches, ch)
 	f.mu.Unlock()
 	go func() {
@@ -64,6 +74,11 @@ func (f *fakeSource) RequestProgress(context.Context) error {
 	return nil
 }
 
+// Replay: this fake keeps no history, like etcd after a compaction.
+func (f *fakeSource) Replay(context.Context, int64, int64) ([]ReplayEvent, error) {
+	return nil, errors.New("compacted")
+}
+
 func (f *fakeSource) CurrentRevision(context.Context) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -79,6 +94,7 @@ func (f *fakeSource) put(kv ...string) int64 {
 		f.rev++
 		e := RawEvent{Key: kv[i], Value: []byte(kv[i+1]), Rev: f.rev}
 		f.kvs[kv[i]] = e
+		f.history = append(f.history, e)
 		evs = append(evs, e)
 	}
 	for _, w := range f.watches {
@@ -92,8 +108,10 @@ func (f *fakeSource) del(key string) int64 {
 	defer f.mu.Unlock()
 	f.rev++
 	delete(f.kvs, key)
+	e := RawEvent{Delete: true, Key: key, Rev: f.rev}
+	f.history = append(f.history, e)
 	for _, w := range f.watches {
-		w <- WatchBatch{Events: []RawEvent{{Delete: true, Key: key, Rev: f.rev}}}
+		w <- WatchBatch{Events: []RawEvent{e}}
 	}
 	return f.rev
 }

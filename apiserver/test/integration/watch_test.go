@@ -256,13 +256,16 @@ func TestExpiredAfterCompaction(t *testing.T) {
 		t.Fatalf("get at revision: %v", err)
 	}
 	mustCreate(t, s, configMap("default", "later", nil))
+	// Compact past the first revision after `first`, so even etcd's history
+	// cannot resume a watch from it.
+	mustCreate(t, s, configMap("default", "later2", nil))
 	endpoint, _ := os.ReadFile(filepath.Join(s.Opts.DataDir, "etcd", "endpoint"))
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{strings.TrimSpace(string(endpoint))}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	cur, err := cli.Get(ctxT(t), "/registry/configmaps/default/later")
+	cur, err := cli.Get(ctxT(t), "/registry/configmaps/default/later2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,5 +283,38 @@ func TestExpiredAfterCompaction(t *testing.T) {
 	}
 	if !apierrors.IsExpired(err) || status.Code(err) != codes.OutOfRange {
 		t.Fatalf("watch from a compacted revision: %v, want Expired", err)
+	}
+}
+
+// TestWatchResumesFromBeforeARestart: a client that saw revision A, missed
+// writes made before the apiserver restarted, and resumes from A gets those
+// writes from etcd's history instead of an Expired and a relist.
+func TestWatchResumesFromBeforeARestart(t *testing.T) {
+	s := apitest.Start(t)
+	ref := kindOf(t, &corev1.ConfigMap{}).Ref()
+	seen := mustCreate(t, s, configMap("default", "a", map[string]string{"v": "1"})).Metadata.ResourceVersion
+	b := mustCreate(t, s, configMap("default", "b", nil))
+	b.Data = map[string]string{"v": "2"}
+	if _, err := update(ctxT(t), s.API, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.API.Delete(ctxT(t), &apipb.DeleteRequest{Resource: ref, Namespace: "default", Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Restart()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := startWatch(ctx, t, s.API, &apipb.WatchRequest{Resource: ref, Namespace: "default", ResourceVersion: seen})
+	waitFor(t, func() bool { evs, err := w.snapshot(); return len(evs) >= 3 || err != nil })
+	evs, err := w.snapshot()
+	if err != nil {
+		t.Fatalf("watch from before the restart: %v", err)
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, ev.Type+" "+unpack(t, ev.Object, &corev1.ConfigMap{}).Metadata.Name)
+	}
+	if strings.Join(got, ", ") != "ADDED b, MODIFIED b, DELETED a" {
+		t.Fatalf("replayed events: %v", got)
 	}
 }
