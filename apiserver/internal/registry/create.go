@@ -71,7 +71,7 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	}
 	m.ResourceVersion = strconv.FormatInt(rev, 10)
 	o := &watchcache.Object{Key: key, Namespace: m.Namespace, Rev: rev, Msg: obj, Raw: res.raw(value, rev)}
-	res.remember(o)
+	res.recent.offer(res.kind, o)
 	return o, nil
 }
 

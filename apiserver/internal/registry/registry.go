@@ -13,7 +13,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -90,41 +89,7 @@ type resource struct {
 	metaField protowire.Number
 	typeURL   string
 	hasSpec   bool
-	// recent holds objects this apiserver just wrote, so the watch cache
-	// takes them as built instead of decoding the same bytes again.
-	recentMu sync.Mutex
-	recent   map[string]*watchcache.Object
-}
-
-// maxRecent bounds the objects kept for the cache to pick up.
-const maxRecent = 4096
-
-// remember offers a just-written object to the watch cache.
-func (res *resource) remember(o *watchcache.Object) {
-	o.Labels = selection.Labels(o.Msg.(scheme.Object))
-	o.Fields = selection.Fields(res.kind, o.Msg.(scheme.Object))
-	if p, ok := o.Msg.(*corev1.Pod); ok {
-		o.NodeName = p.GetSpec().GetNodeName()
-	}
-	res.recentMu.Lock()
-	defer res.recentMu.Unlock()
-	if len(res.recent) < maxRecent {
-		res.recent[o.Key] = o
-	}
-}
-
-// recalled returns the remembered object for a stored value, if it is it.
-func (res *resource) recalled(key string, value []byte, rev int64) *watchcache.Object {
-	res.recentMu.Lock()
-	o, ok := res.recent[key]
-	if ok && o.Rev <= rev {
-		delete(res.recent, key)
-	}
-	res.recentMu.Unlock()
-	if !ok || o.Rev != rev || len(o.Raw) < len(value) || !bytes.Equal(o.Raw[:len(value)], value) {
-		return nil
-	}
-	return o
+	recent    recentWrites
 }
 
 // New builds the registry; call Start to fill the caches.
@@ -152,11 +117,10 @@ func New(cfg Config) *Registry {
 			metaField: md.Fields().ByName("metadata").Number(),
 			typeURL:   "type.googleapis.com/" + string(md.FullName()),
 			hasSpec:   md.Fields().ByName("spec") != nil,
-			recent:    map[string]*watchcache.Object{},
 		}
 		res.cache = watchcache.New(watchcache.Config{
 			Resource:   k.Resource,
-			Source:     &source{store: cfg.Store, prefix: res.prefix},
+			Source:     &source{store: cfg.Store, prefix: res.prefix, listed: res.recent.reset},
 			Decode:     res.decodeForCache,
 			Registerer: cfg.Registerer,
 			Logger:     cfg.Logger.With("resource", k.GroupResource()),
@@ -294,16 +258,6 @@ func (res *resource) encode(obj scheme.Object) ([]byte, error) {
 	return b, nil
 }
 
-// decodeForCache is decode, skipped for objects this apiserver just wrote.
-func (res *resource) decodeForCache(key string, value []byte, rev int64) (*watchcache.Object, error) {
-	if len(value) > 0 {
-		if o := res.recalled(key, value, rev); o != nil {
-			return o, nil
-		}
-	}
-	return res.decode(key, value, rev)
-}
-
 // decode builds the cached form of a stored value.
 func (res *resource) decode(key string, value []byte, rev int64) (*watchcache.Object, error) {
 	obj := res.kind.New()
@@ -348,74 +302,4 @@ func (res *resource) storageError(err error, name string) error {
 		return apierrors.NewUnavailable(err.Error())
 	}
 	return apierrors.NewInternal(err)
-}
-
-// source adapts storage to one resource's watch cache.
-type source struct {
-	store  *storage.Store
-	prefix string
-}
-
-func (s *source) List(ctx context.Context) ([]watchcache.RawEvent, int64, error) {
-	var out []watchcache.RawEvent
-	var rev int64
-	start := ""
-	for {
-		kvs, r, more, err := s.store.List(ctx, s.prefix, start, 5000, rev)
-		if err != nil {
-			return nil, 0, err
-		}
-		rev = r
-		for _, kv := range kvs {
-			out = append(out, watchcache.RawEvent{Key: kv.Key[len(s.prefix):], Value: kv.Value, Rev: kv.Rev})
-		}
-		if !more || len(kvs) == 0 {
-			return out, rev, nil
-		}
-		start = kvs[len(kvs)-1].Key + "\x00"
-	}
-}
-
-func (s *source) Watch(ctx context.Context, rev int64) <-chan watchcache.WatchBatch {
-	in := s.store.Watch(ctx, s.prefix, rev)
-	out := make(chan watchcache.WatchBatch, 16)
-	go func() {
-		defer close(out)
-		for b := range in {
-			wb := watchcache.WatchBatch{Progress: b.Progress, Err: b.Err}
-			if len(b.Events) > 0 {
-				wb.Events = make([]watchcache.RawEvent, len(b.Events))
-				for i, e := range b.Events {
-					wb.Events[i] = watchcache.RawEvent{Delete: e.Delete, Key: e.Key[len(s.prefix):], Value: e.Value, Rev: e.Rev}
-				}
-			}
-			select {
-			case out <- wb:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out
-}
-
-func (s *source) RequestProgress(ctx context.Context) error { return s.store.RequestProgress(ctx) }
-
-func (s *source) Replay(ctx context.Context, from, to int64) ([]watchcache.ReplayEvent, error) {
-	evs, err := s.store.Replay(ctx, s.prefix, from, to)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]watchcache.ReplayEvent, len(evs))
-	for i, e := range evs {
-		out[i] = watchcache.ReplayEvent{
-			RawEvent: watchcache.RawEvent{Delete: e.Delete, Key: e.Key[len(s.prefix):], Value: e.Value, Rev: e.Rev},
-			Prev:     e.Prev, PrevRev: e.PrevRev,
-		}
-	}
-	return out, nil
-}
-
-func (s *source) CurrentRevision(ctx context.Context) (int64, error) {
-	return s.store.CurrentRevision(ctx)
 }

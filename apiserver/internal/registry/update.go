@@ -117,7 +117,7 @@ func (r *Registry) write(ctx context.Context, res *resource, key string, next sc
 	}
 	nm.ResourceVersion = strconv.FormatInt(rev, 10)
 	o := &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: rev, Msg: next, Raw: res.raw(value, rev)}
-	res.remember(o)
+	res.recent.offer(res.kind, o)
 	return o, nil
 }
 
