@@ -158,7 +158,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	run("registry", s.reg.Start)
 	run("compactor", func(ctx context.Context) error {
-		return s.store.RunCompactor(ctx, s.opts.EtcdCompactionInterval)
+		return s.store.RunCompactor(ctx, s.opts.EtcdCompactionInterval, s.log)
 	})
 	if s.metrics != nil {
 		ms := &component.Server{Registry: s.Registry, Logger: s.log, Ready: map[string]func(context.Context) error{

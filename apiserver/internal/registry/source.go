@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 
 	"skiff.dev/apiserver/internal/storage"
 	"skiff.dev/apiserver/internal/watchcache"
@@ -77,6 +78,17 @@ func (s *source) Replay(ctx context.Context, from, to int64) ([]watchcache.Repla
 		}
 	}
 	return out, nil
+}
+
+func (s *source) Get(ctx context.Context, key string) (watchcache.RawEvent, bool, error) {
+	kv, err := s.store.Get(ctx, s.prefix+key, 0)
+	if errors.Is(err, storage.ErrNotFound) {
+		return watchcache.RawEvent{}, false, nil
+	}
+	if err != nil {
+		return watchcache.RawEvent{}, false, err
+	}
+	return watchcache.RawEvent{Key: key, Value: kv.Value, Rev: kv.Rev}, true, nil
 }
 
 func (s *source) CurrentRevision(ctx context.Context) (int64, error) {

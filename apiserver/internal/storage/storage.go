@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +32,8 @@ var (
 	ErrUnavailable = errors.New("etcd unavailable")
 	// ErrTooLarge: etcd refused the value's size.
 	ErrTooLarge = errors.New("request is too large")
+	// ErrFutureRevision: the revision asked for is newer than etcd's.
+	ErrFutureRevision = errors.New("required revision is a future revision")
 )
 
 // KV is one key's value at a revision. Key is relative to the store's prefix.
@@ -60,6 +64,8 @@ type Store struct {
 	cli     *clientv3.Client
 	prefix  string
 	latency *prometheus.HistogramVec
+
+	compactions, compactionFailures prometheus.Counter
 }
 
 // New returns a Store for keys under prefix; metrics go to reg (may be nil).
@@ -76,9 +82,17 @@ func New(cli *clientv3.Client, prefix string, reg prometheus.Registerer) *Store 
 			Help:    "Etcd request latency in seconds for each operation and object type.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .2, .4, .6, .8, 1, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 45, 60},
 		}, []string{"operation", "type"}),
+		compactions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcd_compactions_total",
+			Help: "Number of etcd compactions this apiserver made.",
+		}),
+		compactionFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcd_compaction_failures_total",
+			Help: "Number of etcd compaction rounds that failed.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(s.latency)
+		reg.MustRegister(s.latency, s.compactions, s.compactionFailures)
 	}
 	return s
 }
@@ -310,31 +324,85 @@ func (s *Store) Compact(ctx context.Context, rev int64) error {
 	return wrap(err)
 }
 
+// compactRevKey is upstream's: its version is the compactors' shared clock,
+// its value the revision the last round recorded. It lies outside the prefix
+// because compaction is etcd-wide: apiservers of any prefix share it.
+const compactRevKey = "compact_rev_key"
+
 // RunCompactor compacts every interval to the revision seen one interval
 // earlier, so a watcher always has at least one interval to resume from.
-func (s *Store) RunCompactor(ctx context.Context, interval time.Duration) error {
+// Of several apiservers on one etcd only one compacts each interval, as
+// upstream's compactor does: a round is a compare-and-swap on the version of
+// compactRevKey, and only the apiserver whose Txn succeeds compacts; the
+// others learn the new version and try again an interval later, so one of
+// them takes over when the compacting apiserver goes away.
+func (s *Store) RunCompactor(ctx context.Context, interval time.Duration, log *slog.Logger) error {
 	if interval <= 0 {
 		<-ctx.Done()
 		return nil
 	}
+	if log == nil {
+		log = slog.Default()
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	var last int64
+	var version, rev int64
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		cur, err := s.CurrentRevision(ctx)
+		// A round that outlasts its interval is stuck: count it, and let
+		// the next one start afresh.
+		rctx, cancel := context.WithTimeout(ctx, interval)
+		v, r, compacted, err := s.compactRound(rctx, version, rev)
+		cancel()
+		version, rev = v, r
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.compactionFailures.Inc()
+			log.Error("etcd compaction failed", "err", err)
 			continue
 		}
-		if last > 0 {
-			_ = s.Compact(ctx, last)
+		if compacted > 0 {
+			log.Debug("etcd compacted", "rev", compacted)
 		}
-		last = cur
 	}
+}
+
+// compactRound is one round of the protocol: version is the compactors'
+// clock as this one last saw it, rev the revision it saw then. It returns
+// the clock and revision to use next round and the revision it compacted to
+// (0 when another apiserver won the round or there was nothing to do yet).
+func (s *Store) compactRound(ctx context.Context, version, rev int64) (int64, int64, int64, error) {
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Version(compactRevKey), "=", version)).
+		Then(clientv3.OpPut(compactRevKey, strconv.FormatInt(rev, 10))).
+		Else(clientv3.OpGet(compactRevKey)).
+		Commit()
+	if err != nil {
+		return version, rev, 0, fmt.Errorf("compaction clock: %w", wrap(err))
+	}
+	cur := resp.Header.Revision
+	if !resp.Succeeded {
+		var v int64
+		if r := resp.Responses[0].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
+			v = r.Kvs[0].Version
+		}
+		return v, cur, 0, nil
+	}
+	if rev == 0 {
+		// The first round only records where the next one compacts to.
+		return version + 1, cur, 0, nil
+	}
+	if err := s.Compact(ctx, rev); err != nil {
+		return version + 1, cur, 0, fmt.Errorf("compact to revision %d: %w", rev, err)
+	}
+	s.compactions.Inc()
+	return version + 1, cur, rev, nil
 }
 
 func (s *Store) kv(kv *mvccpb.KeyValue) KV {
@@ -351,6 +419,8 @@ func wrap(err error) error {
 		return fmt.Errorf("%w: %v", ErrCompacted, err)
 	case errors.Is(err, rpctypes.ErrRequestTooLarge):
 		return fmt.Errorf("%w: %v", ErrTooLarge, err)
+	case errors.Is(err, rpctypes.ErrFutureRev):
+		return fmt.Errorf("%w: %v", ErrFutureRevision, err)
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }

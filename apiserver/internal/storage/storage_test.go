@@ -1,12 +1,18 @@
 package storage_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"skiff.dev/apiserver/internal/etcd"
 	"skiff.dev/apiserver/internal/storage"
@@ -14,18 +20,27 @@ import (
 
 func newStore(t testing.TB) *storage.Store {
 	t.Helper()
-	ctx := context.Background()
-	srv, err := etcd.Start(ctx, t.TempDir())
+	return storage.New(dial(t, startEtcd(t)), "/registry", nil)
+}
+
+func startEtcd(t testing.TB) string {
+	t.Helper()
+	srv, err := etcd.Start(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	cli, err := etcd.Dial(ctx, []string{srv.Endpoint})
+	return srv.Endpoint
+}
+
+func dial(t testing.TB, endpoint string) *clientv3.Client {
+	t.Helper()
+	cli, err := etcd.Dial(context.Background(), []string{endpoint})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	return storage.New(cli, "/registry", nil)
+	return cli
 }
 
 func TestCreateGetUpdateDelete(t *testing.T) {
@@ -247,4 +262,113 @@ func TestReplayReturnsHistoryWithPreviousValues(t *testing.T) {
 	if _, err := s.Replay(ctx, "cm/", start, r3); !errors.Is(err, storage.ErrCompacted) {
 		t.Fatalf("replay of compacted history: %v", err)
 	}
+}
+
+func TestFutureRevisionIsItsOwnError(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	rev, err := s.Create(ctx, "cm/ns/a", []byte("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "cm/ns/a", rev+100); !errors.Is(err, storage.ErrFutureRevision) || errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("get at a future revision: %v", err)
+	}
+	if _, _, _, err := s.List(ctx, "cm/", "", 0, rev+100); !errors.Is(err, storage.ErrFutureRevision) {
+		t.Fatalf("list at a future revision: %v", err)
+	}
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// Of two apiservers on one etcd only one compacts each interval: both run
+// the compare-and-swap on compact_rev_key's version, and only the winner
+// compacts.
+func TestOnlyOneOfTwoStoresCompactsEachInterval(t *testing.T) {
+	endpoint := startEtcd(t)
+	var regs []*prometheus.Registry
+	var stores []*storage.Store
+	for range 2 {
+		reg := prometheus.NewRegistry()
+		regs = append(regs, reg)
+		stores = append(stores, storage.New(dial(t, endpoint), "/registry", reg))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	const interval = 100 * time.Millisecond
+	start := time.Now()
+	for _, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.RunCompactor(ctx, interval, slog.New(slog.DiscardHandler))
+		}()
+	}
+	// Writes keep the revision moving, so every round has something to do.
+	for i := 0; time.Since(start) < 15*interval; i++ {
+		if _, err := stores[0].Create(ctx, fmt.Sprintf("cm/ns/k%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	rounds := int(time.Since(start) / interval)
+	a, b := counter(t, regs[0], "etcd_compactions_total"), counter(t, regs[1], "etcd_compactions_total")
+	t.Logf("%d intervals: compactions %v and %v", rounds, a, b)
+	// Each store ticks once an interval; both compacting would make 2×rounds.
+	// A late tick may bring one round early, hence the slack.
+	if a+b < 3 || a+b > float64(rounds+rounds/4+2) {
+		t.Fatalf("%v compactions in %d intervals by two stores; want about one per interval", a+b, rounds)
+	}
+	for i, reg := range regs {
+		if f := counter(t, reg, "etcd_compaction_failures_total"); f != 0 {
+			t.Errorf("store %d: %v compaction failures", i, f)
+		}
+	}
+}
+
+func TestCompactionFailuresAreCountedAndLogged(t *testing.T) {
+	cli := dial(t, startEtcd(t))
+	reg := prometheus.NewRegistry()
+	s := storage.New(cli, "/registry", reg)
+	cli.Close()
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	s.RunCompactor(ctx, 20*time.Millisecond, log)
+	if f := counter(t, reg, "etcd_compaction_failures_total"); f < 1 {
+		t.Fatalf("etcd_compaction_failures_total = %v", f)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(buf.String(), "etcd compaction failed") {
+		t.Fatalf("no failure logged: %q", buf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

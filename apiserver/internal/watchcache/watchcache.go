@@ -3,11 +3,12 @@
 // watcher shares the decoded objects; none costs an etcd watch.
 //
 // The cache keeps a window of recent events so a watch can resume from a
-// resourceVersion a client saw earlier; a resourceVersion older than the
-// window is Expired, and the client relists. Paged lists are served here for
-// the first page; later pages are read from etcd at the first page's
-// revision by the registry (as upstream does), so the cache never has to
-// keep old snapshots.
+// resourceVersion a client saw earlier. A resourceVersion older than the
+// window is replayed from etcd's history once for every watcher that needs
+// it (replay.go), and Expired only once etcd compacted it away; the client
+// then relists. Paged lists are served here for the first page; later pages
+// are read from etcd at the first page's revision by the registry (as
+// upstream does), so the cache never has to keep old snapshots.
 package watchcache
 
 import (
@@ -63,6 +64,9 @@ type Source interface {
 	// each with the key's previous value, so a watch can resume from a
 	// revision older than the cache's window (after an apiserver restart).
 	Replay(ctx context.Context, from, to int64) ([]ReplayEvent, error)
+	// Get reads one key's current value (found false when there is none),
+	// to resynchronise a key whose watched value could not be decoded.
+	Get(ctx context.Context, key string) (kv RawEvent, found bool, err error)
 }
 
 // ReplayEvent is a past change with the key's value before it.
@@ -79,6 +83,11 @@ type Config struct {
 	Decode   func(key string, value []byte, rev int64) (*Object, error)
 	// Window is how many recent events are kept for resuming watches.
 	Window int
+	// Backfill is how many changes replayed from etcd (and the window's
+	// changes that age out after them) are kept in front of the window for
+	// later resumers; default Window. Exceeded only while a replay is being
+	// merged, so that no resumer is left with a gap.
+	Backfill int
 	// BookmarkInterval is how often idle watchers that asked for bookmarks
 	// learn the current revision.
 	BookmarkInterval time.Duration
@@ -115,6 +124,13 @@ type change struct {
 }
 
 // Cache is one resource's cache.
+//
+// Two locks, always taken in the order dmu, then mu. mu guards the state
+// List, Get and WaitFresh read; it is only ever held for memory operations.
+// dmu guards the watchers and is held while an event is handed to them,
+// which never blocks either: a watcher whose buffer is full gets a backlog
+// that the drainer (watch.go) works off within a shared time budget. So no
+// watcher, however slow, can delay a List.
 type Cache struct {
 	cfg     Config
 	log     *slog.Logger
@@ -128,11 +144,16 @@ type Cache struct {
 	window  []change      // ring buffer
 	wstart  int           // index of the oldest change
 	wlen    int
-	oldest  int64 // watches may resume from any rev >= oldest
+	oldest  int64 // the window holds every change after it
+	history       // backfill and replays in flight, guarded by mu
 
-	wmu      sync.Mutex
-	watchers map[*Watcher]struct{} // not indexed by node
-	byNodeW  map[string]map[*Watcher]struct{}
+	dmu           sync.Mutex
+	watchers      map[*Watcher]struct{} // not indexed by node
+	byNodeW       map[string]map[*Watcher]struct{}
+	dispatchedRev int64      // every change up to it has been handed to the watchers
+	blocked       []*Watcher // full watchers waiting for the drainer
+	wake          chan struct{}
+	budget        timeBudget // the drainer's only
 
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -142,6 +163,9 @@ type Cache struct {
 func New(cfg Config) *Cache {
 	if cfg.Window <= 0 {
 		cfg.Window = 10000
+	}
+	if cfg.Backfill <= 0 {
+		cfg.Backfill = cfg.Window
 	}
 	if cfg.BookmarkInterval <= 0 {
 		cfg.BookmarkInterval = 5 * time.Second
@@ -154,6 +178,7 @@ func New(cfg Config) *Cache {
 		objs: map[string]*Object{}, byNode: map[string]map[string]*Object{},
 		changed: make(chan struct{}), window: make([]change, cfg.Window),
 		watchers: map[*Watcher]struct{}{}, byNodeW: map[string]map[*Watcher]struct{}{},
+		wake: make(chan struct{}, 1), budget: newTimeBudget(),
 		ready: make(chan struct{}),
 	}
 }
@@ -172,6 +197,7 @@ func (c *Cache) Rev() int64 {
 // relisting whenever the watch cannot be resumed.
 func (c *Cache) Start(ctx context.Context) error {
 	go c.bookmarks(ctx)
+	go c.drain(ctx)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if err := c.relist(ctx); err != nil {
@@ -215,21 +241,30 @@ func (c *Cache) relist(ctx context.Context) error {
 	for _, kv := range kvs {
 		o, err := c.cfg.Decode(kv.Key, kv.Value, kv.Rev)
 		if err != nil {
-			c.log.Error("undecodable object skipped", "key", kv.Key, "err", err)
+			// Left out rather than served stale; the next write repairs it.
+			c.metrics.decodeErrors.Inc()
+			c.log.Error("undecodable object left out of the watch cache", "key", kv.Key, "rev", kv.Rev, "err", err)
 			continue
 		}
 		objs[o.Key] = o
 		indexNode(byNode, o)
 	}
+	c.dmu.Lock()
 	c.mu.Lock()
 	first := c.rev == 0
 	c.objs, c.byNode = objs, byNode
+	clear(c.window)
 	c.wstart, c.wlen, c.oldest = 0, 0, rev
+	// The changes between the old state and this list are unknown, so the
+	// history before the new window cannot join it.
+	c.resetHistory()
 	c.setRev(rev)
 	c.mu.Unlock()
+	c.dispatchedRev = rev
 	if !first {
-		c.terminateAll(ErrExpired)
+		c.terminateAllLocked(ErrExpired)
 	}
+	c.dmu.Unlock()
 	c.readyOnce.Do(func() { close(c.ready) })
 	return nil
 }
@@ -281,61 +316,129 @@ func (c *Cache) follow(ctx context.Context) error {
 				c.mu.Lock()
 				c.setRev(b.Progress)
 				c.mu.Unlock()
+				c.dmu.Lock()
+				c.dispatchedRev = max(c.dispatchedRev, b.Progress)
+				c.dmu.Unlock()
 			}
 			continue
 		}
-		c.apply(b.Events)
+		if err := c.apply(wctx, b.Events); err != nil {
+			return err
+		}
 	}
 	return errors.New("watch closed")
 }
 
-func (c *Cache) apply(raw []RawEvent) {
+// fate is what becomes of a watched value the cache could not decode.
+type fate int
+
+const (
+	keep      fate = iota // decoded (maybe on the second try): applied as usual
+	skip                  // etcd has moved on; a later event of the watch repairs the key
+	removeKey             // undecodable in etcd too: dropped, watchers see it DELETED
+)
+
+func (f fate) String() string {
+	return [...]string{"resynchronised from etcd", "left to a later event", "removed from the cache"}[f]
+}
+
+// apply applies one etcd watch response. Values are decoded before mu is
+// taken, so a slow decoder or a resynchronisation from etcd never holds up a
+// List; the revision moves before the watchers hear of the changes, so a
+// List never waits for them either.
+func (c *Cache) apply(ctx context.Context, raw []RawEvent) error {
+	decoded := make([]*Object, len(raw))
+	fates := make([]fate, len(raw))
+	for i, e := range raw {
+		if e.Delete {
+			continue
+		}
+		o, err := c.cfg.Decode(e.Key, e.Value, e.Rev)
+		if err != nil {
+			c.metrics.decodeErrors.Inc()
+			var rerr error
+			if o, fates[i], rerr = c.resync(ctx, e); rerr != nil {
+				return fmt.Errorf("resynchronise undecodable %s at %d: %w", e.Key, e.Rev, rerr)
+			}
+			c.log.Error("undecodable object in the etcd watch", "key", e.Key, "rev", e.Rev, "err", err, "outcome", fates[i].String())
+		}
+		decoded[i] = o
+	}
 	changes := make([]change, 0, len(raw))
 	c.mu.Lock()
-	for _, e := range raw {
+	for i, e := range raw {
 		prev := c.objs[e.Key]
-		if e.Delete {
+		switch {
+		case e.Delete || fates[i] == removeKey:
 			if prev == nil {
 				continue
 			}
 			delete(c.objs, e.Key)
 			unindexNode(c.byNode, prev)
 			changes = append(changes, change{obj: prev, prev: prev, del: true, rev: e.Rev})
-			continue
+		case fates[i] == skip:
+		default:
+			o := decoded[i]
+			c.objs[e.Key] = o
+			unindexNode(c.byNode, prev)
+			indexNode(c.byNode, o)
+			changes = append(changes, change{obj: o, prev: prev, rev: e.Rev})
 		}
-		o, err := c.cfg.Decode(e.Key, e.Value, e.Rev)
-		if err != nil {
-			c.log.Error("undecodable object skipped", "key", e.Key, "err", err)
-			continue
-		}
-		c.objs[e.Key] = o
-		unindexNode(c.byNode, prev)
-		indexNode(c.byNode, o)
-		changes = append(changes, change{obj: o, prev: prev, rev: e.Rev})
 	}
 	for _, ch := range changes {
 		c.push(ch)
 	}
-	// Dispatch before the new revision is visible, so a watch registered at
-	// the new revision never misses or repeats these events.
-	c.wmu.Lock()
+	c.setRev(raw[len(raw)-1].Rev)
 	c.mu.Unlock()
+	// A watch registered in between (under dmu, then mu) found these changes
+	// in the window already; dispatch skips them for it by its startRev.
+	c.dmu.Lock()
 	for _, ch := range changes {
 		c.dispatch(ch)
 	}
-	c.wmu.Unlock()
-	c.mu.Lock()
-	c.setRev(raw[len(raw)-1].Rev)
-	c.mu.Unlock()
+	c.dispatchedRev = max(c.dispatchedRev, raw[len(raw)-1].Rev)
+	c.dmu.Unlock()
+	return nil
 }
 
-// push appends to the window, dropping the oldest change when full.
+// resync reads a key whose watched value e could not be decoded back from
+// etcd. A value that decodes now (the failure was transient) is applied at
+// e's revision; one that is undecodable in etcd too is removed, so no stale
+// object stays served; one that etcd has replaced or deleted since is left
+// to the watch, which brings that later change in order.
+func (c *Cache) resync(ctx context.Context, e RawEvent) (*Object, fate, error) {
+	kv, found, err := c.cfg.Source.Get(ctx, e.Key)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !found {
+		return nil, skip, nil
+	}
+	o, err := c.cfg.Decode(e.Key, kv.Value, kv.Rev)
+	switch {
+	case err != nil:
+		return nil, removeKey, nil
+	case kv.Rev == e.Rev:
+		return o, keep, nil
+	case kv.Rev > e.Rev:
+		return nil, skip, nil
+	}
+	// Older than the watch: etcd answered from a stale member. Serve nothing
+	// rather than something wrong; the key's next write brings it back.
+	return nil, removeKey, nil
+}
+
+// push appends to the window, dropping the oldest change when full; the
+// dropped change joins the backfill when one is kept. Callers hold mu.
 func (c *Cache) push(ch change) {
 	n := len(c.window)
 	if c.wlen == n {
-		c.oldest = c.window[c.wstart].rev
+		dropped := c.window[c.wstart]
+		c.window[c.wstart] = change{}
+		c.oldest = dropped.rev
 		c.wstart = (c.wstart + 1) % n
 		c.wlen--
+		c.ageOut(dropped)
 	}
 	c.window[(c.wstart+c.wlen)%n] = ch
 	c.wlen++

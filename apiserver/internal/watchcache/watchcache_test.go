@@ -21,8 +21,14 @@ type fakeSource struct {
 	mu      sync.Mutex
 	rev     int64
 	kvs     map[string]RawEvent
-	history []RawEvent // every change, so a watch from rev replays what it missed
+	history []ReplayEvent // every change, so a watch from rev replays what it missed
 	watches []chan WatchBatch
+	// keepHistory lets Replay answer from history, as etcd before a
+	// compaction; replayGate, when set, holds every Replay until closed.
+	keepHistory bool
+	replayGate  chan struct{}
+	replays     []int64 // the from of every Replay
+	replayed    chan int64
 }
 
 func newFakeSource() *fakeSource { return &fakeSource{kvs: map[string]RawEvent{}} }
@@ -43,7 +49,7 @@ func (f *fakeSource) Watch(ctx context.Context, rev int64) <-chan WatchBatch {
 	var missed []RawEvent
 	for _, e := range f.history {
 		if e.Rev > rev {
-			missed = append(missed, e)
+			missed = append(missed, e.RawEvent)
 		}
 	}
 	if len(missed) > 0 {
@@ -74,9 +80,48 @@ func (f *fakeSource) RequestProgress(context.Context) error {
 	return nil
 }
 
-// Replay: this fake keeps no history, like etcd after a compaction.
-func (f *fakeSource) Replay(context.Context, int64, int64) ([]ReplayEvent, error) {
-	return nil, errors.New("compacted")
+// Replay answers from history when keepHistory is set, and otherwise as
+// etcd after a compaction.
+func (f *fakeSource) Replay(ctx context.Context, from, to int64) ([]ReplayEvent, error) {
+	f.mu.Lock()
+	f.replays = append(f.replays, from)
+	gate, keep, replayed := f.replayGate, f.keepHistory, f.replayed
+	f.mu.Unlock()
+	if replayed != nil {
+		replayed <- from
+	}
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if !keep {
+		return nil, errors.New("compacted")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []ReplayEvent
+	for _, e := range f.history {
+		if e.Rev > from && e.Rev <= to {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSource) replayCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.replays)
+}
+
+func (f *fakeSource) Get(_ context.Context, key string) (RawEvent, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	kv, ok := f.kvs[key]
+	return kv, ok, nil
 }
 
 func (f *fakeSource) CurrentRevision(context.Context) (int64, error) {
@@ -93,8 +138,9 @@ func (f *fakeSource) put(kv ...string) int64 {
 	for i := 0; i < len(kv); i += 2 {
 		f.rev++
 		e := RawEvent{Key: kv[i], Value: []byte(kv[i+1]), Rev: f.rev}
+		prev := f.kvs[kv[i]]
 		f.kvs[kv[i]] = e
-		f.history = append(f.history, e)
+		f.history = append(f.history, ReplayEvent{RawEvent: e, Prev: prev.Value, PrevRev: prev.Rev})
 		evs = append(evs, e)
 	}
 	for _, w := range f.watches {
@@ -107,13 +153,23 @@ func (f *fakeSource) del(key string) int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rev++
+	prev := f.kvs[key]
 	delete(f.kvs, key)
 	e := RawEvent{Delete: true, Key: key, Rev: f.rev}
-	f.history = append(f.history, e)
+	f.history = append(f.history, ReplayEvent{RawEvent: e, Prev: prev.Value, PrevRev: prev.Rev})
 	for _, w := range f.watches {
 		w <- WatchBatch{Events: []RawEvent{e}}
 	}
 	return f.rev
+}
+
+// breakWatches ends every watch with an error, as a lost etcd connection.
+func (f *fakeSource) breakWatches() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.watches {
+		w <- WatchBatch{Err: errors.New("connection lost")}
+	}
 }
 
 // bump moves the revision without touching this resource (another kind wrote).
@@ -143,13 +199,25 @@ func decode(key string, value []byte, rev int64) (*Object, error) {
 
 func start(t testing.TB, window int) (*Cache, *fakeSource) {
 	src := newFakeSource()
-	c := New(Config{Resource: "pods", Source: src, Decode: decode, Window: window, BookmarkInterval: 50 * time.Millisecond, Registerer: prometheus.NewRegistry()})
+	return startOn(t, src, Config{Window: window}), src
+}
+
+// startOn runs a cache over src; cfg's zero fields get the tests' defaults.
+func startOn(t testing.TB, src *fakeSource, cfg Config) *Cache {
+	cfg.Resource, cfg.Source, cfg.BookmarkInterval = "pods", src, 50*time.Millisecond
+	if cfg.Decode == nil {
+		cfg.Decode = decode
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	c := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Start(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	<-c.Ready()
-	return c, src
+	return c
 }
 
 func next(t testing.TB, w *Watcher) Event {
@@ -297,7 +365,13 @@ func TestSlowWatcherIsTerminatedNotBlocking(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a slow watcher blocked the others")
 	}
-	// The slow one was closed with a reason once its buffer stayed full.
+	// The slow one was closed with a reason once its buffer stayed full
+	// past the budget. Reading it earlier would let it catch up.
+	for deadline := time.Now().Add(5 * time.Second); slow.Err() == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("slow watcher never terminated")
+		}
+	}
 	deadline := time.After(5 * time.Second)
 	for {
 		select {
