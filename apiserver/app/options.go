@@ -31,6 +31,7 @@ type Options struct {
 	LogFormat              string
 	Verbosity              int
 	ShutdownTimeout        time.Duration
+	Profiling              bool
 }
 
 // NewOptions returns the defaults.
@@ -63,6 +64,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: text or json.")
 	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (0 info, 1+ debug).")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "How long SIGTERM waits for in-flight requests.")
+	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "Serve /debug/pprof/ on the metrics address. Off by default: that address is plain HTTP with no authentication.")
 }
 
 // Validate reports every bad flag at once.

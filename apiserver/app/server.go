@@ -21,6 +21,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"skiff.dev/apiserver/internal/admission"
+	"skiff.dev/apiserver/internal/admission/namespacelifecycle"
 	"skiff.dev/apiserver/internal/etcd"
 	"skiff.dev/apiserver/internal/pki"
 	"skiff.dev/apiserver/internal/registry"
@@ -48,6 +50,8 @@ type Server struct {
 	etcdCli  *clientv3.Client
 	etcd     *etcd.Server
 	bundle   *pki.Bundle
+
+	closeOnce sync.Once
 }
 
 // New prepares a server: certificates, etcd, listeners. Start serves.
@@ -61,7 +65,7 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 	s = &Server{opts: o, log: log, ready: make(chan struct{}), Registry: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
-			s.close()
+			s.Close()
 		}
 	}()
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -99,10 +103,13 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 		return nil, err
 	}
 	s.store = storage.New(s.etcdCli, o.EtcdPrefix, s.Registry)
-	s.reg = registry.New(registry.Config{Store: s.store, Logger: log, Registerer: s.Registry})
+	// Upstream's default plugins that apply to what Skiff serves, in
+	// upstream's order; more arrive with RBAC and the node authorizer.
+	chain := admission.NewChain(s.Registry, namespacelifecycle.New())
+	s.reg = registry.New(registry.Config{Store: s.store, Admission: chain, Logger: log, Registerer: s.Registry})
 	s.service = server.NewService(s.reg, nil, log, s.Registry)
 
-	s.grpc = grpc.NewServer(append(server.ServerOptions(), grpc.Creds(credentials.NewTLS(tlsCfg)))...)
+	s.grpc = grpc.NewServer(append(server.ServerOptions(log, s.Registry), grpc.Creds(credentials.NewTLS(tlsCfg)))...)
 	apipb.RegisterAPIServer(s.grpc, s.service)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -139,65 +146,60 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 // AdminConfig is the path of the admin client config written when ready.
 func (s *Server) AdminConfig() string { return filepath.Join(s.opts.DataDir, "admin.conf") }
 
-// Start serves until ctx ends, then shuts down gracefully.
+// Start serves until ctx ends or a part of the server fails, then shuts
+// down gracefully and releases everything New took. It returns why it
+// stopped: nil after ctx ended, else the first failure (etcd gone, the
+// listener lost, a start-up step that could not be done).
 func (s *Server) Start(ctx context.Context) error {
-	defer s.close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	run := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
-				cancel()
-			}
-		}()
-	}
-	run("registry", s.reg.Start)
-	run("compactor", func(ctx context.Context) error {
+	defer s.Close()
+	g, _ := component.NewGroup(ctx)
+	g.Go("registry", s.reg.Start)
+	g.Go("compactor", func(ctx context.Context) error {
 		return s.store.RunCompactor(ctx, s.opts.EtcdCompactionInterval, s.log)
 	})
 	if s.metrics != nil {
-		ms := &component.Server{Registry: s.Registry, Logger: s.log, Ready: map[string]func(context.Context) error{
+		ms := &component.Server{Registry: s.Registry, Logger: s.log, Profiling: s.opts.Profiling, Ready: map[string]func(context.Context) error{
 			"etcd":     s.etcdReady,
 			"registry": s.registryReady,
 		}}
-		run("metrics", func(ctx context.Context) error { return ms.Serve(ctx, s.metrics) })
+		g.Go("metrics", func(ctx context.Context) error { return ms.Serve(ctx, s.metrics) })
 	}
 	if s.etcd != nil {
-		run("etcd", func(ctx context.Context) error {
+		g.Go("embedded etcd", func(ctx context.Context) error {
 			select {
 			case err := <-s.etcd.Err():
-				return fmt.Errorf("embedded etcd: %w", err)
+				return err
 			case <-ctx.Done():
 				return nil
 			}
 		})
 	}
+	g.Go("grpc", s.serve)
+	g.Go("start-up", func(ctx context.Context) error {
+		if err := s.reg.WaitReady(ctx); err != nil {
+			return err
+		}
+		if err := s.writeAdminConfig(); err != nil {
+			return fmt.Errorf("writing %s: %w", s.AdminConfig(), err)
+		}
+		s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		close(s.ready)
+		s.log.Info("skiff-apiserver ready", "address", s.Addr().String(), "admin-config", s.AdminConfig())
+		<-ctx.Done()
+		return nil
+	})
+	return g.Wait()
+}
+
+// serve answers gRPC until ctx ends, then refuses new requests and gives
+// in-flight ones --shutdown-timeout to finish.
+func (s *Server) serve(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- s.grpc.Serve(s.listener) }()
-
-	if err := s.reg.WaitReady(ctx); err != nil {
-		cancel()
-	} else {
-		if err := s.writeAdminConfig(); err != nil {
-			s.log.Error("writing admin.conf failed", "err", err)
-			errc <- err
-			cancel()
-		} else {
-			s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-			close(s.ready)
-			s.log.Info("skiff-apiserver ready", "address", s.Addr().String(), "admin-config", s.AdminConfig())
-		}
-	}
-
 	select {
-	case <-ctx.Done():
 	case err := <-served:
-		errc <- fmt.Errorf("grpc: %w", err)
+		return err
+	case <-ctx.Done():
 	}
 	s.log.Info("shutting down: refusing new requests, draining in-flight ones")
 	s.health.Shutdown()
@@ -209,14 +211,8 @@ func (s *Server) Start(ctx context.Context) error {
 	case <-time.After(s.opts.ShutdownTimeout):
 		s.grpc.Stop()
 	}
-	cancel()
-	wg.Wait()
-	close(errc)
-	var errs []error
-	for err := range errc {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	<-served
+	return nil
 }
 
 func (s *Server) etcdReady(ctx context.Context) error {
@@ -263,18 +259,25 @@ func (s *Server) writeAdminConfig() error {
 	return config.NewAdmin(server, ca, cert, key).Write(s.AdminConfig())
 }
 
-func (s *Server) close() {
-	if s.listener != nil {
-		s.listener.Close()
-	}
-	if s.metrics != nil {
-		s.metrics.Close()
-	}
-	if s.etcdCli != nil {
-		s.etcdCli.Close()
-	}
-	if s.etcd != nil {
-		s.etcd.Close()
-		s.etcd = nil
-	}
+// Close releases what New took: listeners, the etcd client and the
+// embedded etcd. Start calls it on its way out; call it yourself only for a
+// server that was never started. Safe to call more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		if s.grpc != nil {
+			s.grpc.Stop()
+		}
+		if s.listener != nil {
+			s.listener.Close()
+		}
+		if s.metrics != nil {
+			s.metrics.Close()
+		}
+		if s.etcdCli != nil {
+			s.etcdCli.Close()
+		}
+		if s.etcd != nil {
+			s.etcd.Close()
+		}
+	})
 }

@@ -72,11 +72,15 @@ func NewLogger(w io.Writer, format string, verbosity int) (*slog.Logger, error) 
 	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
 
-// Server serves /metrics, /healthz, /livez, /readyz and /debug/pprof/ on
-// plain HTTP.
+// Server serves /metrics, /healthz, /livez, /readyz and, with Profiling,
+// /debug/pprof/ on plain HTTP.
 type Server struct {
 	Addr     string
 	Registry *prometheus.Registry
+	// Profiling serves /debug/pprof/ (upstream's --profiling). The endpoint
+	// has no authentication, so anyone who reaches it could profile the
+	// process or read its command line.
+	Profiling bool
 	// Ready checks must all pass for /readyz to answer 200.
 	Ready  map[string]func(context.Context) error
 	Logger *slog.Logger
@@ -95,11 +99,13 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/healthz", ok)
 	mux.HandleFunc("/livez", ok)
 	mux.HandleFunc("/readyz", s.readyz)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if s.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

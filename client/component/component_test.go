@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"syscall"
@@ -111,8 +112,13 @@ func TestServer(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "skiff_test_total 3") {
 		t.Errorf("/metrics = %d, body lacks the counter:\n%s", code, body)
 	}
-	if code, _ := get(t, base+"/debug/pprof/"); code != 200 {
-		t.Errorf("/debug/pprof/ = %d", code)
+	if code, _ := get(t, base+"/debug/pprof/"); code != 404 {
+		t.Errorf("/debug/pprof/ without Profiling = %d, want 404", code)
+	}
+	prof := httptest.NewServer((&Server{Profiling: true}).Handler())
+	defer prof.Close()
+	if code, _ := get(t, prof.URL+"/debug/pprof/"); code != 200 {
+		t.Errorf("/debug/pprof/ with Profiling = %d, want 200", code)
 	}
 
 	cancel()

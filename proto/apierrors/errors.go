@@ -37,6 +37,7 @@ const (
 	ReasonInternal      Reason = "InternalError"
 	ReasonTimeout       Reason = "Timeout"
 	ReasonTooManyReqs   Reason = "TooManyRequests"
+	ReasonUnsupported   Reason = "UnsupportedMediaType"
 	ReasonUnknown       Reason = ""
 )
 
@@ -57,6 +58,7 @@ var codeOf = map[Reason]codes.Code{
 	ReasonInternal:      codes.Internal,
 	ReasonTimeout:       codes.DeadlineExceeded,
 	ReasonTooManyReqs:   codes.ResourceExhausted,
+	ReasonUnsupported:   codes.InvalidArgument,
 }
 
 // New builds an error with a reason, a message and, optionally, the resource
@@ -144,6 +146,22 @@ func NewUnavailable(msg string) error { return New(ReasonUnavailable, msg, nil) 
 // NewBadRequest: the request itself is malformed.
 func NewBadRequest(msg string) error { return New(ReasonBadRequest, msg, nil) }
 
+// CauseResourceVersionTooLarge marks upstream's "Too large resource version"
+// Timeout, which clients retry after a second.
+const CauseResourceVersionTooLarge = "ResourceVersionTooLarge"
+
+// NewTooLargeResourceVersion: the client asked for a revision the server has
+// not reached, as upstream's cacher answers after waiting for it.
+func NewTooLargeResourceVersion(rv, current int64) error {
+	return New(ReasonTimeout, fmt.Sprintf("Too large resource version: %d, current: %d", rv, current),
+		map[string]string{"cause": CauseResourceVersionTooLarge, "retryAfterSeconds": "1"})
+}
+
+// IsTooLargeResourceVersion reports that error; the request may be retried.
+func IsTooLargeResourceVersion(err error) bool {
+	return is(err, ReasonTimeout) && Metadata(err)["cause"] == CauseResourceVersionTooLarge
+}
+
 // NewInternal wraps an unexpected server error.
 func NewInternal(err error) error {
 	return New(ReasonInternal, fmt.Sprintf("Internal error occurred: %v", err), nil)
@@ -165,7 +183,7 @@ func ReasonOf(err error) Reason {
 		}
 	}
 	for r, c := range codeOf {
-		if c == st.Code() && r != ReasonBadRequest && r != ReasonTooManyReqs {
+		if c == st.Code() && r != ReasonBadRequest && r != ReasonTooManyReqs && r != ReasonUnsupported {
 			return r
 		}
 	}
@@ -236,6 +254,7 @@ func IsUnauthorized(err error) bool  { return is(err, ReasonUnauthorized) }
 func IsExpired(err error) bool       { return is(err, ReasonExpired) }
 func IsTooLarge(err error) bool      { return is(err, ReasonTooLarge) }
 func IsUnavailable(err error) bool   { return is(err, ReasonUnavailable) }
+func IsTimeout(err error) bool       { return is(err, ReasonTimeout) }
 
 // IsBadRequest reports a malformed request (bad selector, bad patch).
 func IsBadRequest(err error) bool { return is(err, ReasonBadRequest) }

@@ -34,6 +34,7 @@ type Options struct {
 	RenewDeadline      time.Duration
 	RetryPeriod        time.Duration
 	MetricsBindAddress string
+	Profiling          bool
 	Parallelism        int
 	LogFormat          string
 	Verbosity          int
@@ -57,6 +58,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", o.RenewDeadline, "How long the leader retries renewing before giving up.")
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "How often candidates try to acquire or renew.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Plain-HTTP address of /metrics, /healthz, /readyz (empty disables).")
+	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "Serve /debug/pprof/ on the metrics address. Off by default: that address is plain HTTP with no authentication.")
 	fs.IntVar(&o.Parallelism, "parallelism", o.Parallelism, "How many goroutines filter nodes at once.")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: text or json.")
 	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity.")
@@ -147,7 +149,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	g, _ := component.NewGroup(ctx)
 	if o.MetricsBindAddress != "" {
-		ms := &component.Server{Addr: o.MetricsBindAddress, Registry: reg, Logger: log}
+		ms := &component.Server{Addr: o.MetricsBindAddress, Registry: reg, Logger: log, Profiling: o.Profiling}
 		g.Go("metrics", ms.Start)
 	}
 	if !o.LeaderElect {

@@ -25,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"skiff.dev/apiserver/internal/request"
 )
 
 // Bundle names the certificate files in a pki directory.
@@ -328,10 +330,7 @@ func (r *reloader) get() (*tls.Certificate, error) {
 }
 
 // User is a client certificate's identity.
-type User struct {
-	Name   string
-	Groups []string
-}
+type User = request.User
 
 // UserFromCert maps a verified client certificate to a user: CN, O.
 func UserFromCert(c *x509.Certificate) User {

@@ -206,8 +206,8 @@ func TestServerTLSClients(t *testing.T) {
 		wantUser   *User
 		wantReject bool
 	}{
-		{"admin", read(b.AdminCert), read(b.AdminKey), &User{"admin", []string{"system:masters"}}, false},
-		{"issued client", nodeCert, nodeKey, &User{"system:node:n1", []string{"system:nodes"}}, false},
+		{"admin", read(b.AdminCert), read(b.AdminKey), &User{Name: "admin", Groups: []string{"system:masters"}}, false},
+		{"issued client", nodeCert, nodeKey, &User{Name: "system:node:n1", Groups: []string{"system:nodes"}}, false},
 		{"no certificate is let through for the server to refuse", nil, nil, nil, false},
 		{"certificate from another CA", read(other.AdminCert), read(other.AdminKey), nil, true},
 	}

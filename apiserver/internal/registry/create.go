@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"math/big"
 	"strconv"
 	"time"
@@ -14,7 +13,9 @@ import (
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"skiff.dev/apiserver/internal/admission"
 	"skiff.dev/apiserver/internal/defaults"
+	"skiff.dev/apiserver/internal/request"
 	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/apiserver/internal/watchcache"
 	batchv1 "skiff.dev/proto/api/batch/v1"
@@ -28,7 +29,9 @@ import (
 // Create stores a new object in namespace ns (ignored for cluster-scoped kinds).
 func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj scheme.Object, dryRun bool) (*watchcache.Object, error) {
 	res := r.res(k)
-	m := obj.GetMetadata()
+	// A request may carry no metadata at all; it then names nothing, which
+	// validation reports below.
+	m := scheme.Meta(obj)
 	if err := res.checkNamespace(ns, m); err != nil {
 		return nil, err
 	}
@@ -38,21 +41,18 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	if m.Name == "" {
 		return nil, res.invalid(m, field.Required(field.NewPath("metadata", "name"), "name or generateName is required"))
 	}
-	if k.Namespaced {
-		if err := r.namespaceOpen(ctx, m.Namespace, k.GroupResource(), m.Name); err != nil {
-			return nil, err
-		}
-	}
 	res.prepareForCreate(obj, r.cfg.Now())
 	defaults.Apply(obj)
 	codec.Normalize(obj)
-	if r.cfg.Admit != nil {
-		if err := r.cfg.Admit.Admit(ctx, Attributes{Op: OpCreate, Kind: k, Object: obj, DryRun: dryRun}); err != nil {
-			return nil, err
-		}
+	a := admission.NewAttributes(admission.Create, k, "", m.Namespace, m.Name, userOf(ctx), obj, nil, dryRun)
+	if err := r.cfg.Admission.Admit(ctx, a); err != nil {
+		return nil, err
 	}
 	if errs := validation.ValidateCreate(obj); len(errs) > 0 {
 		return nil, res.invalid(m, errs...)
+	}
+	if err := r.cfg.Admission.Validate(ctx, a); err != nil {
+		return nil, err
 	}
 	value, err := res.encode(obj)
 	if err != nil {
@@ -73,6 +73,13 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	o := &watchcache.Object{Key: key, Namespace: m.Namespace, Rev: rev, Msg: obj, Raw: res.raw(value, rev)}
 	res.recent.offer(res.kind, o)
 	return o, nil
+}
+
+// userOf is the request's user; the apiserver's own writes (default
+// namespaces) carry none.
+func userOf(ctx context.Context) request.User {
+	u, _ := request.UserFrom(ctx)
+	return u
 }
 
 // checkNamespace reconciles the request's namespace with the object's, as
@@ -101,25 +108,18 @@ func (res *resource) invalid(m *metav1.ObjectMeta, errs ...*field.Error) error {
 	return apierrors.NewInvalid(kg, m.Name, errs)
 }
 
-// namespaceOpen refuses writes into a namespace that does not exist or is
-// being deleted (upstream's NamespaceLifecycle admission).
-func (r *Registry) namespaceOpen(ctx context.Context, name, resource, objName string) error {
+// Namespace reads a namespace for admission: from the cache, or from etcd
+// when the cache has not yet seen one created a moment ago.
+func (r *Registry) Namespace(ctx context.Context, name string) (*corev1.Namespace, error) {
 	res := r.res(namespaceKind)
-	o, ok := res.cache.Get(name)
-	if !ok {
-		// The cache may not have seen a namespace created a moment ago.
-		kv, err := r.cfg.Store.Get(ctx, res.prefix+name, 0)
-		if err != nil {
-			return res.storageError(err, name)
-		}
-		if o, err = res.decode(name, kv.Value, kv.Rev); err != nil {
-			return apierrors.NewInternal(err)
-		}
+	if o, ok := res.cache.Get(name); ok {
+		return o.Msg.(*corev1.Namespace), nil
 	}
-	if o.Msg.(*corev1.Namespace).GetMetadata().DeletionTimestamp != nil {
-		return apierrors.NewForbidden(resource, objName, fmt.Sprintf("unable to create new content in namespace %s because it is being terminated", name))
+	o, err := res.latest(ctx, name, name)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return o.Msg.(*corev1.Namespace), nil
 }
 
 const suffixAlphabet = "bcdfghjklmnpqrstvwxz2456789"

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"skiff.dev/apiserver/internal/admission"
 	"skiff.dev/apiserver/internal/watchcache"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
@@ -33,6 +34,9 @@ type DeleteOptions struct {
 	GracePeriodSeconds *int64
 	PropagationPolicy  string // "", Orphan, Background, Foreground
 	DryRun             bool
+	// skipAdmission: the write was admitted as another request (an
+	// eviction), as upstream's eviction deletes the pod.
+	skipAdmission bool
 }
 
 // Delete removes an object, or marks it for deletion when finalizers (or a
@@ -40,10 +44,9 @@ type DeleteOptions struct {
 // last stored: gone, or carrying its deletionTimestamp.
 func (r *Registry) Delete(ctx context.Context, k *scheme.Kind, ns, name string, opts DeleteOptions) (*watchcache.Object, error) {
 	res := r.res(k)
-	if !k.Namespaced {
-		ns = ""
-	} else if ns == "" {
-		ns = "default"
+	key, err := res.requestKey(ns, name)
+	if err != nil {
+		return nil, err
 	}
 	switch opts.PropagationPolicy {
 	case "", "Orphan", "Background", "Foreground":
@@ -53,7 +56,6 @@ func (r *Registry) Delete(ctx context.Context, k *scheme.Kind, ns, name string, 
 	if g := opts.GracePeriodSeconds; g != nil && *g < 0 {
 		return nil, apierrors.NewBadRequest("gracePeriodSeconds: Invalid value: must be greater than or equal to 0")
 	}
-	key := res.key(ns, name)
 	for attempt := 0; ; attempt++ {
 		o, err := r.deleteOnce(ctx, res, key, name, opts)
 		if err != nil && apierrors.IsConflict(err) && attempt < 5 && opts.Preconditions.GetResourceVersion() == "" {
@@ -80,8 +82,12 @@ func (r *Registry) deleteOnce(ctx context.Context, res *resource, key, name stri
 				fmt.Sprintf("Precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s", *p.ResourceVersion, m.ResourceVersion))
 		}
 	}
-	if r.cfg.Admit != nil {
-		if err := r.cfg.Admit.Admit(ctx, Attributes{Op: OpDelete, Kind: res.kind, Old: obj, DryRun: opts.DryRun}); err != nil {
+	if !opts.skipAdmission {
+		a := admission.NewAttributes(admission.Delete, res.kind, "", m.Namespace, m.Name, userOf(ctx), nil, obj, opts.DryRun)
+		if err := r.cfg.Admission.Admit(ctx, a); err != nil {
+			return nil, err
+		}
+		if err := r.cfg.Admission.Validate(ctx, a); err != nil {
 			return nil, err
 		}
 	}

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"skiff.dev/apiserver/internal/selection"
 	"skiff.dev/apiserver/internal/storage"
+	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/apiserver/internal/watchcache"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/scheme"
@@ -21,12 +25,10 @@ import (
 // revision from etcd's history (Expired once compacted away).
 func (r *Registry) Get(ctx context.Context, k *scheme.Kind, ns, name, resourceVersion string) (*watchcache.Object, error) {
 	res := r.res(k)
-	if !k.Namespaced {
-		ns = ""
-	} else if ns == "" {
-		ns = "default"
+	key, err := res.requestKey(ns, name)
+	if err != nil {
+		return nil, err
 	}
-	key := res.key(ns, name)
 	var rev int64
 	switch resourceVersion {
 	case "":
@@ -44,13 +46,32 @@ func (r *Registry) Get(ctx context.Context, k *scheme.Kind, ns, name, resourceVe
 	}
 	kv, err := r.cfg.Store.Get(ctx, res.prefix+key, rev)
 	if err != nil {
-		return nil, res.storageError(err, name)
+		return nil, r.readError(ctx, res, err, rev, name)
 	}
 	o, err := res.decode(key, kv.Value, kv.Rev)
 	if err != nil {
 		return nil, apierrors.NewInternal(err)
 	}
 	return o, nil
+}
+
+// requestKey is the key of the object a request names, with upstream's
+// defaults and checks on the namespace and name it gives.
+func (res *resource) requestKey(ns, name string) (string, error) {
+	if !res.kind.Namespaced {
+		ns = ""
+	} else if ns == "" {
+		ns = "default"
+	}
+	if name == "" {
+		return "", apierrors.NewBadRequest("resource name may not be empty")
+	}
+	for what, v := range map[string]string{"resource name": name, "namespace": ns} {
+		if errs := validation.PathSegment(v); len(errs) > 0 {
+			return "", apierrors.NewBadRequest(fmt.Sprintf("invalid %s %q: %s", what, v, strings.Join(errs, ", ")))
+		}
+	}
+	return res.key(ns, name), nil
 }
 
 func parseRV(s string) (int64, error) {
@@ -121,6 +142,9 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, o ListOp
 	if o.Limit < 0 {
 		return nil, apierrors.NewBadRequest("limit: Invalid value: must be a non-negative integer")
 	}
+	if errs := validateListOptions(o); len(errs) > 0 {
+		return nil, apierrors.NewInvalid("ListOptions.meta.k8s.io", "", errs)
+	}
 	if o.Continue != "" {
 		tok, err := decodeContinue(o.Continue)
 		if err != nil {
@@ -166,6 +190,43 @@ func (r *Registry) List(ctx context.Context, k *scheme.Kind, ns string, o ListOp
 	return lr, nil
 }
 
+// readError is the API's error for a read at revision rev: a revision
+// etcd has not reached yet is upstream's "Too large resource version",
+// which clients retry, not an outage.
+func (r *Registry) readError(ctx context.Context, res *resource, err error, rev int64, name string) error {
+	if errors.Is(err, storage.ErrFutureRevision) {
+		cur, cerr := r.cfg.Store.CurrentRevision(ctx)
+		if cerr != nil {
+			return res.storageError(cerr, name)
+		}
+		return apierrors.NewTooLargeResourceVersion(rev, cur)
+	}
+	return res.storageError(err, name)
+}
+
+// validateListOptions is upstream's ValidateListOptions.
+func validateListOptions(o ListOptions) field.ErrorList {
+	match := o.ResourceVersionMatch
+	if match == "" {
+		return nil
+	}
+	var errs field.ErrorList
+	p := field.NewPath("resourceVersionMatch")
+	if o.ResourceVersion == "" {
+		errs = append(errs, field.Forbidden(p, "resourceVersionMatch is forbidden unless resourceVersion is provided"))
+	}
+	if o.Continue != "" {
+		errs = append(errs, field.Forbidden(p, "resourceVersionMatch is forbidden when continue is provided"))
+	}
+	if match != "Exact" && match != "NotOlderThan" {
+		errs = append(errs, field.NotSupported(p, match, []string{"Exact", "NotOlderThan", ""}))
+	}
+	if match == "Exact" && o.ResourceVersion == "0" {
+		errs = append(errs, field.Forbidden(p, `resourceVersionMatch "exact" is forbidden for resourceVersion "0"`))
+	}
+	return errs
+}
+
 // continueToken is where the next page starts: upstream's token holds the
 // same two things.
 type continueToken struct {
@@ -209,10 +270,10 @@ func (r *Registry) listFromEtcd(ctx context.Context, res *resource, f watchcache
 		}
 		kvs, _, more, err := r.cfg.Store.List(ctx, prefix, startKey, page, rev)
 		if err != nil {
-			if errors.Is(err, storage.ErrCompacted) {
+			if errors.Is(err, storage.ErrCompacted) && start != "" {
 				return nil, apierrors.NewExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
 			}
-			return nil, res.storageError(err, "")
+			return nil, r.readError(ctx, res, err, rev, "")
 		}
 		for _, kv := range kvs {
 			o, err := res.decode(kv.Key[len(res.prefix):], kv.Value, kv.Rev)
@@ -286,7 +347,7 @@ func waitRev(ctx context.Context, c *watchcache.Cache, rev int64) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := c.WaitRev(ctx, rev); err != nil {
-		return apierrors.New(apierrors.ReasonTimeout, fmt.Sprintf("Too large resource version: %d, current: %d", rev, c.Rev()), nil)
+		return apierrors.NewTooLargeResourceVersion(rev, c.Rev())
 	}
 	return nil
 }
@@ -300,12 +361,10 @@ type HistoryItem struct {
 // History lists the object's writes etcd still holds, newest first.
 func (r *Registry) History(ctx context.Context, k *scheme.Kind, ns, name string, limit int64) ([]HistoryItem, int64, error) {
 	res := r.res(k)
-	if !k.Namespaced {
-		ns = ""
-	} else if ns == "" {
-		ns = "default"
+	key, err := res.requestKey(ns, name)
+	if err != nil {
+		return nil, 0, err
 	}
-	key := res.key(ns, name)
 	revs, compacted, err := r.cfg.Store.History(ctx, res.prefix+key)
 	if err != nil {
 		return nil, 0, res.storageError(err, name)

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,9 +25,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"skiff.dev/apiserver/internal/admission"
 	"skiff.dev/apiserver/internal/selection"
 	"skiff.dev/apiserver/internal/storage"
 	"skiff.dev/apiserver/internal/watchcache"
+	"skiff.dev/client/component"
 	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/scheme"
@@ -37,36 +38,12 @@ import (
 // MaxObjectSize is etcd's default request limit; upstream refuses larger objects.
 const MaxObjectSize = 1536 * 1024
 
-// Operation names an admission hook's verb.
-type Operation string
-
-const (
-	OpCreate Operation = "CREATE"
-	OpUpdate Operation = "UPDATE"
-	OpDelete Operation = "DELETE"
-)
-
-// Attributes describe one write for admission.
-type Attributes struct {
-	Op       Operation
-	Kind     *scheme.Kind
-	Object   scheme.Object // nil for delete
-	Old      scheme.Object // nil for create
-	DryRun   bool
-	Internal bool // written by the apiserver itself (bootstrap, finalization)
-}
-
-// Admitter is the seam for admission plugins (a later issue): it may mutate
-// Object, or refuse the write with an API error.
-type Admitter interface {
-	Admit(ctx context.Context, a Attributes) error
-}
-
 // Config wires a Registry.
 type Config struct {
-	Store  *storage.Store
-	Admit  Admitter // optional
-	Logger *slog.Logger
+	Store *storage.Store
+	// Admission runs on every write; nil admits everything.
+	Admission *admission.Chain
+	Logger    *slog.Logger
 	// Registerer receives the watch cache and object-count metrics.
 	Registerer prometheus.Registerer
 	// Now is the clock (tests); defaults to time.Now.
@@ -127,30 +104,22 @@ func New(cfg Config) *Registry {
 		})
 		r.resources[k] = res
 	}
+	cfg.Admission.Initialize(r)
 	return r
 }
 
-// Start runs every watch cache and the object counter until ctx ends.
+// Start runs every watch cache and the object counter until ctx ends or
+// one of them fails.
 func (r *Registry) Start(ctx context.Context) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, len(r.resources)+1)
+	g, _ := component.NewGroup(ctx)
 	for _, res := range r.resources {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := res.cache.Start(ctx); err != nil && ctx.Err() == nil {
-				errs <- fmt.Errorf("watch cache %s: %w", res.kind.GroupResource(), err)
-			}
-		}()
+		g.Go("watch cache "+res.kind.GroupResource(), res.cache.Start)
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	g.Go("object counter", func(ctx context.Context) error {
 		r.countObjects(ctx)
-	}()
-	wg.Wait()
-	close(errs)
-	return <-errs
+		return nil
+	})
+	return g.Wait()
 }
 
 // WaitReady blocks until every cache has listed once, then makes sure the

@@ -2,16 +2,19 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"skiff.dev/apiserver/internal/admission"
 	"skiff.dev/apiserver/internal/watchcache"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	policyv1 "skiff.dev/proto/api/policy/v1"
 	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/apipb"
 	"skiff.dev/proto/scheme"
 )
 
@@ -42,8 +45,15 @@ func (r *Registry) Bind(ctx context.Context, b *corev1.Binding) (*watchcache.Obj
 		}
 		return nil, apierrors.NewInvalid("Binding", name, errs)
 	}
+	a := admission.NewAttributes(admission.Create, podKind, "binding", ns, name, userOf(ctx), b, nil, false)
+	if err := r.cfg.Admission.Admit(ctx, a); err != nil {
+		return nil, err
+	}
+	if err := r.cfg.Admission.Validate(ctx, a); err != nil {
+		return nil, err
+	}
 	key := res.key(ns, name)
-	for attempt := 0; ; attempt++ {
+	for {
 		cur, err := res.latest(ctx, key, name)
 		if err != nil {
 			return nil, err
@@ -73,7 +83,7 @@ func (r *Registry) Bind(ctx context.Context, b *corev1.Binding) (*watchcache.Obj
 		}
 		setPodCondition(pod.Status, &corev1.PodCondition{Type: "PodScheduled", Status: "True", LastTransitionTime: metav1.NewTime(r.cfg.Now())})
 		o, err := r.write(ctx, res, key, pod, cur, false)
-		if err != nil && apierrors.IsConflict(err) && attempt < 5 {
+		if err != nil && apierrors.IsConflict(err) && ctx.Err() == nil {
 			continue
 		}
 		return o, err
@@ -93,44 +103,119 @@ func setPodCondition(st *corev1.PodStatus, c *corev1.PodCondition) {
 	st.Conditions = append(st.Conditions, c)
 }
 
+// maxDisruptedPods is upstream's bound on evictions a budget's controller
+// has not yet confirmed.
+const maxDisruptedPods = 2000
+
 // Evict deletes a pod unless a PodDisruptionBudget selecting it allows no
 // disruption right now (upstream answers 429 TooManyRequests; drain retries).
+// The budget's decrement is written, guarded by its resourceVersion, before
+// the pod is deleted, so concurrent evictions can never take a budget below
+// its floor: of two that read the same budget, one write fails and that
+// eviction starts over from the new count.
 func (r *Registry) Evict(ctx context.Context, e *policyv1.Eviction) (*watchcache.Object, error) {
 	m := e.GetMetadata()
 	ns := m.GetNamespace()
 	if ns == "" {
 		ns = "default"
 	}
-	pod, err := r.Get(ctx, podKind, ns, m.GetName(), "")
-	if err != nil {
-		return nil, err
-	}
-	p := pod.Msg.(*corev1.Pod)
-	switch p.GetStatus().GetPhase() {
-	case "Succeeded", "Failed":
-	default:
-		list, err := r.res(pdbKind).cache.List(ctx, watchcache.ListOptions{Filter: watchcache.Filter{Namespace: ns}})
-		if err != nil {
-			return nil, apierrors.NewInternal(err)
-		}
-		for _, o := range list.Items {
-			pdb := o.Msg.(*policyv1.PodDisruptionBudget)
-			sel, err := metav1.LabelSelectorAsSelector(pdb.GetSpec().GetSelector())
-			if err != nil || sel.Empty() || !sel.Matches(pod.Labels) {
-				continue
-			}
-			if pdb.GetStatus().GetDisruptionsAllowed() <= 0 {
-				return nil, apierrors.New(apierrors.ReasonTooManyReqs,
-					fmt.Sprintf("Cannot evict pod as it would violate the pod's disruption budget. The disruption budget %s needs %d healthy pods and has %d currently",
-						pdb.Metadata.Name, pdb.GetStatus().GetDesiredHealthy(), pdb.GetStatus().GetCurrentHealthy()), nil)
-			}
-		}
+	name := m.GetName()
+	if name == "" {
+		return nil, apierrors.NewInvalid("Eviction.policy", "", field.ErrorList{field.Required(field.NewPath("metadata", "name"), "the name of the pod to evict")})
 	}
 	var opts DeleteOptions
 	if d := e.GetDeleteOptions(); d != nil {
 		opts.GracePeriodSeconds = d.GracePeriodSeconds
+		if p := d.GetPreconditions(); p != nil {
+			opts.Preconditions = &apipb.Preconditions{Uid: p.Uid, ResourceVersion: p.ResourceVersion}
+		}
+		opts.DryRun = len(d.GetDryRun()) > 0
 	}
-	return r.Delete(ctx, podKind, ns, m.GetName(), opts)
+	a := admission.NewAttributes(admission.Create, podKind, "eviction", ns, name, userOf(ctx), e, nil, opts.DryRun)
+	if err := r.cfg.Admission.Admit(ctx, a); err != nil {
+		return nil, err
+	}
+	if err := r.cfg.Admission.Validate(ctx, a); err != nil {
+		return nil, err
+	}
+	opts.skipAdmission = true
+	for {
+		err := r.takeDisruption(ctx, ns, name, opts.DryRun)
+		if err != nil && apierrors.IsConflict(err) && ctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return r.Delete(ctx, podKind, ns, name, opts)
+	}
+}
+
+// takeDisruption spends one of the disruptions the pod's budget allows.
+func (r *Registry) takeDisruption(ctx context.Context, ns, name string, dryRun bool) error {
+	pod, err := r.res(podKind).latest(ctx, r.res(podKind).key(ns, name), name)
+	if err != nil {
+		return err
+	}
+	p := pod.Msg.(*corev1.Pod)
+	// Upstream lets pods that are not running, or already going, go
+	// without asking their budget.
+	switch p.GetStatus().GetPhase() {
+	case "Succeeded", "Failed", "Pending":
+		return nil
+	}
+	if p.GetMetadata().GetDeletionTimestamp() != nil {
+		return nil
+	}
+	pdbs := r.res(pdbKind)
+	list, err := pdbs.cache.List(ctx, watchcache.ListOptions{Filter: watchcache.Filter{Namespace: ns}})
+	if err != nil {
+		return apierrors.NewInternal(err)
+	}
+	var match *watchcache.Object
+	for _, o := range list.Items {
+		sel, err := metav1.LabelSelectorAsSelector(o.Msg.(*policyv1.PodDisruptionBudget).GetSpec().GetSelector())
+		if err != nil || sel.Empty() || !sel.Matches(pod.Labels) {
+			continue
+		}
+		if match != nil {
+			return apierrors.NewInternal(errors.New("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."))
+		}
+		match = o
+	}
+	if match == nil {
+		return nil
+	}
+	// The cache may lag: read the budget as stored, and write against it.
+	cur, err := pdbs.latest(ctx, match.Key, match.Msg.(scheme.Object).GetMetadata().GetName())
+	if err != nil {
+		return err
+	}
+	pdb := proto.Clone(cur.Msg).(*policyv1.PodDisruptionBudget)
+	st := pdb.GetStatus()
+	violation := func(why string) error {
+		return apierrors.New(apierrors.ReasonTooManyReqs, "Cannot evict pod as it would violate the pod's disruption budget. "+why, nil)
+	}
+	switch {
+	case st.GetObservedGeneration() < pdb.Metadata.Generation:
+		return violation(fmt.Sprintf("The disruption budget %s is still being processed by the server.", pdb.Metadata.Name))
+	case st.GetDisruptionsAllowed() < 0:
+		return apierrors.NewForbidden("poddisruptionbudgets.policy", pdb.Metadata.Name, "pdb disruptions allowed is negative")
+	case len(st.GetDisruptedPods()) > maxDisruptedPods:
+		return apierrors.NewForbidden("poddisruptionbudgets.policy", pdb.Metadata.Name, "DisruptedPods map too big - too many evictions not confirmed by PDB controller")
+	case st.GetDisruptionsAllowed() == 0:
+		return violation(fmt.Sprintf("The disruption budget %s needs %d healthy pods and has %d currently", pdb.Metadata.Name, st.GetDesiredHealthy(), st.GetCurrentHealthy()))
+	}
+	if dryRun {
+		return nil
+	}
+	st.DisruptionsAllowed--
+	if st.DisruptedPods == nil {
+		st.DisruptedPods = map[string]*metav1.Time{}
+	}
+	st.DisruptedPods[name] = metav1.NewTime(r.cfg.Now())
+	_, err = r.write(ctx, pdbs, cur.Key, pdb, cur, false)
+	return err
 }
 
 // defaultNamespaces exist from the first start, as upstream.

@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"skiff.dev/apiserver/internal/admission"
 	"skiff.dev/apiserver/internal/defaults"
 	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/apiserver/internal/watchcache"
@@ -17,6 +20,7 @@ import (
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/codec"
 	"skiff.dev/proto/scheme"
+	"skiff.dev/proto/strategic"
 )
 
 // Update replaces an object. With metadata.resourceVersion set, the write
@@ -37,7 +41,7 @@ func (r *Registry) UpdateStatus(ctx context.Context, k *scheme.Kind, ns string, 
 
 func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns string, obj scheme.Object, status, dryRun bool) (*watchcache.Object, error) {
 	res := r.res(k)
-	m := obj.GetMetadata()
+	m := scheme.Meta(obj)
 	if err := res.checkNamespace(ns, m); err != nil {
 		return nil, err
 	}
@@ -53,6 +57,24 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns string, obj sc
 		want = v
 	}
 	key := res.key(m.Namespace, m.Name)
+	if want != 0 {
+		return r.updateOnce(ctx, res, key, obj, want, status, dryRun)
+	}
+	// No resourceVersion means "whatever is current": a conflict only says
+	// that someone wrote in between, so read again and retry, as upstream's
+	// GuaranteedUpdate does, until the write lands or the request ends.
+	for {
+		o, err := r.updateOnce(ctx, res, key, proto.Clone(obj).(scheme.Object), 0, status, dryRun)
+		if err == nil || !apierrors.IsConflict(err) || ctx.Err() != nil {
+			return o, err
+		}
+	}
+}
+
+// updateOnce writes obj over the stored object at revision want (0: the
+// current one), failing with Conflict when the stored one moved.
+func (r *Registry) updateOnce(ctx context.Context, res *resource, key string, obj scheme.Object, want int64, status, dryRun bool) (*watchcache.Object, error) {
+	k, m := res.kind, obj.GetMetadata()
 	old, err := res.current(ctx, key, want)
 	if err != nil {
 		return nil, res.storageError(err, m.Name)
@@ -62,7 +84,9 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	}
 	oldObj := old.Msg.(scheme.Object)
 	var next scheme.Object
+	sub := ""
 	if status {
+		sub = "status"
 		next = proto.Clone(oldObj).(scheme.Object)
 		codec.Normalize(obj)
 		copyField(next, obj, "status")
@@ -70,10 +94,9 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns string, obj sc
 		next = obj
 		res.prepareForUpdate(next, oldObj)
 	}
-	if r.cfg.Admit != nil {
-		if err := r.cfg.Admit.Admit(ctx, Attributes{Op: OpUpdate, Kind: k, Object: next, Old: oldObj, DryRun: dryRun}); err != nil {
-			return nil, err
-		}
+	a := admission.NewAttributes(admission.Update, k, sub, m.Namespace, m.Name, userOf(ctx), next, oldObj, dryRun)
+	if err := r.cfg.Admission.Admit(ctx, a); err != nil {
+		return nil, err
 	}
 	var errs field.ErrorList
 	if status {
@@ -83,6 +106,9 @@ func (r *Registry) update(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	}
 	if len(errs) > 0 {
 		return nil, res.invalid(m, errs...)
+	}
+	if err := r.cfg.Admission.Validate(ctx, a); err != nil {
+		return nil, err
 	}
 	return r.write(ctx, res, key, next, old, dryRun)
 }
@@ -199,25 +225,38 @@ func fieldEqual(a, b proto.Message, name protoreflect.Name) bool {
 	return proto.Equal(ar.Get(fd).Message().Interface(), br.Get(fd).Message().Interface())
 }
 
-// Patch applies a JSON merge patch or JSON patch to the current object and
-// updates it, retrying on conflicts unless the patch pins a resourceVersion.
+// Patch applies a JSON merge patch, a JSON patch or a strategic merge patch
+// to the current object and updates it. Unless the patch itself pins a
+// resourceVersion, a conflict means someone wrote in between: the patch is
+// applied again to the new state, as upstream's patcher does.
 func (r *Registry) Patch(ctx context.Context, k *scheme.Kind, ns, name, patchType string, patch []byte, subresource string, dryRun bool) (*watchcache.Object, error) {
 	res := r.res(k)
-	if !k.Namespaced {
+	key, err := res.requestKey(ns, name)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !k.Namespaced:
 		ns = ""
-	} else if ns == "" {
+	case ns == "":
 		ns = "default"
 	}
 	status := false
 	switch subresource {
 	case "":
 	case "status":
+		if !k.HasStatus() {
+			return nil, apierrors.NewNotFound(k.GroupResource()+"/status", name)
+		}
 		status = true
 	default:
 		return nil, apierrors.NewNotFound(k.GroupResource()+"/"+subresource, name)
 	}
-	key := res.key(ns, name)
-	for attempt := 0; ; attempt++ {
+	apply, err := patcher(k, patchType, patch)
+	if err != nil {
+		return nil, err
+	}
+	for {
 		cur, err := res.latest(ctx, key, name)
 		if err != nil {
 			return nil, err
@@ -226,37 +265,145 @@ func (r *Registry) Patch(ctx context.Context, k *scheme.Kind, ns, name, patchTyp
 		if err != nil {
 			return nil, apierrors.NewInternal(err)
 		}
-		var patched []byte
-		switch patchType {
-		case "", "merge", "application/merge-patch+json":
-			patched, err = jsonpatch.MergePatch(doc, patch)
-		case "json", "application/json-patch+json":
-			var p jsonpatch.Patch
-			p, err = jsonpatch.DecodePatch(patch)
-			if err == nil {
-				patched, err = p.Apply(doc)
-			}
-		default:
-			return nil, apierrors.NewBadRequest(fmt.Sprintf("patch type %q is not supported: use merge or json", patchType))
-		}
+		patched, err := apply(doc)
 		if err != nil {
-			return nil, apierrors.NewBadRequest("the patch could not be applied: " + err.Error())
+			return nil, err
 		}
 		next := k.New()
 		if err := codec.DecodeInto(patched, next, codec.Options{Strict: true}); err != nil {
 			return nil, apierrors.NewBadRequest(err.Error())
 		}
-		m := next.GetMetadata()
-		if m.Name != name || (k.Namespaced && m.Namespace != ns) {
+		m := scheme.Meta(next)
+		switch {
+		case m.Name == "":
+			return nil, res.invalid(m, field.Required(field.NewPath("metadata", "name"), "name is required"))
+		case m.Name != name:
 			return nil, res.invalid(m, field.Invalid(field.NewPath("metadata", "name"), m.Name, "field is immutable"))
+		case k.Namespaced && m.Namespace != "" && m.Namespace != ns:
+			return nil, res.invalid(m, field.Invalid(field.NewPath("metadata", "namespace"), m.Namespace, "field is immutable"))
 		}
+		m.Namespace = ns
+		want := cur.Rev
 		pinned := m.ResourceVersion != cur.Msg.(scheme.Object).GetMetadata().ResourceVersion
-		o, err := r.update(ctx, k, ns, next, status, dryRun)
-		if err != nil && apierrors.IsConflict(err) && !pinned && attempt < 5 {
+		if pinned {
+			v, err := strconv.ParseInt(m.ResourceVersion, 10, 64)
+			if err != nil || v <= 0 {
+				return nil, res.invalid(m, field.Invalid(field.NewPath("metadata", "resourceVersion"), m.ResourceVersion, "must be a positive integer"))
+			}
+			want = v
+		}
+		o, err := r.updateOnce(ctx, res, key, next, want, status, dryRun)
+		if err != nil && apierrors.IsConflict(err) && !pinned && ctx.Err() == nil {
 			continue
 		}
 		return o, err
 	}
+}
+
+// Bounds on a patch's shape: merging costs time in the nesting depth of
+// both documents, and no object of ours nests anywhere near this deep.
+const (
+	maxPatchDepth = 100
+	maxPatchOps   = 10000 // upstream's bound on JSON patch operations
+)
+
+// patcher validates a patch once and returns the function that applies it
+// to a document.
+func patcher(k *scheme.Kind, patchType string, patch []byte) (func(doc []byte) ([]byte, error), error) {
+	if !json.Valid(patch) {
+		return nil, apierrors.NewBadRequest("the patch is not valid JSON: " + jsonError(patch))
+	}
+	if d := jsonDepth(patch); d > maxPatchDepth {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the patch nests %d levels deep; at most %d are allowed", d, maxPatchDepth))
+	}
+	applyErr := func(err error) error {
+		return apierrors.NewBadRequest("the patch could not be applied: " + err.Error())
+	}
+	isObject := func() error {
+		if !bytes.HasPrefix(bytes.TrimSpace(patch), []byte("{")) {
+			return apierrors.NewBadRequest(fmt.Sprintf("a %s patch must be a JSON object", patchType))
+		}
+		return nil
+	}
+	switch patchType {
+	case "", "merge", "application/merge-patch+json":
+		if err := isObject(); err != nil {
+			return nil, err
+		}
+		return func(doc []byte) ([]byte, error) {
+			out, err := jsonpatch.MergePatch(doc, patch)
+			if err != nil {
+				return nil, applyErr(err)
+			}
+			return out, nil
+		}, nil
+	case "strategic", "application/strategic-merge-patch+json":
+		if err := isObject(); err != nil {
+			return nil, err
+		}
+		if _, err := strategic.Schema(k); err != nil {
+			return nil, apierrors.New(apierrors.ReasonUnsupported, fmt.Sprintf("strategic merge patch is not supported for %s: use merge or json", k.GroupResource()), nil)
+		}
+		return func(doc []byte) ([]byte, error) {
+			out, err := strategic.Apply(k, doc, patch)
+			if err != nil {
+				return nil, applyErr(err)
+			}
+			return out, nil
+		}, nil
+	case "json", "application/json-patch+json":
+		p, err := jsonpatch.DecodePatch(patch)
+		if err != nil {
+			return nil, apierrors.NewBadRequest("the JSON patch is not a list of operations: " + err.Error())
+		}
+		if len(p) > maxPatchOps {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("the JSON patch has %d operations; at most %d are allowed", len(p), maxPatchOps))
+		}
+		return func(doc []byte) ([]byte, error) {
+			out, err := p.Apply(doc)
+			if err != nil {
+				return nil, applyErr(err)
+			}
+			return out, nil
+		}, nil
+	}
+	return nil, apierrors.New(apierrors.ReasonUnsupported, fmt.Sprintf("patch type %q is not supported: use merge, strategic or json", patchType), nil)
+}
+
+// jsonError says where a document stops being JSON.
+func jsonError(b []byte) string {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err.Error()
+	}
+	return "not JSON"
+}
+
+// jsonDepth is the deepest nesting of objects and arrays in valid JSON.
+func jsonDepth(b []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // namespaceFinalizing: a namespace stays until its spec finalizers are gone too.

@@ -9,24 +9,9 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"skiff.dev/apiserver/internal/pki"
+	"skiff.dev/apiserver/internal/request"
 	"skiff.dev/proto/apierrors"
 )
-
-// User is who made a request: the client certificate's CN and O.
-type User = pki.User
-
-type userKey struct{}
-
-// UserFrom returns the authenticated user of a request.
-func UserFrom(ctx context.Context) (User, bool) {
-	u, ok := ctx.Value(userKey{}).(User)
-	return u, ok
-}
-
-// Authorizer is the seam for authorization (RBAC arrives in a later issue).
-type Authorizer interface {
-	Authorize(ctx context.Context, u User, verb, group, resource, namespace, name string) error
-}
 
 // public methods answer without a client certificate, so probes and
 // grpcurl's reflection work before credentials are set up.
@@ -46,7 +31,7 @@ func authenticate(ctx context.Context) (context.Context, error) {
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
 		return nil, apierrors.NewUnauthorized("Unauthorized: a client certificate signed by the cluster CA is required")
 	}
-	return context.WithValue(ctx, userKey{}, pki.UserFromCert(ti.State.VerifiedChains[0][0])), nil
+	return request.WithUser(ctx, pki.UserFromCert(ti.State.VerifiedChains[0][0])), nil
 }
 
 func unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -17,7 +17,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"k8s.io/apimachinery/pkg/fields"
+
+	"skiff.dev/apiserver/internal/authorizer"
 	"skiff.dev/apiserver/internal/registry"
+	"skiff.dev/apiserver/internal/request"
 	"skiff.dev/apiserver/internal/watchcache"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/apipb"
@@ -31,16 +35,19 @@ const Version = "v1.37.0-skiff"
 type Service struct {
 	apipb.UnimplementedAPIServer
 	reg      *registry.Registry
-	authz    Authorizer
+	authz    authorizer.Authorizer
 	log      *slog.Logger
 	stopping chan struct{}
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
 
-// NewService builds the API service; authz may be nil (everything allowed to
-// authenticated users until RBAC lands).
-func NewService(reg *registry.Registry, authz Authorizer, log *slog.Logger, r prometheus.Registerer) *Service {
+// NewService builds the API service; authz nil allows every authenticated
+// request (upstream's AlwaysAllow, until RBAC lands).
+func NewService(reg *registry.Registry, authz authorizer.Authorizer, log *slog.Logger, r prometheus.Registerer) *Service {
+	if authz == nil {
+		authz = authorizer.AlwaysAllow
+	}
 	s := &Service{
 		reg: reg, authz: authz, log: log, stopping: make(chan struct{}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -62,11 +69,14 @@ func NewService(reg *registry.Registry, authz Authorizer, log *slog.Logger, r pr
 // Stop ends every open watch, so a graceful stop does not wait on them.
 func (s *Service) Stop() { close(s.stopping) }
 
-// ServerOptions are the gRPC server's interceptors and limits.
-func ServerOptions() []grpc.ServerOption {
+// ServerOptions are the gRPC server's codec, interceptors and limits: panics
+// are recovered outermost, so a bug in any later step costs one request.
+func ServerOptions(log *slog.Logger, reg prometheus.Registerer) []grpc.ServerOption {
+	recoverUnary, recoverStream := Recovery(log, reg)
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(unaryAuth),
-		grpc.ChainStreamInterceptor(streamAuth),
+		grpc.ForceServerCodecV2(newRequestCodec()),
+		grpc.ChainUnaryInterceptor(recoverUnary, unaryDecodeErrors, unaryAuth),
+		grpc.ChainStreamInterceptor(recoverStream, streamDecodeErrors, streamAuth),
 		grpc.MaxRecvMsgSize(8 << 20),
 		grpc.MaxSendMsgSize(512 << 20),
 	}
@@ -100,6 +110,8 @@ func httpCode(verb string, err error) string {
 		return "413"
 	case apierrors.ReasonTooManyReqs:
 		return "429"
+	case apierrors.ReasonUnsupported:
+		return "415"
 	case apierrors.ReasonUnavailable:
 		return "503"
 	case apierrors.ReasonTimeout:
@@ -116,7 +128,8 @@ type call struct {
 	start       time.Time
 }
 
-func (s *Service) begin(ctx context.Context, verb string, ref *apipb.Resource, subresource, ns, name string) (*call, error) {
+// begin finds the request's kind and starts its metrics.
+func (s *Service) begin(verb string, ref *apipb.Resource, subresource string) (*call, error) {
 	c := &call{s: s, verb: verb, subresource: subresource, start: time.Now()}
 	k, err := scheme.ForRef(ref)
 	if err != nil {
@@ -124,13 +137,41 @@ func (s *Service) begin(ctx context.Context, verb string, ref *apipb.Resource, s
 		return nil, apierrors.New(apierrors.ReasonNotFound, fmt.Sprintf("the server could not find the requested resource (%s)", resourceName(ref)), nil)
 	}
 	c.kind = k
-	if s.authz != nil {
-		u, _ := UserFrom(ctx)
-		if err := s.authz.Authorize(ctx, u, verb, k.Group, k.Resource, ns, name); err != nil {
-			return nil, c.done(err)
-		}
-	}
 	return c, nil
+}
+
+// authorize asks the authorizer whether the request's user may do the
+// call's verb on the object in ns named name ("" for lists, watches and
+// creates). ns is as the request gave it; for one object of a namespaced
+// kind "" means "default", as in the registry.
+func (c *call) authorize(ctx context.Context, ns, name string) error {
+	k := c.kind
+	switch {
+	case !k.Namespaced:
+		ns = ""
+	case ns == "" && c.verb != "list" && c.verb != "watch":
+		ns = "default"
+	}
+	u, _ := request.UserFrom(ctx)
+	err := authorizer.Check(ctx, c.s.authz, authorizer.Attributes{
+		User: u, Verb: c.verb, APIGroup: k.Group, APIVersion: k.Version, Resource: k.Resource,
+		Subresource: c.subresource, Namespace: ns, Name: name,
+	})
+	if err != nil {
+		return c.done(err)
+	}
+	return nil
+}
+
+// selectedName is the one name a field selector pins, as upstream's
+// request info reads metadata.name=x for RBAC's resourceNames.
+func selectedName(fieldSelector string) string {
+	sel, err := fields.ParseSelector(fieldSelector)
+	if err != nil {
+		return ""
+	}
+	name, _ := sel.RequiresExactMatch("metadata.name")
+	return name
 }
 
 func resourceName(r *apipb.Resource) string {
@@ -153,30 +194,40 @@ func (c *call) done(err error) error {
 	return err
 }
 
-// object decodes a request's Any into the kind's message.
+// object decodes a request's Any into the kind's message. The Any must name
+// exactly the kind's message, and fields the message does not have are
+// dropped, as upstream drops unknown fields.
 func object(k *scheme.Kind, a *anypb.Any) (scheme.Object, error) {
 	if a == nil {
 		return nil, apierrors.NewBadRequest("object is required")
 	}
-	want := string(k.FullName())
-	if got := a.GetTypeUrl(); got != "" && got[len(got)-min(len(got), len(want)):] != want {
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("object of type %s sent to %s", a.GetTypeUrl(), k.GroupResource()))
+	if want := k.FullName(); a.GetTypeUrl() == "" || a.MessageName() != want {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the object's type URL %q does not name %s, the message of %s", a.GetTypeUrl(), want, k.GroupResource()))
 	}
 	obj := k.New()
-	if err := proto.Unmarshal(a.GetValue(), obj); err != nil {
+	if err := (proto.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(a.GetValue(), obj); err != nil {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("cannot decode %s: %v", k.Kind, err))
 	}
+	// Unmarshal resets the message, metadata included.
+	scheme.Meta(obj)
 	return obj, nil
 }
 
 func (s *Service) Create(ctx context.Context, req *apipb.CreateRequest) (*anypb.Any, error) {
-	c, err := s.begin(ctx, "create", req.GetResource(), "", req.GetNamespace(), "")
+	c, err := s.begin("create", req.GetResource(), "")
 	if err != nil {
 		return nil, err
 	}
 	obj, err := object(c.kind, req.GetObject())
 	if err != nil {
 		return nil, c.done(err)
+	}
+	ns := req.GetNamespace()
+	if ns == "" {
+		ns = obj.GetMetadata().GetNamespace()
+	}
+	if err := c.authorize(ctx, ns, ""); err != nil {
+		return nil, err
 	}
 	o, err := s.reg.Create(ctx, c.kind, req.GetNamespace(), obj, req.GetDryRun())
 	return s.reply(c, o, err)
@@ -194,8 +245,11 @@ func (s *Service) reply(c *call, o *watchcache.Object, err error) (*anypb.Any, e
 }
 
 func (s *Service) Get(ctx context.Context, req *apipb.GetRequest) (*anypb.Any, error) {
-	c, err := s.begin(ctx, "get", req.GetResource(), "", req.GetNamespace(), req.GetName())
+	c, err := s.begin("get", req.GetResource(), "")
 	if err != nil {
+		return nil, err
+	}
+	if err := c.authorize(ctx, req.GetNamespace(), req.GetName()); err != nil {
 		return nil, err
 	}
 	o, err := s.reg.Get(ctx, c.kind, req.GetNamespace(), req.GetName(), req.GetResourceVersion())
@@ -203,8 +257,11 @@ func (s *Service) Get(ctx context.Context, req *apipb.GetRequest) (*anypb.Any, e
 }
 
 func (s *Service) List(ctx context.Context, req *apipb.ListRequest) (*apipb.ListResponse, error) {
-	c, err := s.begin(ctx, "list", req.GetResource(), "", req.GetNamespace(), "")
+	c, err := s.begin("list", req.GetResource(), "")
 	if err != nil {
+		return nil, err
+	}
+	if err := c.authorize(ctx, req.GetNamespace(), selectedName(req.GetFieldSelector())); err != nil {
 		return nil, err
 	}
 	lr, err := s.reg.List(ctx, c.kind, req.GetNamespace(), registry.ListOptions{
@@ -236,13 +293,20 @@ func (s *Service) UpdateStatus(ctx context.Context, req *apipb.UpdateRequest) (*
 }
 
 func (s *Service) update(ctx context.Context, req *apipb.UpdateRequest, sub string) (*anypb.Any, error) {
-	c, err := s.begin(ctx, "update", req.GetResource(), sub, req.GetNamespace(), "")
+	c, err := s.begin("update", req.GetResource(), sub)
 	if err != nil {
 		return nil, err
 	}
 	obj, err := object(c.kind, req.GetObject())
 	if err != nil {
 		return nil, c.done(err)
+	}
+	ns := req.GetNamespace()
+	if ns == "" {
+		ns = obj.GetMetadata().GetNamespace()
+	}
+	if err := c.authorize(ctx, ns, obj.GetMetadata().GetName()); err != nil {
+		return nil, err
 	}
 	var o *watchcache.Object
 	if sub == "status" {
@@ -254,8 +318,11 @@ func (s *Service) update(ctx context.Context, req *apipb.UpdateRequest, sub stri
 }
 
 func (s *Service) Patch(ctx context.Context, req *apipb.PatchRequest) (*anypb.Any, error) {
-	c, err := s.begin(ctx, "patch", req.GetResource(), req.GetSubresource(), req.GetNamespace(), req.GetName())
+	c, err := s.begin("patch", req.GetResource(), req.GetSubresource())
 	if err != nil {
+		return nil, err
+	}
+	if err := c.authorize(ctx, req.GetNamespace(), req.GetName()); err != nil {
 		return nil, err
 	}
 	o, err := s.reg.Patch(ctx, c.kind, req.GetNamespace(), req.GetName(), req.GetPatchType(), req.GetPatch(), req.GetSubresource(), req.GetDryRun())
@@ -263,8 +330,11 @@ func (s *Service) Patch(ctx context.Context, req *apipb.PatchRequest) (*anypb.An
 }
 
 func (s *Service) Delete(ctx context.Context, req *apipb.DeleteRequest) (*anypb.Any, error) {
-	c, err := s.begin(ctx, "delete", req.GetResource(), "", req.GetNamespace(), req.GetName())
+	c, err := s.begin("delete", req.GetResource(), "")
 	if err != nil {
+		return nil, err
+	}
+	if err := c.authorize(ctx, req.GetNamespace(), req.GetName()); err != nil {
 		return nil, err
 	}
 	o, err := s.reg.Delete(ctx, c.kind, req.GetNamespace(), req.GetName(), registry.DeleteOptions{
@@ -276,8 +346,11 @@ func (s *Service) Delete(ctx context.Context, req *apipb.DeleteRequest) (*anypb.
 
 func (s *Service) Bind(ctx context.Context, req *apipb.BindRequest) (*anypb.Any, error) {
 	b := req.GetBinding()
-	c, err := s.begin(ctx, "create", &apipb.Resource{Version: "v1", Resource: "pods"}, "binding", b.GetMetadata().GetNamespace(), b.GetMetadata().GetName())
+	c, err := s.begin("create", &apipb.Resource{Version: "v1", Resource: "pods"}, "binding")
 	if err != nil {
+		return nil, err
+	}
+	if err := c.authorize(ctx, b.GetMetadata().GetNamespace(), b.GetMetadata().GetName()); err != nil {
 		return nil, err
 	}
 	o, err := s.reg.Bind(ctx, b)
@@ -286,8 +359,11 @@ func (s *Service) Bind(ctx context.Context, req *apipb.BindRequest) (*anypb.Any,
 
 func (s *Service) Evict(ctx context.Context, req *apipb.EvictRequest) (*anypb.Any, error) {
 	e := req.GetEviction()
-	c, err := s.begin(ctx, "create", &apipb.Resource{Version: "v1", Resource: "pods"}, "eviction", e.GetMetadata().GetNamespace(), e.GetMetadata().GetName())
+	c, err := s.begin("create", &apipb.Resource{Version: "v1", Resource: "pods"}, "eviction")
 	if err != nil {
+		return nil, err
+	}
+	if err := c.authorize(ctx, e.GetMetadata().GetNamespace(), e.GetMetadata().GetName()); err != nil {
 		return nil, err
 	}
 	o, err := s.reg.Evict(ctx, e)
@@ -311,8 +387,11 @@ func (s *Service) Discovery(ctx context.Context, _ *apipb.DiscoveryRequest) (*ap
 // watcher (a slow reader, Expired) or the server shuts down.
 func (s *Service) Watch(req *apipb.WatchRequest, stream grpc.ServerStreamingServer[apipb.WatchEvent]) error {
 	ctx := stream.Context()
-	c, err := s.begin(ctx, "watch", req.GetResource(), "", req.GetNamespace(), "")
+	c, err := s.begin("watch", req.GetResource(), "")
 	if err != nil {
+		return err
+	}
+	if err := c.authorize(ctx, req.GetNamespace(), selectedName(req.GetFieldSelector())); err != nil {
 		return err
 	}
 	w, err := s.reg.Watch(ctx, c.kind, req.GetNamespace(), registry.WatchOptions{
@@ -361,8 +440,11 @@ func (s *Service) Watch(req *apipb.WatchRequest, stream grpc.ServerStreamingServ
 }
 
 func (s *Service) History(ctx context.Context, req *apipb.HistoryRequest) (*apipb.HistoryResponse, error) {
-	c, err := s.begin(ctx, "get", req.GetResource(), "history", req.GetNamespace(), req.GetName())
+	c, err := s.begin("get", req.GetResource(), "history")
 	if err != nil {
+		return nil, err
+	}
+	if err := c.authorize(ctx, req.GetNamespace(), req.GetName()); err != nil {
 		return nil, err
 	}
 	items, compacted, err := s.reg.History(ctx, c.kind, req.GetNamespace(), req.GetName(), req.GetLimit())

@@ -546,6 +546,12 @@ func service(svc *corev1.Service) field.ErrorList {
 
 const maxDataSize = 1 << 20
 
+// dataTooLong is upstream's error for ConfigMap and Secret data over 1 MiB,
+// in upstream's words: `data: Too long: must have at most 1048576 bytes`.
+func dataTooLong() *field.Error {
+	return &field.Error{Type: field.ErrorTypeTooLong, Field: "data", BadValue: "", Detail: fmt.Sprintf("must have at most %d bytes", maxDataSize)}
+}
+
 func configMap(c *corev1.ConfigMap) field.ErrorList {
 	var errs field.ErrorList
 	size := 0
@@ -565,7 +571,7 @@ func configMap(c *corev1.ConfigMap) field.ErrorList {
 		size += len(k) + len(v)
 	}
 	if size > maxDataSize {
-		errs = append(errs, field.TooLong(field.NewPath(""), "", maxDataSize))
+		errs = append(errs, dataTooLong())
 	}
 	return errs
 }
@@ -580,7 +586,7 @@ func secret(s *corev1.Secret) field.ErrorList {
 		size += len(v)
 	}
 	if size > maxDataSize {
-		errs = append(errs, field.TooLong(field.NewPath("data"), "", maxDataSize))
+		errs = append(errs, dataTooLong())
 	}
 	need := map[string][]string{
 		"kubernetes.io/tls":              {"tls.crt", "tls.key"},

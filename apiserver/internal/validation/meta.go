@@ -170,3 +170,7 @@ func ValidateStatusUpdate(obj, old proto.Message) field.ErrorList {
 	}
 	return metaUpdate(o.GetMetadata(), p.GetMetadata(), field.NewPath("metadata"))
 }
+
+// PathSegment is upstream's IsValidPathSegmentName: what a name or namespace
+// in a request may not be, since it becomes part of a storage key.
+func PathSegment(name string) []string { return validatePathSegment(name, false) }
