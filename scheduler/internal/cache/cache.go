@@ -29,8 +29,10 @@ type Cache struct {
 	generation int64
 	nodeSetGen int64 // moves when nodes are added or removed
 	// dirty are the nodes changed since the last snapshot update, so an
-	// update costs what changed, not the size of the cluster.
+	// update costs what changed, not the size of the cluster. They are
+	// dirty for the snapshot last updated; any other is updated in full.
 	dirty map[string]struct{}
+	last  *Snapshot
 }
 
 // New returns an empty cache.
@@ -181,6 +183,15 @@ func (s *Snapshot) Get(name string) *framework.NodeInfo { return s.byName[name] 
 func (c *Cache) Update(s *Snapshot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if s != c.last {
+		// The dirty set tells what changed since c.last was updated, not
+		// since s was: walk every node once.
+		for name := range c.nodes {
+			c.dirty[name] = struct{}{}
+		}
+		s.nodeSetGen = -1
+		c.last = s
+	}
 	for name := range c.dirty {
 		delete(c.dirty, name)
 		n, ok := c.nodes[name]
