@@ -100,6 +100,9 @@ type candidate struct {
 	isLeader atomic.Bool
 }
 
+// leaseDuration is every candidate's LeaseDuration.
+const leaseDuration = time.Second
+
 type cluster struct {
 	t       *testing.T
 	api     *leaseAPI
@@ -138,7 +141,7 @@ func (c *cluster) start(id string) *candidate {
 	cand.stop = cancel
 	cfg := Config{
 		Client: client.New(conn), Namespace: "kube-system", Name: "kube-scheduler", Identity: id,
-		LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond,
+		LeaseDuration: leaseDuration, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 50 * time.Millisecond,
 		OnStartedLeading: func(ctx context.Context) {
 			if n := c.leading.Add(1); n > 1 {
 				t.Errorf("%s leads while %d other(s) do", id, n-1)
@@ -192,9 +195,14 @@ func TestOneLeaderAndHandOverOnStop(t *testing.T) {
 	c := newCluster(t)
 	a, b := c.start("a"), c.start("b") // both race to create the Lease
 	leader, standby := leaderOf(t, a, b)
-	// The standby keeps campaigning (dozens of calls) and never wins.
+	// The standby keeps campaigning and never wins, also once a whole
+	// LeaseDuration has passed: the leader's renewals keep the lease alive,
+	// and a standby that missed them would take the lease then. So wait that
+	// out, and then for the standby to finish a try (one Get) started after
+	// it: the call after next proves the next one returned.
+	time.Sleep(leaseDuration + 100*time.Millisecond)
 	n := standby.calls.Load()
-	waitFor(t, "the standby to campaign", func() bool { return standby.calls.Load() >= n+10 })
+	waitFor(t, "the standby to campaign", func() bool { return standby.calls.Load() >= n+2 })
 	if standby.isLeader.Load() {
 		t.Fatal("both candidates lead")
 	}

@@ -48,42 +48,102 @@ func TestMetricsUseUpstreamNamesPerQueue(t *testing.T) {
 	pods.Add("default/a")
 	pods.Add("default/b")
 	nodes.Add("n1")
-	k, _ := pods.Get()
-	pods.AddRateLimited(k)
-	pods.Done(k)
+	k := getWithin(t, pods, 5*time.Second)
 
-	tests := []struct {
-		metric, want string
-	}{
-		{"workqueue_adds_total", `
+	// Nothing is on a timer yet, so the counts are exact.
+	compareMetrics(t, reg, "before retry", map[string]string{
+		"workqueue_adds_total": `
 # HELP workqueue_adds_total Total number of adds handled by workqueue
 # TYPE workqueue_adds_total counter
 workqueue_adds_total{name="nodes"} 1
 workqueue_adds_total{name="pods"} 2
-`},
-		{"workqueue_depth", `
+`,
+		"workqueue_depth": `
 # HELP workqueue_depth Current depth of workqueue
 # TYPE workqueue_depth gauge
 workqueue_depth{name="nodes"} 1
 workqueue_depth{name="pods"} 1
-`},
-		{"workqueue_retries_total", `
+`,
+		"workqueue_retries_total": `
+# HELP workqueue_retries_total Total number of retries handled by workqueue
+# TYPE workqueue_retries_total counter
+workqueue_retries_total{name="nodes"} 0
+workqueue_retries_total{name="pods"} 0
+`,
+	})
+
+	pods.AddRateLimited(k)
+	pods.Done(k)
+	// The limiter puts k back after its backoff, behind default/b. Between
+	// AddRateLimited and that moment the counts depend on the scheduler, so
+	// assert only once k has come back: drain the queue with Get, which
+	// returns k only after the re-add has been counted.
+	for _, want := range []string{"default/b", k} {
+		if got := getWithin(t, pods, 5*time.Second); got != want {
+			t.Fatalf("Get = %q, want %q", got, want)
+		}
+		pods.Done(want)
+	}
+	compareMetrics(t, reg, "after retry", map[string]string{
+		"workqueue_adds_total": `
+# HELP workqueue_adds_total Total number of adds handled by workqueue
+# TYPE workqueue_adds_total counter
+workqueue_adds_total{name="nodes"} 1
+workqueue_adds_total{name="pods"} 3
+`,
+		"workqueue_depth": `
+# HELP workqueue_depth Current depth of workqueue
+# TYPE workqueue_depth gauge
+workqueue_depth{name="nodes"} 1
+workqueue_depth{name="pods"} 0
+`,
+		"workqueue_retries_total": `
 # HELP workqueue_retries_total Total number of retries handled by workqueue
 # TYPE workqueue_retries_total counter
 workqueue_retries_total{name="nodes"} 0
 workqueue_retries_total{name="pods"} 1
-`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.metric, func(t *testing.T) {
-			if err := testutil.GatherAndCompare(reg, strings.NewReader(tc.want), tc.metric); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+`,
+	})
 	for _, name := range []string{"workqueue_queue_duration_seconds", "workqueue_work_duration_seconds"} {
 		if n, err := testutil.GatherAndCount(reg, name); err != nil || n == 0 {
 			t.Errorf("%s: %d series, err %v", name, n, err)
 		}
+	}
+}
+
+// compareMetrics checks each metric on reg against its expected exposition.
+func compareMetrics(t *testing.T, reg *prometheus.Registry, phase string, want map[string]string) {
+	t.Helper()
+	for metric, text := range want {
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(text), metric); err != nil {
+			t.Errorf("%s: %s: %v", phase, metric, err)
+		}
+	}
+}
+
+// getWithin is q.Get that fails the test instead of blocking forever when no
+// key arrives within d (it shuts q down to release the blocked Get).
+func getWithin(t *testing.T, q Queue, d time.Duration) string {
+	t.Helper()
+	type result struct {
+		key      string
+		shutdown bool
+	}
+	ch := make(chan result, 1)
+	go func() {
+		k, shutdown := q.Get()
+		ch <- result{k, shutdown}
+	}()
+	select {
+	case r := <-ch:
+		if r.shutdown {
+			t.Fatal("queue shut down while waiting for a key")
+		}
+		return r.key
+	case <-time.After(d):
+		q.ShutDown()
+		<-ch
+		t.Fatalf("no key within %v", d)
+		return ""
 	}
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -187,9 +188,19 @@ func TestWatchExactlyOnceAcrossRestart(t *testing.T) {
 	if len(seen) != 2*writers*each {
 		t.Fatalf("saw %d distinct objects, want %d", len(seen), 2*writers*each)
 	}
-	time.Sleep(200 * time.Millisecond)
-	if evs, _ := w2.snapshot(); len(evs) != writers*each {
-		t.Fatalf("extra events after the writes: %d", len(evs))
+	// Nothing more may follow the writes. Rather than sleep and hope a stray
+	// event would have arrived by then, write a marker: events come in
+	// revision order, so any extra event (a duplicate, a replay) reaches the
+	// stream before the marker does.
+	marker := mustCreate(t, s, configMap("default", "marker", nil)).Metadata.ResourceVersion
+	at := -1
+	waitFor(t, func() bool {
+		evs, _ := w2.snapshot()
+		at = slices.IndexFunc(evs, func(ev *apipb.WatchEvent) bool { return ev.ResourceVersion == marker })
+		return at >= 0
+	})
+	if at != writers*each {
+		t.Fatalf("%d events before the marker, want the %d writes", at, writers*each)
 	}
 }
 

@@ -6,6 +6,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -15,8 +16,10 @@ import (
 
 	"skiff.dev/apiserver/apitest"
 	"skiff.dev/client"
+	coordinationv1 "skiff.dev/proto/api/coordination/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
+	"skiff.dev/proto/apierrors"
 	"skiff.dev/scheduler/app"
 	"skiff.dev/scheduler/internal/scheduler"
 )
@@ -63,9 +66,12 @@ func (e *env) ctx() context.Context {
 	return ctx
 }
 
-func (e *env) startScheduler(cfg scheduler.Config) {
+// startScheduler runs a scheduler until the test ends and returns the
+// registry its metrics are on.
+func (e *env) startScheduler(cfg scheduler.Config) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
 	cfg.Client = e.c
-	cfg.Registerer = prometheus.NewRegistry()
+	cfg.Registerer = reg
 	s, err := scheduler.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
@@ -74,6 +80,36 @@ func (e *env) startScheduler(cfg scheduler.Config) {
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
 	e.t.Cleanup(func() { cancel(); <-done })
+	return reg
+}
+
+// lease returns the scheduler's leader election Lease, nil while there is none.
+func (e *env) lease() *coordinationv1.Lease {
+	e.t.Helper()
+	l, err := client.For[*coordinationv1.Lease](e.c, "kube-system").Get(e.ctx(), "kube-scheduler")
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l
+}
+
+// waitLease waits for the Lease to satisfy ok and returns it.
+func (e *env) waitLease(what string, ok func(*coordinationv1.Lease) bool) *coordinationv1.Lease {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		l := e.lease()
+		if l != nil && ok(l) {
+			return l
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("lease never %s: %v", what, l.GetSpec())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (e *env) createNodes(ns ...*corev1.Node) {
@@ -204,13 +240,20 @@ func TestLeaderFailoverNoDoubleBind(t *testing.T) {
 		o := *app.NewOptions()
 		o.Kubeconfig = e.api.AdminConfig()
 		o.MetricsBindAddress = ""
-		o.LeaseDuration, o.RenewDeadline, o.RetryPeriod = 2*time.Second, 1500*time.Millisecond, 200*time.Millisecond
+		// A stopped leader releases the lease, so the standby takes over
+		// within a RetryPeriod whatever the LeaseDuration; a long
+		// RenewDeadline keeps a slow machine (or -race) from costing the
+		// leader its lease mid-test, which is not the failover under test.
+		o.LeaseDuration, o.RenewDeadline, o.RetryPeriod = 15*time.Second, 10*time.Second, 200*time.Millisecond
 		o.LogFormat = "text"
 		go func() { done <- app.Run(ctx, o) }()
 		return cancel, done
 	}
 	stopA, doneA := run("a")
-	time.Sleep(500 * time.Millisecond)
+	// a must be the leader before b starts, or stopping a below would stop
+	// the standby and no failover would be tested. Leading means holding
+	// the Lease; it is the only replica yet, so the holder is a.
+	a := e.waitLease("held", func(l *coordinationv1.Lease) bool { return l.GetSpec().GetHolderIdentity() != "" }).Spec.GetHolderIdentity()
 	stopB, doneB := run("b")
 	defer func() { stopB(); <-doneB }()
 	for i := range 20 {
@@ -219,8 +262,17 @@ func TestLeaderFailoverNoDoubleBind(t *testing.T) {
 	for i := range 20 {
 		e.waitBound(fmt.Sprintf("p%d", i))
 	}
+	if l := e.lease(); l.GetSpec().GetHolderIdentity() != a {
+		t.Fatalf("lease moved to %q while a led", l.GetSpec().GetHolderIdentity())
+	}
 	stopA() // the leader goes away; the standby takes over
 	<-doneA
+	// The standby, not a, binds the pods below: it holds the lease, taken
+	// over from a (one transition).
+	e.waitLease("taken over by the standby", func(l *coordinationv1.Lease) bool {
+		h := l.GetSpec().GetHolderIdentity()
+		return h != "" && h != a && l.GetSpec().GetLeaseTransitions() == 1
+	})
 	for i := 20; i < 40; i++ {
 		e.createPods(pod(fmt.Sprintf("p%d", i), "100m"))
 	}
@@ -363,9 +415,10 @@ func TestPreemptionByPriority(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, v := range []string{"low-a1", "low-a2"} {
+		// Victims are deleted before the preemptor is nominated, as upstream.
 		p, err := e.pods.Get(e.ctx(), v)
-		if err == nil && p.Metadata.DeletionTimestamp == nil {
-			t.Fatalf("victim %s not being deleted", v)
+		if !apierrors.IsNotFound(err) && (err != nil || p.Metadata.DeletionTimestamp == nil) {
+			t.Fatalf("victim %s not being deleted when the preemptor was nominated: %v", v, err)
 		}
 		zero := int64(0)
 		e.pods.Delete(e.ctx(), v, client.DeleteOptions{GracePeriodSeconds: &zero}) // what the kubelet does
@@ -381,7 +434,7 @@ func TestPreemptionByPriority(t *testing.T) {
 func TestProfilesBySchedulerName(t *testing.T) {
 	e := setup(t)
 	e.createNodes(node("a", "4", "16Gi", nil), node("b", "4", "16Gi", nil))
-	e.startScheduler(scheduler.Config{Profiles: []scheduler.Profile{
+	reg := e.startScheduler(scheduler.Config{Profiles: []scheduler.Profile{
 		{SchedulerName: "default-scheduler"},
 		{SchedulerName: "bin-packer", PluginConfig: []scheduler.PluginConfig{{Name: "NodeResourcesFit",
 			Args: map[string]any{"scoringStrategy": map[string]any{"type": "MostAllocated"}}}}},
@@ -397,11 +450,52 @@ func TestProfilesBySchedulerName(t *testing.T) {
 	if len(nodes) != 1 {
 		t.Fatalf("bin-packer spread pods over %v", nodes)
 	}
+	// Every pod so far is bound, so no attempt is pending: from here on the
+	// count of attempts moves only for pods created below.
+	before := attempts(t, reg)
 	other := pod("not-ours", "")
 	other.Spec.SchedulerName = "someone-else"
 	e.createPods(other)
-	time.Sleep(500 * time.Millisecond)
+	// Rather than sleep and hope the scheduler has looked at not-ours by
+	// then, schedule a marker created after it: the scheduler sees pods in
+	// creation order and tries equal-priority pods first come first served,
+	// so had it taken not-ours it would have tried it before the marker.
+	// A try is counted as an attempt before the (asynchronous) binding.
+	e.createPods(pod("marker", ""))
+	e.waitBound("marker")
+	got := attempts(t, reg)
+	for profile, n := range before {
+		if got[profile] -= n; got[profile] == 0 {
+			delete(got, profile)
+		}
+	}
+	if want := map[string]float64{"default-scheduler": 1}; !maps.Equal(got, want) {
+		t.Errorf("scheduling attempts by profile since not-ours was created: %v, want %v (the marker's)", got, want)
+	}
 	if p, _ := e.pods.Get(e.ctx(), "not-ours"); p.Spec.NodeName != "" || len(p.GetStatus().GetConditions()) > 0 {
 		t.Fatalf("a pod of another scheduler was touched: %v", p)
 	}
+}
+
+// attempts sums scheduler_schedule_attempts_total on reg by profile.
+func attempts(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "scheduler_schedule_attempts_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "profile" {
+					out[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
 }
