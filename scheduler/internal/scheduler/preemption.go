@@ -161,10 +161,8 @@ func (s *Scheduler) pdbList(string) []*policyv1.PodDisruptionBudget {
 // evict nominates the node and deletes the victims with their grace period.
 func (s *Scheduler) evict(ctx context.Context, preemptor *corev1.Pod, c candidate) {
 	m := preemptor.GetMetadata()
-	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"nominatedNodeName": c.node}})
-	if _, err := client.For[*corev1.Pod](s.client, m.GetNamespace()).Patch(ctx, m.GetName(), "merge", patch, "status"); err != nil {
-		s.log.Debug("nominating failed", "pod", m.GetName(), "err", err)
-	}
+	// Victims first, then the nomination, in upstream's order: whoever sees
+	// the preemptor nominated to a node finds its victims already going.
 	for _, v := range c.victims {
 		vm := v.Pod.GetMetadata()
 		uid := vm.GetUid()
@@ -174,5 +172,9 @@ func (s *Scheduler) evict(ctx context.Context, preemptor *corev1.Pod, c candidat
 			continue
 		}
 		s.event(v.Pod, "Normal", "Preempted", fmt.Sprintf("Preempted by pod %s on node %s", m.GetUid(), c.node))
+	}
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"nominatedNodeName": c.node}})
+	if _, err := client.For[*corev1.Pod](s.client, m.GetNamespace()).Patch(ctx, m.GetName(), "merge", patch, "status"); err != nil {
+		s.log.Debug("nominating failed", "pod", m.GetName(), "err", err)
 	}
 }
