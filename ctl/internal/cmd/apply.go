@@ -2,14 +2,18 @@ package cmd
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/jsonmergepatch"
+	"k8s.io/apimachinery/pkg/util/mergepatch"
 
 	"skiff.dev/client"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/codec"
+	"skiff.dev/proto/scheme"
+	"skiff.dev/proto/strategic"
 )
 
 // LastApplied is the annotation apply keeps the applied configuration in.
@@ -37,7 +41,7 @@ func newApply(o *Options) *cobra.Command {
 			}
 			applied := map[string]bool{}
 			kinds := map[*client.Dynamic]bool{}
-			err := o.eachObject(cmd, files, recursive, func(d *client.Dynamic, ob object) (string, error) {
+			err := o.eachObject(cmd, "apply", files, recursive, func(d *client.Dynamic, ob object) (string, error) {
 				applied[kindName(d.Kind())+"/"+ob.obj.GetMetadata().GetNamespace()+"/"+ob.obj.GetMetadata().GetName()] = true
 				kinds[d] = true
 				verb, err := apply(cmd, d, ob, dryRun)
@@ -59,16 +63,16 @@ func newApply(o *Options) *cobra.Command {
 
 type dynamic = *client.Dynamic
 
-// apply creates the object, or patches the live one with the difference
-// between the last applied configuration and this one (fields removed from
-// the file are removed from the object; fields others set are kept).
-// dryRun "client" computes the answer without writing; "server" has the
-// apiserver run everything but the write.
+// apply creates the object, or patches the live one as kubectl apply does:
+// fields removed from the file since the last apply are removed, fields the
+// file sets are set (a hand edit of them is undone), fields only others set
+// are kept. dryRun "client" computes the answer without writing; "server"
+// has the apiserver run everything but the write.
 func apply(cmd *cobra.Command, d dynamic, ob object, dryRun string) (string, error) {
 	serverDryRun := dryRun == "server"
 	ctx := cmd.Context()
 	m := ob.obj.GetMetadata()
-	self, modified, err := withLastApplied(ob)
+	_, modified, err := withLastApplied(ob)
 	if err != nil {
 		return "", err
 	}
@@ -89,24 +93,49 @@ func apply(cmd *cobra.Command, d dynamic, ob object, dryRun string) (string, err
 	if err != nil {
 		return "", err
 	}
-	original := []byte("{}")
-	if la := live.GetMetadata().GetAnnotations()[LastApplied]; la != "" {
-		original = []byte(la)
-	}
-	if string(compactJSON(original)) == string(compactJSON(self)) {
-		return "unchanged", nil
-	}
-	patch, err := mergePatch(original, modified)
+	patchType, patch, err := applyPatch(ob.kind, modified, live)
 	if err != nil {
 		return "", fmt.Errorf("computing the patch for %s: %w", resourceName(ob.kind, m.GetName()), err)
+	}
+	if string(compactJSON(patch)) == "{}" {
+		return "unchanged", nil
 	}
 	if dryRun == "client" {
 		return "configured", nil
 	}
-	if _, err := d.Patch(ctx, m.GetName(), "merge", patch, "", serverDryRun); err != nil {
+	if _, err := d.Patch(ctx, m.GetName(), patchType, patch, "", serverDryRun); err != nil {
 		return "", err
 	}
 	return "configured", nil
+}
+
+// applyPatch is the patch apply sends to bring live to the file (modified,
+// carrying its last-applied annotation): kubectl's three-way patch between
+// the last applied configuration, the file and the live object.
+func applyPatch(k *scheme.Kind, modified []byte, live scheme.Object) (patchType string, patch []byte, err error) {
+	var original []byte // never applied: nothing to remove
+	if la := live.GetMetadata().GetAnnotations()[LastApplied]; la != "" {
+		original = []byte(la)
+	}
+	current, err := codec.MarshalJSON(live)
+	if err != nil {
+		return "", nil, err
+	}
+	return threeWayPatch(k, original, modified, current)
+}
+
+// threeWayPatch is a strategic merge patch, whose lists merge by key
+// (containers and env by name, …), for every kind upstream has a type for,
+// and a JSON merge patch, whose lists are replaced whole, for any other,
+// as kubectl sends for custom resources.
+func threeWayPatch(k *scheme.Kind, original, modified, current []byte) (patchType string, patch []byte, err error) {
+	patch, err = strategic.ThreeWay(k, original, modified, current, true)
+	if errors.Is(err, strategic.ErrNoSchema) {
+		patch, err = jsonmergepatch.CreateThreeWayJSONMergePatch(original, modified, current,
+			mergepatch.RequireKeyUnchanged("apiVersion"), mergepatch.RequireKeyUnchanged("kind"), mergepatch.RequireMetadataKeyUnchanged("name"))
+		return "merge", patch, err
+	}
+	return "strategic", patch, err
 }
 
 // withLastApplied returns the configuration as the file gives it (with its
@@ -142,12 +171,6 @@ func withLastApplied(ob object) (self, modified []byte, err error) {
 	ann[LastApplied] = string(self) + "\n"
 	modified, err = json.Marshal(doc)
 	return self, modified, err
-}
-
-// mergePatch is the JSON merge patch from the last applied configuration to
-// the new one: fields removed from the file become nulls.
-func mergePatch(original, modified []byte) ([]byte, error) {
-	return jsonpatch.CreateMergePatch(original, modified)
 }
 
 // prune deletes objects of the applied kinds that match the selector, were

@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +41,129 @@ func (c *cluster) run(stdin string, args ...string) (stdout, stderr string, code
 	}
 	code = Main(Streams{In: strings.NewReader(stdin), Out: &out, Err: &errb}, args, dial)
 	return out.String(), errb.String(), code
+}
+
+// syncBuffer is output a test reads while the command is still writing it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// running is a skiffctl that runs until the user interrupts it.
+type running struct {
+	t        *testing.T
+	out, err *syncBuffer
+	cancel   context.CancelFunc
+	exited   chan struct{}
+	code     int // set before exited closes
+}
+
+// start runs skiffctl in the background; stop is its Ctrl-C.
+func (c *cluster) start(args ...string) *running {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{t: c.t, out: &syncBuffer{}, err: &syncBuffer{}, cancel: cancel, exited: make(chan struct{})}
+	dial := func(ctx context.Context, o *Options) (grpc.ClientConnInterface, string, error) {
+		o.Kubeconfig = c.s.AdminConfig()
+		return dialConfig(ctx, o)
+	}
+	go func() {
+		r.code = Run(ctx, Streams{In: strings.NewReader(""), Out: r.out, Err: r.err}, args, dial)
+		close(r.exited)
+	}()
+	c.t.Cleanup(func() { r.stop() })
+	return r
+}
+
+// stop interrupts the command and returns its exit code.
+func (r *running) stop() int {
+	r.cancel()
+	<-r.exited
+	return r.code
+}
+
+// wait waits for the command to exit by itself.
+func (r *running) wait() int {
+	r.t.Helper()
+	select {
+	case <-r.exited:
+		return r.code
+	case <-time.After(60 * time.Second):
+		r.t.Fatalf("skiffctl still runs:\n%s\nstderr:\n%s", r.out.String(), r.err.String())
+		return 0
+	}
+}
+
+// waitFor waits until the output satisfies ok. The deadline only keeps a
+// broken command from hanging the test; nothing depends on how soon.
+func (r *running) waitFor(what string, ok func(out string) bool) {
+	r.t.Helper()
+	r.waitOn(r.out, what, ok)
+}
+
+// waitForStderr is waitFor on the diagnostics.
+func (r *running) waitForStderr(what string, ok func(errOut string) bool) {
+	r.t.Helper()
+	r.waitOn(r.err, what, ok)
+}
+
+func (r *running) waitOn(b *syncBuffer, what string, ok func(string) bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok(b.String()) {
+		select {
+		case <-r.exited:
+			r.t.Fatalf("skiffctl exited %d before %s:\n%s\nstderr:\n%s", r.code, what, r.out.String(), r.err.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("no %s in:\n%s\nstderr:\n%s", what, r.out.String(), r.err.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitWatchers waits until the apiserver has at least n watches of
+// resource registered: a command's watch is in place, whatever it printed.
+func (c *cluster) waitWatchers(resource string, n int) {
+	c.t.Helper()
+	line := `apiserver_registered_watchers{resource="` + resource + `"} `
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(c.s.Metrics + "/metrics")
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		got := 0
+		for _, l := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(l, line); ok {
+				got, _ = strconv.Atoi(v)
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%d watches of %s registered, want %d", got, resource, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (c *cluster) must(stdin string, args ...string) string {
@@ -95,6 +222,42 @@ func TestApplyCreatesConfiguresAndPrunesRemovedFields(t *testing.T) {
 	// Server-set fields survive an apply: the service keeps its defaults.
 	if js := c.must("", "get", "svc", "web", "-o", "json"); !strings.Contains(js, `"sessionAffinity": "None"`) {
 		t.Fatalf("service lost server fields:\n%s", js)
+	}
+}
+
+// TestApplyRevertsHandEditsAndKeepsOthersFields: apply is three-way, as
+// kubectl's: what the file sets wins over a hand edit, what only others set
+// (a sidecar, an annotation) stays.
+func TestApplyRevertsHandEditsAndKeepsOthersFields(t *testing.T) {
+	c := newCluster(t)
+	c.must(web, "apply", "-f", "-")
+	c.must("", "patch", "deploy", "web", "--type", "json", "-p", `[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"nginx:by-hand"},`+
+		`{"op":"add","path":"/spec/template/spec/containers/-","value":{"name":"sidecar","image":"envoy:1"}}]`)
+	c.must("", "scale", "deploy", "web", "--replicas", "5")
+	c.must("", "annotate", "deploy", "web", "owner=ops")
+	if out := c.must(web, "apply", "-f", "-"); out != "deployment.apps/web configured\nservice/web unchanged\n" {
+		t.Fatalf("apply after hand edits:\n%s", out)
+	}
+	var d struct {
+		Metadata struct{ Annotations map[string]string }
+		Spec     struct {
+			Replicas int
+			Template struct {
+				Spec struct {
+					Containers []struct{ Name, Image string }
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(c.must("", "get", "deploy", "web", "-o", "json")), &d); err != nil {
+		t.Fatal(err)
+	}
+	cs := d.Spec.Template.Spec.Containers
+	if d.Spec.Replicas != 2 || len(cs) != 2 || cs[0].Name != "web" || cs[0].Image != "nginx:1.27" || cs[1].Name != "sidecar" || cs[1].Image != "envoy:1" {
+		t.Errorf("replicas %d, containers %+v: want the file's 2 replicas and image, and the sidecar", d.Spec.Replicas, cs)
+	}
+	if d.Metadata.Annotations["owner"] != "ops" || d.Metadata.Annotations[LastApplied] == "" {
+		t.Errorf("annotations %v: want owner=ops and the last applied configuration", d.Metadata.Annotations)
 	}
 }
 
@@ -300,12 +463,13 @@ func TestRolloutSetImageWaitAndDrain(t *testing.T) {
 	if out := c.must("", "rollout", "status", "deploy/web", "--watch=false"); out != "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated...\n" {
 		t.Fatalf("rollout status: %q", out)
 	}
-	done := make(chan string)
-	go func() { out, _, _ := c.run("", "rollout", "status", "deploy/web", "--timeout", "20s"); done <- out }()
-	time.Sleep(300 * time.Millisecond)
+	// Once it says it waits, it has read the object: it watches from that
+	// object's resourceVersion, so the status written next is seen.
+	rs := c.start("rollout", "status", "deploy/web", "--timeout", "20s")
+	rs.waitFor("the rollout in progress", func(out string) bool { return strings.Contains(out, "1 out of 2 new replicas have been updated") })
 	status(`{"status":{"observedGeneration":2,"replicas":2,"updatedReplicas":2,"availableReplicas":2,"conditions":[{"type":"Available","status":"True"}]}}`)
-	if out := <-done; !strings.HasSuffix(out, "deployment \"web\" successfully rolled out\n") {
-		t.Fatalf("rollout status -w: %q", out)
+	if code := rs.wait(); code != 0 || rs.out.String() != "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated...\ndeployment \"web\" successfully rolled out\n" {
+		t.Fatalf("rollout status -w: exit %d: %q", code, rs.out.String())
 	}
 	if out := c.must("", "wait", "--for=condition=Available", "deploy/web", "--timeout", "5s"); out != "deployment.apps/web condition met\n" {
 		t.Fatalf("wait: %q", out)
@@ -326,18 +490,21 @@ func TestRolloutSetImageWaitAndDrain(t *testing.T) {
 	// disruption blocks eviction until it allows one.
 	c.must("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n", "apply", "-f", "-")
 	c.must("apiVersion: v1\nkind: Pod\nmetadata: {name: lone, labels: {app: db}}\nspec: {nodeName: n1, containers: [{name: c, image: i:1}]}\n", "apply", "-f", "-")
+	// Upstream evicts a pending pod without asking its budget.
+	c.must("", "patch", "pod", "lone", "--subresource", "status", "-p", `{"status":{"phase":"Running"}}`)
 	_, errOut, code := c.run("", "drain", "n1")
 	if code != 1 || !strings.Contains(errOut, "cannot delete Pods that declare no controller (use --force to override): default/lone") {
 		t.Fatalf("drain without --force: %q", errOut)
 	}
 	c.must("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: db}\nspec: {minAvailable: 1, selector: {matchLabels: {app: db}}}\n", "apply", "-f", "-")
-	drained := make(chan string)
-	go func() { out, _, _ := c.run("", "drain", "n1", "--force", "--timeout", "20s"); drained <- out }()
-	time.Sleep(500 * time.Millisecond)
-	c.must("", "patch", "pdb", "db", "--subresource", "status", "-p", `{"status":{"disruptionsAllowed":1,"currentHealthy":1,"desiredHealthy":1,"expectedPods":1}}`)
-	out := <-drained
-	if !strings.Contains(out, "node/n1 already cordoned\nevicting pod default/lone\n") || !strings.HasSuffix(out, "pod/lone evicted\nnode/n1 drained\n") {
-		t.Fatalf("drain:\n%s", out)
+	dr := c.start("drain", "n1", "--force", "--timeout", "20s")
+	dr.waitForStderr("the refused eviction", func(errOut string) bool {
+		return strings.Contains(errOut, `error when evicting pods/"lone" -n "default" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.`)
+	})
+	c.must("", "patch", "pdb", "db", "--subresource", "status", "-p", `{"status":{"observedGeneration":1,"disruptionsAllowed":1,"currentHealthy":1,"desiredHealthy":1,"expectedPods":1}}`)
+	code = dr.wait()
+	if out := dr.out.String(); code != 0 || !strings.Contains(out, "node/n1 already cordoned\nevicting pod default/lone\n") || !strings.HasSuffix(out, "pod/lone evicted\nnode/n1 drained\n") {
+		t.Fatalf("drain: exit %d\n%s", code, out)
 	}
 }
 
@@ -409,16 +576,23 @@ func TestPruneAndDeleteWait(t *testing.T) {
 	}
 	// delete waits for finalizers.
 	c.must("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, finalizers: [example.com/hold]}\n", "create", "-f", "-")
-	done := make(chan string)
-	go func() { out, _, _ := c.run("", "delete", "cm", "held"); done <- out }()
+	del := c.start("delete", "cm", "held")
+	// Marked for deletion: the delete was sent, and now waits.
+	deadline := time.Now().Add(60 * time.Second)
+	for c.must("", "get", "cm", "held", "-o", "jsonpath={.metadata.deletionTimestamp}") == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("delete never marked the object: %s", del.err.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	select {
-	case out := <-done:
-		t.Fatalf("delete returned before the finalizer was removed: %q", out)
-	case <-time.After(500 * time.Millisecond):
+	case <-del.exited:
+		t.Fatalf("delete returned before the finalizer was removed: %q", del.out.String())
+	default:
 	}
 	c.must("", "patch", "cm", "held", "--type", "json", "-p", `[{"op":"remove","path":"/metadata/finalizers"}]`)
-	if out := <-done; out != "configmap \"held\" deleted\n" {
-		t.Fatalf("delete --wait: %q", out)
+	if code := del.wait(); code != 0 || del.out.String() != "configmap \"held\" deleted\n" {
+		t.Fatalf("delete --wait: exit %d %q", code, del.out.String())
 	}
 }
 
@@ -547,5 +721,61 @@ func TestForbiddenReadsLikeKubectl(t *testing.T) {
 			t.Fatalf("create in a terminating namespace: %d %q", code, errOut)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestManifestsWithoutANameAreRefusedWhole: an object with no metadata,
+// metadata: null, or a List item without metadata is refused, naming the
+// file and the document, before any object of the input is sent.
+func TestManifestsWithoutANameAreRefusedWhole(t *testing.T) {
+	c := newCluster(t)
+	const first = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n"
+	for _, tc := range []struct{ name, second string }{
+		{"no metadata", "---\napiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n"},
+		{"metadata: null", "---\napiVersion: v1\nkind: ConfigMap\nmetadata: null\n"},
+		{"a List item without metadata", "---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, data: {a: b}}\n"},
+	} {
+		for _, verb := range []string{"apply", "create", "replace", "delete", "diff"} {
+			_, errOut, code := c.run(first+tc.second, verb, "-f", "-")
+			want := "error: error validating \"STDIN\": document 1: metadata.name: Required value: name or generateName is required\n"
+			if code != 1 || errOut != want {
+				t.Errorf("%s: %s: exit %d\n got %q\nwant %q", tc.name, verb, code, errOut, want)
+			}
+		}
+		if _, errOut, code := c.run("", "get", "cm", "first"); code != 1 || !strings.Contains(errOut, "NotFound") {
+			t.Fatalf("%s: the object before the bad one was created: %q", tc.name, errOut)
+		}
+	}
+	p := filepath.Join(t.TempDir(), "x.yaml")
+	os.WriteFile(p, []byte(first+"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {}\n"), 0o644)
+	if _, errOut, _ := c.run("", "apply", "-f", p); errOut != "error: error validating \""+p+"\": document 1: metadata.name: Required value: name or generateName is required\n" {
+		t.Errorf("a file: %q", errOut)
+	}
+	// A generateName is enough to create, not to apply.
+	gen := "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: gen-}\n"
+	if _, errOut, code := c.run(first+"---\n"+gen, "apply", "-f", "-"); code != 1 || errOut != "error: from STDIN: cannot use generate name with apply\n" {
+		t.Errorf("apply with generateName: %d %q", code, errOut)
+	}
+	if out := c.must(gen, "create", "-f", "-"); !strings.HasPrefix(out, "configmap/gen-") || len(out) <= len("configmap/gen- created\n") {
+		t.Errorf("create with generateName: %q", out)
+	}
+}
+
+// TestEmptyInputIsAnError: no objects is kubectl's error for apply, create
+// and replace.
+func TestEmptyInputIsAnError(t *testing.T) {
+	c := newCluster(t)
+	dir := t.TempDir()
+	for i, content := range []string{"", "# nothing here\n", "---\n---\n", "apiVersion: v1\nkind: List\nitems: []\n"} {
+		p := filepath.Join(dir, fmt.Sprintf("empty-%d.yaml", i))
+		os.WriteFile(p, []byte(content), 0o644)
+		for _, verb := range []string{"apply", "create", "replace"} {
+			if out, errOut, code := c.run("", verb, "-f", p); code != 1 || out != "" || errOut != "error: no objects passed to "+verb+"\n" {
+				t.Errorf("%s -f %q: exit %d, %q %q", verb, content, code, out, errOut)
+			}
+		}
+	}
+	if _, errOut, code := c.run("", "apply", "-f", dir); code != 1 || errOut != "error: no objects passed to apply\n" {
+		t.Errorf("apply -f of a directory of empty files: %d %q", code, errOut)
 	}
 }

@@ -151,6 +151,9 @@ func newDiff(o *Options) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := named(objs, "diff"); err != nil {
+				return err
+			}
 			cl, err := o.client(cmd.Context())
 			if err != nil {
 				return err
@@ -222,15 +225,11 @@ func previewApply(cmd *cobra.Command, d *client.Dynamic, ob object, live scheme.
 		}
 		return d.Create(cmd.Context(), obj, true)
 	}
-	original := []byte("{}")
-	if la := live.GetMetadata().GetAnnotations()[LastApplied]; la != "" {
-		original = []byte(la)
-	}
-	patch, err := mergePatch(original, modified)
+	patchType, patch, err := applyPatch(ob.kind, modified, live)
 	if err != nil {
 		return nil, err
 	}
-	return d.Patch(cmd.Context(), live.GetMetadata().GetName(), "merge", patch, "", true)
+	return d.Patch(cmd.Context(), live.GetMetadata().GetName(), patchType, patch, "", true)
 }
 
 func writeYAML(path string, obj scheme.Object) error {

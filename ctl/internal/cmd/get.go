@@ -9,7 +9,6 @@ import (
 
 	"skiff.dev/client"
 	"skiff.dev/ctl/internal/printers"
-	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/scheme"
 )
 
@@ -73,6 +72,17 @@ func (o *Options) get(cmd *cobra.Command, g *getOptions, args []string) error {
 	if g.allNamespaces {
 		ns = ""
 	}
+	if g.watch || g.watchOnly {
+		switch {
+		case len(targets) > 1:
+			return fmt.Errorf("watch is only supported on individual resources and resource collections, but a list of resources is found")
+		case len(targets[0].names) > 1:
+			return fmt.Errorf("watch is only supported on individual resources and resource collections, but %d resources were found", len(targets[0].names))
+		case g.revision != "":
+			return fmt.Errorf("--revision cannot be used with --watch")
+		}
+		return o.watch(cmd.Context(), g, cl.Resource(targets[0].kind, ns), targets[0])
+	}
 	single := len(targets) == 1 && len(targets[0].names) == 1
 	var all []scheme.Object
 	failed := false
@@ -80,36 +90,31 @@ func (o *Options) get(cmd *cobra.Command, g *getOptions, args []string) error {
 	for i, t := range targets {
 		d := cl.Resource(t.kind, ns)
 		var objs []scheme.Object
-		if !g.watchOnly {
-			if len(t.names) > 0 {
-				if g.revision != "" && (len(targets) != 1 || len(t.names) != 1) {
-					return fmt.Errorf("--revision needs exactly one object: TYPE NAME")
-				}
-				for _, n := range t.names {
-					var obj scheme.Object
-					var err error
-					if g.revision != "" {
-						obj, err = o.getAtRevision(cmd, t, g.revision)
-					} else {
-						obj, err = d.Get(cmd.Context(), n)
-					}
-					if err != nil {
-						o.printError(err)
-						failed = true
-						continue
-					}
-					objs = append(objs, obj)
-				}
-			} else {
-				l, err := d.List(cmd.Context(), client.ListOptions{LabelSelector: g.selector, FieldSelector: g.fieldSelector})
-				if err != nil {
-					return o.printError(err)
-				}
-				objs = l.Items
+		if len(t.names) > 0 {
+			if g.revision != "" && (len(targets) != 1 || len(t.names) != 1) {
+				return fmt.Errorf("--revision needs exactly one object: TYPE NAME")
 			}
-		}
-		if g.watch || g.watchOnly {
-			return o.watch(cmd, g, d, t, objs)
+			for _, n := range t.names {
+				var obj scheme.Object
+				var err error
+				if g.revision != "" {
+					obj, err = o.getAtRevision(cmd, t, g.revision)
+				} else {
+					obj, err = d.Get(cmd.Context(), n)
+				}
+				if err != nil {
+					o.printError(err)
+					failed = true
+					continue
+				}
+				objs = append(objs, obj)
+			}
+		} else {
+			l, err := d.List(cmd.Context(), client.ListOptions{LabelSelector: g.selector, FieldSelector: g.fieldSelector})
+			if err != nil {
+				return o.printError(err)
+			}
+			objs = l.Items
 		}
 		if g.sortBy != "" {
 			if err := printers.SortBy(objs, g.sortBy); err != nil {
@@ -183,73 +188,4 @@ func anyNamespaced(ts []target) bool {
 func (o *Options) tableOptions(g *getOptions) printers.Options {
 	return printers.Options{Wide: g.output == "wide", AllNamespaces: g.allNamespaces, ShowLabels: g.showLabels, NoHeaders: g.noHeaders,
 		LabelColumns: g.labelColumns, Now: time.Now()}
-}
-
-// watch prints the listed objects, then one line (or document) per change,
-// as kubectl get -w does.
-func (o *Options) watch(cmd *cobra.Command, g *getOptions, d *client.Dynamic, t target, objs []scheme.Object) error {
-	opts := o.tableOptions(g)
-	header := !g.noHeaders
-	print := func(objs []scheme.Object) error {
-		switch g.output {
-		case "json":
-			for _, obj := range objs {
-				if err := printers.JSON(o.streams.Out, []scheme.Object{obj}, true); err != nil {
-					return err
-				}
-			}
-			return nil
-		case "yaml":
-			for _, obj := range objs {
-				fmt.Fprintln(o.streams.Out, "---")
-				if err := printers.YAML(o.streams.Out, []scheme.Object{obj}, true); err != nil {
-					return err
-				}
-			}
-			return nil
-		case "name":
-			return printers.Name(o.streams.Out, objs)
-		}
-		opts.NoHeaders = !header
-		header = false
-		opts.Now = time.Now()
-		return printers.Table(o.streams.Out, t.kind, objs, opts)
-	}
-	if len(objs) > 0 {
-		if err := print(objs); err != nil {
-			return err
-		}
-	}
-	rv := ""
-	if len(objs) > 0 || !g.watchOnly {
-		l, err := d.List(cmd.Context(), client.ListOptions{LabelSelector: g.selector, FieldSelector: g.fieldSelector, Limit: 1})
-		if err != nil {
-			return o.printError(err)
-		}
-		rv = l.ResourceVersion
-	}
-	fs := g.fieldSelector
-	if len(t.names) == 1 {
-		if fs != "" {
-			fs += ","
-		}
-		fs += "metadata.name=" + t.names[0]
-	}
-	w, err := d.Watch(cmd.Context(), client.ListOptions{LabelSelector: g.selector, FieldSelector: fs, ResourceVersion: rv})
-	if err != nil {
-		return o.printError(err)
-	}
-	defer w.Stop()
-	for ev := range w.Events() {
-		if ev.Type == client.Bookmark {
-			continue
-		}
-		if err := print([]scheme.Object{ev.Object}); err != nil {
-			return err
-		}
-	}
-	if err := w.Err(); err != nil && !apierrors.IsExpired(err) && cmd.Context().Err() == nil {
-		return o.printError(err)
-	}
-	return nil
 }

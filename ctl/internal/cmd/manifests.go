@@ -36,8 +36,9 @@ func (o *Options) readFiles(files []string, recursive bool) ([]object, error) {
 		}
 		for _, p := range paths {
 			var r io.Reader
+			source := p
 			if p == "-" {
-				r = o.streams.In
+				r, source = o.streams.In, "STDIN"
 			} else {
 				data, err := os.ReadFile(p)
 				if err != nil {
@@ -47,22 +48,42 @@ func (o *Options) readFiles(files []string, recursive bool) ([]object, error) {
 			}
 			docs, err := codec.ReadManifests(r, codec.Options{Strict: true})
 			if err != nil {
-				return nil, fmt.Errorf("error validating %q: %w", p, err)
+				return nil, fmt.Errorf("error validating %q: %w", source, err)
 			}
 			for _, d := range docs {
 				obj, ok := d.Object.(scheme.Object)
 				if !ok {
-					return nil, fmt.Errorf("%s: document %d is not an object", p, d.Index)
+					return nil, fmt.Errorf("%s: document %d is not an object", source, d.Index)
 				}
 				k, ok := scheme.ForMessage(obj)
 				if !ok {
-					return nil, fmt.Errorf("%s: document %d: no kind for %T", p, d.Index, obj)
+					return nil, fmt.Errorf("%s: document %d: no kind for %T", source, d.Index, obj)
 				}
-				out = append(out, object{source: p, kind: k, obj: obj, json: d.JSON})
+				// Every verb needs to know which object it is about; finding
+				// out here refuses the input before any of it is sent.
+				if m := obj.GetMetadata(); m.GetName() == "" && m.GetGenerateName() == "" {
+					return nil, fmt.Errorf("error validating %q: document %d: metadata.name: Required value: name or generateName is required", source, d.Index)
+				}
+				out = append(out, object{source: source, kind: k, obj: obj, json: d.JSON})
 			}
 		}
 	}
 	return out, nil
+}
+
+// named refuses, before anything is sent, objects known only by a
+// generateName to a verb that needs the name of an existing object.
+func named(objs []object, verb string) error {
+	for _, ob := range objs {
+		if ob.obj.GetMetadata().GetName() != "" {
+			continue
+		}
+		if verb == "apply" {
+			return fmt.Errorf("from %s: cannot use generate name with apply", ob.source)
+		}
+		return fmt.Errorf("resource name may not be empty")
+	}
+	return nil
 }
 
 func expand(f string, recursive bool) ([]string, error) {

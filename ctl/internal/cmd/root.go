@@ -58,6 +58,12 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 func Main(s Streams, args []string, dial Dialer) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	return Run(ctx, s, args, dial)
+}
+
+// Run is Main under the caller's context, whose end is the user's Ctrl-C:
+// commands that run until interrupted (get -w) stop cleanly when it ends.
+func Run(ctx context.Context, s Streams, args []string, dial Dialer) int {
 	root := NewRoot(s, dial)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

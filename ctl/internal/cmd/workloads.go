@@ -120,7 +120,8 @@ func newWait(o *Options) *cobra.Command {
 						obj, err := d.Get(ctx, n)
 						gone := apierrors.IsNotFound(err)
 						if err != nil && !gone {
-							if ctx.Err() != nil {
+							// The apiserver may see the deadline pass a moment before we do.
+							if ctx.Err() != nil || apierrors.IsTimeout(err) {
 								return fmt.Errorf("timed out waiting for the condition on %s", resourcePlural(d.Kind(), n))
 							}
 							return o.printError(err)

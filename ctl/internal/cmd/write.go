@@ -12,12 +12,24 @@ import (
 	"skiff.dev/proto/scheme"
 )
 
-// eachObject runs fn on every object of -f, printing errors as kubectl does
-// and going on with the next object.
-func (o *Options) eachObject(cmd *cobra.Command, files []string, recursive bool, fn func(d *client.Dynamic, ob object) (string, error)) error {
+// eachObject runs fn on every object of -f for verb (apply, create, …),
+// printing errors as kubectl does and going on with the next object.
+func (o *Options) eachObject(cmd *cobra.Command, verb string, files []string, recursive bool, fn func(d *client.Dynamic, ob object) (string, error)) error {
 	objs, err := o.readFiles(files, recursive)
 	if err != nil {
 		return err
+	}
+	switch {
+	case len(objs) == 0 && verb == "delete":
+		fmt.Fprintln(o.streams.Err, "No resources found")
+		return nil
+	case len(objs) == 0:
+		return fmt.Errorf("no objects passed to %s", verb)
+	}
+	if verb != "create" {
+		if err := named(objs, verb); err != nil {
+			return err
+		}
 	}
 	cl, err := o.client(cmd.Context())
 	if err != nil {
@@ -57,8 +69,12 @@ func newCreate(o *Options) *cobra.Command {
 		Short: "Create a resource from a file or from stdin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.eachObject(cmd, files, recursive, func(d *client.Dynamic, ob object) (string, error) {
-				_, err := d.Create(cmd.Context(), ob.obj, false)
+			return o.eachObject(cmd, "create", files, recursive, func(d *client.Dynamic, ob object) (string, error) {
+				created, err := d.Create(cmd.Context(), ob.obj, false)
+				if err == nil {
+					// A generateName's object is known by the name the server chose.
+					ob.obj.GetMetadata().Name = created.GetMetadata().GetName()
+				}
 				return "created", err
 			})
 		},
@@ -77,7 +93,7 @@ func newReplace(o *Options) *cobra.Command {
 		Short: "Replace a resource by file name or stdin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.eachObject(cmd, files, recursive, func(d *client.Dynamic, ob object) (string, error) {
+			return o.eachObject(cmd, "replace", files, recursive, func(d *client.Dynamic, ob object) (string, error) {
 				m := ob.obj.GetMetadata()
 				// Without a resourceVersion in the file, replace what is there now.
 				if m.ResourceVersion == "" {
@@ -125,7 +141,7 @@ func newDelete(o *Options) *cobra.Command {
 				return "deleted", err
 			}
 			if len(files) > 0 {
-				return o.eachObject(cmd, files, recursive, func(d *client.Dynamic, ob object) (string, error) {
+				return o.eachObject(cmd, "delete", files, recursive, func(d *client.Dynamic, ob object) (string, error) {
 					return del(d, ob.obj.GetMetadata().GetName())
 				})
 			}
