@@ -36,9 +36,8 @@ func (panicky) Get(context.Context, *apipb.GetRequest) (*anypb.Any, error) {
 }
 
 func (panicky) Discovery(context.Context, *apipb.DiscoveryRequest) (*apipb.DiscoveryResponse, error) {
-	var m map[string]int
-	m["boom"] = 1 // a runtime error, as a nil dereference would be
-	return nil, nil
+	// A runtime error, as the nil dereferences of issue 8 were.
+	return &apipb.DiscoveryResponse{ServerVersion: (&apipb.DiscoveryResponse{}).GetResources()[0].GetKind()}, nil
 }
 
 func (panicky) List(context.Context, *apipb.ListRequest) (*apipb.ListResponse, error) {
@@ -174,7 +173,7 @@ func TestRecoveryUnary(t *testing.T) {
 			_, err := f.api.Get(ctx, &apipb.GetRequest{Name: "x"})
 			return err
 		}},
-		{"runtime error", apipb.API_Discovery_FullMethodName, `panic="assignment to entry in nil map"`, "panicky.Discovery", func() error {
+		{"runtime error", apipb.API_Discovery_FullMethodName, `panic="runtime error: index out of range [0] with length 0"`, "panicky.Discovery", func() error {
 			_, err := f.api.Discovery(ctx, &apipb.DiscoveryRequest{})
 			return err
 		}},

@@ -158,17 +158,17 @@ func validateKind(obj proto.Message) field.ErrorList {
 	case *appsv1.Deployment:
 		return deployment(o)
 	case *appsv1.ReplicaSet:
-		s := o.GetSpec()
+		s := nonNil(o.GetSpec())
 		return workload(s.GetReplicas(), s.Replicas != nil, s.GetSelector(), s.GetTemplate(), true, "Always")
 	case *corev1.ReplicationController:
-		s := o.GetSpec()
+		s := nonNil(o.GetSpec())
 		errs := nonNegative(int64(s.GetReplicas()), specPath.Child("replicas"))
 		if t := s.GetTemplate(); t != nil {
 			errs = append(errs, podTemplate(t, specPath.Child("template"))...)
 		}
 		return errs
 	case *appsv1.StatefulSet:
-		s := o.GetSpec()
+		s := nonNil(o.GetSpec())
 		var claims []string
 		for _, c := range s.GetVolumeClaimTemplates() {
 			claims = append(claims, c.GetMetadata().GetName())
@@ -180,7 +180,7 @@ func validateKind(obj proto.Message) field.ErrorList {
 		if t := s.GetUpdateStrategy().GetType(); t != "" {
 			errs = append(errs, oneOf(t, specPath.Child("updateStrategy", "type"), "RollingUpdate", "OnDelete")...)
 		}
-		if p := s.GetUpdateStrategy().GetRollingUpdate().Partition; p != nil {
+		if p := nonNil(s.GetUpdateStrategy().GetRollingUpdate()).Partition; p != nil {
 			errs = append(errs, nonNegative(int64(*p), specPath.Child("updateStrategy", "rollingUpdate", "partition"))...)
 		}
 		if h := s.RevisionHistoryLimit; h != nil {
@@ -188,7 +188,7 @@ func validateKind(obj proto.Message) field.ErrorList {
 		}
 		return errs
 	case *appsv1.DaemonSet:
-		s := o.GetSpec()
+		s := nonNil(o.GetSpec())
 		errs := workload(0, false, s.GetSelector(), s.GetTemplate(), true, "Always")
 		if t := s.GetUpdateStrategy().GetType(); t != "" {
 			errs = append(errs, oneOf(t, specPath.Child("updateStrategy", "type"), "RollingUpdate", "OnDelete")...)
@@ -225,7 +225,7 @@ func validateKind(obj proto.Message) field.ErrorList {
 		}
 		return errs
 	case *coordinationv1.Lease:
-		s := o.GetSpec()
+		s := nonNil(o.GetSpec())
 		var errs field.ErrorList
 		if d := s.LeaseDurationSeconds; d != nil && *d <= 0 {
 			errs = append(errs, field.Invalid(specPath.Child("leaseDurationSeconds"), *d, "must be greater than 0"))
@@ -256,7 +256,7 @@ func validateKind(obj proto.Message) field.ErrorList {
 		}
 		return errs
 	case *corev1.PersistentVolumeClaim:
-		s := o.GetSpec()
+		s := nonNil(o.GetSpec())
 		var errs field.ErrorList
 		if len(s.GetAccessModes()) == 0 {
 			errs = append(errs, field.Required(specPath.Child("accessModes"), "at least 1 access mode is required"))
@@ -271,7 +271,7 @@ func validateKind(obj proto.Message) field.ErrorList {
 		}
 		return errs
 	case *corev1.PersistentVolume:
-		s := o.GetSpec()
+		s := nonNil(o.GetSpec())
 		var errs field.ErrorList
 		if len(s.GetAccessModes()) == 0 {
 			errs = append(errs, field.Required(specPath.Child("accessModes"), "must specify at least 1 access mode"))
@@ -346,7 +346,7 @@ func selectorMatchesTemplate(sel *metav1.LabelSelector, t *corev1.PodTemplateSpe
 }
 
 func deployment(d *appsv1.Deployment) field.ErrorList {
-	s := d.GetSpec()
+	s := nonNil(d.GetSpec())
 	if s == nil {
 		return field.ErrorList{field.Required(specPath, "")}
 	}
@@ -440,7 +440,7 @@ func jobSpec(s *batchv1.JobSpec, path *field.Path, manual bool) field.ErrorList 
 }
 
 func cronJob(c *batchv1.CronJob) field.ErrorList {
-	s := c.GetSpec()
+	s := nonNil(c.GetSpec())
 	if s == nil {
 		return field.ErrorList{field.Required(specPath, "")}
 	}
@@ -475,7 +475,7 @@ func cronJob(c *batchv1.CronJob) field.ErrorList {
 }
 
 func service(svc *corev1.Service) field.ErrorList {
-	s := svc.GetSpec()
+	s := nonNil(svc.GetSpec())
 	var errs field.ErrorList
 	if s.Type != "" {
 		errs = append(errs, oneOf(s.Type, specPath.Child("type"), "ClusterIP", "ExternalName", "LoadBalancer", "NodePort")...)
@@ -605,7 +605,7 @@ func secret(s *corev1.Secret) field.ErrorList {
 
 func node(n *corev1.Node) field.ErrorList {
 	var errs field.ErrorList
-	s := n.GetSpec()
+	s := nonNil(n.GetSpec())
 	for i, c := range s.GetPodCIDRs() {
 		if _, _, err := net.ParseCIDR(c); err != nil {
 			errs = append(errs, field.Invalid(specPath.Child("podCIDRs").Index(i), c, "must be a valid CIDR"))
@@ -726,7 +726,7 @@ func binding(ref *rbacv1.RoleRef, subjects []*rbacv1.Subject, namespaced bool) f
 }
 
 func hpa(h *autoscalingv2.HorizontalPodAutoscaler) field.ErrorList {
-	s := h.GetSpec()
+	s := nonNil(h.GetSpec())
 	var errs field.ErrorList
 	ref := s.GetScaleTargetRef()
 	if ref.GetKind() == "" {
@@ -760,7 +760,7 @@ func hpa(h *autoscalingv2.HorizontalPodAutoscaler) field.ErrorList {
 }
 
 func pdb(p *policyv1.PodDisruptionBudget) field.ErrorList {
-	s := p.GetSpec()
+	s := nonNil(p.GetSpec())
 	var errs field.ErrorList
 	if s.MinAvailable != nil && s.MaxUnavailable != nil {
 		errs = append(errs, field.Invalid(specPath, "", "minAvailable and maxUnavailable cannot be both set"))

@@ -174,3 +174,12 @@ func ValidateStatusUpdate(obj, old proto.Message) field.ErrorList {
 // PathSegment is upstream's IsValidPathSegmentName: what a name or namespace
 // in a request may not be, since it becomes part of a storage key.
 func PathSegment(name string) []string { return validatePathSegment(name, false) }
+
+// nonNil is p, or an empty T when the object came without it: a request may
+// omit any message, and validation reads fields through it.
+func nonNil[T any](p *T) *T {
+	if p == nil {
+		return new(T)
+	}
+	return p
+}
