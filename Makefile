@@ -12,8 +12,15 @@ BINARIES := \
 	skiff-local=./e2e/cmd/skiff-local
 
 UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/...
+# The packages where goroutines share state: every CI run tests them with
+# the race detector.
+RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \
+	./apiserver/internal/registry/ ./apiserver/internal/server/ \
+	./client/informer/ ./client/workqueue/ ./client/leaderelection/ \
+	./scheduler/internal/queue/ ./scheduler/internal/cache/
+FUZZTIME ?= 30s
 
-.PHONY: all build test unit e2e test-race run bench proto lint clean deps
+.PHONY: all build test unit race fuzz e2e test-race run bench proto lint clean deps
 
 all: build
 
@@ -25,9 +32,10 @@ build:
 		$(GO) build -trimpath -o $(BIN)/$$name $$pkg || exit 1; \
 	done
 
-# Unit and integration tests of every module, then the end-to-end suite that
-# drives the built binaries.
-test: build unit e2e
+# Lint, unit and integration tests of every module, the race detector over
+# the concurrent packages, a bounded fuzzing run of the API, then the
+# end-to-end suite that drives the built binaries.
+test: build lint unit race fuzz e2e
 
 unit:
 	$(GO) vet $(UNIT_PKGS) ./e2e/...
@@ -35,6 +43,14 @@ unit:
 
 e2e: build
 	$(GO) test -count=1 -timeout 20m ./e2e/...
+
+race:
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+
+# Every RPC with mutated requests against an in-process apiserver; the seed
+# corpus alone also runs in `unit`.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME) -parallel 1 ./apiserver/test/fuzz/
 
 test-race:
 	$(GO) test -race -count=1 -timeout 30m $(UNIT_PKGS)
