@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/util/jsonmergepatch"
 	"k8s.io/apimachinery/pkg/util/mergepatch"
 
@@ -103,8 +104,18 @@ func apply(cmd *cobra.Command, d dynamic, ob object, dryRun string) (string, err
 	if dryRun == "client" {
 		return "configured", nil
 	}
-	if _, err := d.Patch(ctx, m.GetName(), patchType, patch, "", serverDryRun); err != nil {
+	out, err := d.Patch(ctx, m.GetName(), patchType, patch, "", serverDryRun)
+	if err != nil {
 		return "", err
+	}
+	// A patch can be non-empty and still change nothing: a replace-strategy
+	// selector is always sent whole, a file's `false` is absent from the
+	// live JSON, stringData folds into data, defaults fill a list the file
+	// owns. The apiserver writes nothing then, so what it answers is the
+	// live object itself; kubectl would say "configured", but that is
+	// not what happened.
+	if proto.Equal(out, live) {
+		return "unchanged", nil
 	}
 	return "configured", nil
 }

@@ -261,6 +261,41 @@ func TestApplyRevertsHandEditsAndKeepsOthersFields(t *testing.T) {
 	}
 }
 
+// A second apply of an unchanged file is "unchanged" even where the
+// three-way patch is not empty: a replace-strategy selector is always sent
+// whole, a file's false is absent from the live object, stringData folds
+// into data. The apiserver writes nothing, and apply says so.
+func TestApplyTwiceIsUnchanged(t *testing.T) {
+	c := newCluster(t)
+	files := `apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: zk}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: zk}}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+globalDefault: false
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: auth}
+type: kubernetes.io/basic-auth
+stringData: {username: admin, password: pw}
+`
+	c.must(files, "apply", "-f", "-")
+	want := "poddisruptionbudget.policy/zk unchanged\npriorityclass.scheduling.k8s.io/high unchanged\nsecret/auth unchanged\n"
+	if out := c.must(files, "apply", "-f", "-"); out != want {
+		t.Fatalf("second apply:\n%s\nwant\n%s", out, want)
+	}
+	if out := c.must(strings.Replace(files, "minAvailable: 2", "minAvailable: 3", 1), "apply", "-f", "-"); !strings.HasPrefix(out, "poddisruptionbudget.policy/zk configured\n") {
+		t.Fatalf("apply of a change:\n%s", out)
+	}
+}
+
 func TestGetTablesAndFormats(t *testing.T) {
 	c := newCluster(t)
 	c.must(web, "apply", "-f", "-")
