@@ -13,9 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
-	corev1 "skiff.dev/proto/api/core/v1"
-
 	"skiff.dev/apiserver/internal/request"
+	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proto/scheme"
 )
 

@@ -45,6 +45,10 @@ func (r *Registry) Bind(ctx context.Context, b *corev1.Binding) (*watchcache.Obj
 		}
 		return nil, apierrors.NewInvalid("Binding", name, errs)
 	}
+	key, err := res.requestKey(ns, name)
+	if err != nil {
+		return nil, err
+	}
 	a := admission.NewAttributes(admission.Create, podKind, "binding", ns, name, userOf(ctx), b, nil, false)
 	if err := r.cfg.Admission.Admit(ctx, a); err != nil {
 		return nil, err
@@ -52,7 +56,6 @@ func (r *Registry) Bind(ctx context.Context, b *corev1.Binding) (*watchcache.Obj
 	if err := r.cfg.Admission.Validate(ctx, a); err != nil {
 		return nil, err
 	}
-	key := res.key(ns, name)
 	for {
 		cur, err := res.latest(ctx, key, name)
 		if err != nil {
@@ -122,6 +125,9 @@ func (r *Registry) Evict(ctx context.Context, e *policyv1.Eviction) (*watchcache
 	name := m.GetName()
 	if name == "" {
 		return nil, apierrors.NewInvalid("Eviction.policy", "", field.ErrorList{field.Required(field.NewPath("metadata", "name"), "the name of the pod to evict")})
+	}
+	if _, err := r.res(podKind).requestKey(ns, name); err != nil {
+		return nil, err
 	}
 	var opts DeleteOptions
 	if d := e.GetDeleteOptions(); d != nil {

@@ -319,15 +319,15 @@ func patcher(k *scheme.Kind, patchType string, patch []byte) (func(doc []byte) (
 	applyErr := func(err error) error {
 		return apierrors.NewBadRequest("the patch could not be applied: " + err.Error())
 	}
-	isObject := func() error {
+	isObject := func(what string) error {
 		if !bytes.HasPrefix(bytes.TrimSpace(patch), []byte("{")) {
-			return apierrors.NewBadRequest(fmt.Sprintf("a %s patch must be a JSON object", patchType))
+			return apierrors.NewBadRequest(fmt.Sprintf("a %s patch must be a JSON object", what))
 		}
 		return nil
 	}
 	switch patchType {
 	case "", "merge", "application/merge-patch+json":
-		if err := isObject(); err != nil {
+		if err := isObject("merge"); err != nil {
 			return nil, err
 		}
 		return func(doc []byte) ([]byte, error) {
@@ -338,7 +338,7 @@ func patcher(k *scheme.Kind, patchType string, patch []byte) (func(doc []byte) (
 			return out, nil
 		}, nil
 	case "strategic", "application/strategic-merge-patch+json":
-		if err := isObject(); err != nil {
+		if err := isObject("strategic merge"); err != nil {
 			return nil, err
 		}
 		if _, err := strategic.Schema(k); err != nil {

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-
 	"k8s.io/apimachinery/pkg/fields"
 
 	"skiff.dev/apiserver/internal/authorizer"
