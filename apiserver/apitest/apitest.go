@@ -8,9 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"skiff.dev/apiserver/app"
@@ -105,6 +109,22 @@ func (s *Server) Restart() {
 	s.Stop()
 	s.Opts.SecurePort = port
 	s.start()
+}
+
+// EtcdClient is a client of the server's embedded etcd, closed when the test
+// ends: benchmarks measure their limit, raw etcd writes, on it.
+func (s *Server) EtcdClient() *clientv3.Client {
+	s.t.Helper()
+	ep, err := os.ReadFile(filepath.Join(s.Opts.DataDir, "etcd", "endpoint"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{strings.TrimSpace(string(ep))}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { cli.Close() })
+	return cli
 }
 
 // AdminConfig is the path of the admin kubeconfig.

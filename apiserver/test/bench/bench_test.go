@@ -6,12 +6,9 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,25 +67,12 @@ func rate(c int, d time.Duration, op func(worker, i int) error) (float64, error)
 	return float64(n.Load()) / time.Since(start).Seconds(), nil
 }
 
-func etcdClient(b *testing.B, s *apitest.Server) *clientv3.Client {
-	ep, err := os.ReadFile(filepath.Join(s.Opts.DataDir, "etcd", "endpoint"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{strings.TrimSpace(string(ep))}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 // BenchmarkCreateVsRawEtcd prints raw etcd single-key create transactions per
 // second (the limit) and apiserver pod Creates per second at concurrency 1
 // and 64, and their ratio.
 func BenchmarkCreateVsRawEtcd(b *testing.B) {
 	s := apitest.Start(b)
-	cli := etcdClient(b, s)
+	cli := s.EtcdClient()
 	ctx := context.Background()
 	d := 3 * time.Second
 	value := make([]byte, 900) // about a pod's stored size
@@ -320,7 +304,7 @@ func BenchmarkWatchResume1000(b *testing.B) {
 
 		// The same resumptions, one etcd replay each, straight from etcd.
 		b.StopTimer()
-		st := storage.New(etcdClient(b, s), s.Opts.EtcdPrefix, nil)
+		st := storage.New(s.EtcdClient(), s.Opts.EtcdPrefix, nil)
 		to, err := st.CurrentRevision(ctx)
 		if err != nil {
 			b.Fatal(err)

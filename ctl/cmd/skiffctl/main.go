@@ -4,9 +4,9 @@ package main
 import (
 	"os"
 
-	"skiff.dev/ctl/internal/cmd"
+	"skiff.dev/ctl/app"
 )
 
 func main() {
-	os.Exit(cmd.Main(cmd.Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}, os.Args[1:], nil))
+	os.Exit(app.Main(app.Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}, os.Args[1:]))
 }

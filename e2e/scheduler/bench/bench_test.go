@@ -7,8 +7,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -25,7 +23,7 @@ import (
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/scheme"
-	"skiff.dev/scheduler/internal/scheduler"
+	"skiff.dev/scheduler/app"
 )
 
 func q(s string) *metav1.Quantity { return &metav1.Quantity{String_: s} }
@@ -84,12 +82,7 @@ func parallel(n, c int, fn func(i int) error) error {
 // rawEtcdPuts is the limit: single-key create transactions per second at
 // concurrency 64 on the same etcd.
 func rawEtcdPuts(b *testing.B, s *apitest.Server) float64 {
-	ep, _ := os.ReadFile(filepath.Join(s.Opts.DataDir, "etcd", "endpoint"))
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{strings.TrimSpace(string(ep))}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
+	cli := s.EtcdClient()
 	const n = 20000
 	val := strings.Repeat("x", 900)
 	start := time.Now()
@@ -116,7 +109,7 @@ func run(b *testing.B, nodes, pods int, mutate func(*corev1.Pod)) {
 		b.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	sched, err := scheduler.New(scheduler.Config{Client: c, Registerer: reg, Parallelism: 4})
+	sched, err := app.New(app.Config{Client: c, Registerer: reg, Parallelism: 4})
 	if err != nil {
 		b.Fatal(err)
 	}

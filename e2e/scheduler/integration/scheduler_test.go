@@ -21,7 +21,6 @@ import (
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/scheduler/app"
-	"skiff.dev/scheduler/internal/scheduler"
 )
 
 func q(s string) *metav1.Quantity { return &metav1.Quantity{String_: s} }
@@ -68,11 +67,11 @@ func (e *env) ctx() context.Context {
 
 // startScheduler runs a scheduler until the test ends and returns the
 // registry its metrics are on.
-func (e *env) startScheduler(cfg scheduler.Config) *prometheus.Registry {
+func (e *env) startScheduler(cfg app.Config) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	cfg.Client = e.c
 	cfg.Registerer = reg
-	s, err := scheduler.New(cfg)
+	s, err := app.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -151,7 +150,7 @@ func (e *env) waitUnschedulable(name string) *corev1.Pod {
 		p, err := e.pods.Get(e.ctx(), name)
 		if err == nil {
 			for _, c := range p.GetStatus().GetConditions() {
-				if c.Type == "PodScheduled" && c.Status == "False" && p.Metadata.Annotations[scheduler.DiagnosisAnnotation] != "" {
+				if c.Type == "PodScheduled" && c.Status == "False" && p.Metadata.Annotations[app.DiagnosisAnnotation] != "" {
 					return p
 				}
 			}
@@ -165,7 +164,7 @@ func (e *env) waitUnschedulable(name string) *corev1.Pod {
 func TestResourceFitAndWhyPending(t *testing.T) {
 	e := setup(t)
 	e.createNodes(node("small", "1", "4Gi", nil), node("big", "4", "16Gi", nil))
-	e.startScheduler(scheduler.Config{})
+	e.startScheduler(app.Config{})
 	e.createPods(pod("fits-big", "2"), pod("too-big", "8"))
 	if n := e.waitBound("fits-big").Spec.NodeName; n != "big" {
 		t.Fatalf("2 cpu pod went to %s", n)
@@ -180,7 +179,7 @@ func TestResourceFitAndWhyPending(t *testing.T) {
 	if cond.Reason != "Unschedulable" || cond.Message != "0/2 nodes are available: 2 Insufficient cpu. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling." {
 		t.Fatalf("condition: %v", cond)
 	}
-	if d := p.Metadata.Annotations[scheduler.DiagnosisAnnotation]; !strings.Contains(d, `"small":"NodeResourcesFit: Insufficient cpu"`) {
+	if d := p.Metadata.Annotations[app.DiagnosisAnnotation]; !strings.Contains(d, `"small":"NodeResourcesFit: Insufficient cpu"`) {
 		t.Fatalf("diagnosis: %s", d)
 	}
 	// A new node that fits moves the pod out of the unschedulable pool.
@@ -206,7 +205,7 @@ func TestSelectorsTaintsAndAffinity(t *testing.T) {
 		node("batch", "8", "32Gi", map[string]string{"cores": "4"}, &corev1.Taint{Key: "dedicated", Value: "batch", Effect: "NoSchedule"}),
 		node("plain", "8", "32Gi", map[string]string{"cores": "2"}),
 	)
-	e.startScheduler(scheduler.Config{})
+	e.startScheduler(app.Config{})
 	sel := pod("wants-gpu", "")
 	sel.Spec.NodeSelector = map[string]string{"accel": "gpu"}
 	tol := pod("tolerates", "")
@@ -313,7 +312,7 @@ func zoneNodes(e *env) {
 func TestPodAntiAffinityAndAffinity(t *testing.T) {
 	e := setup(t)
 	zoneNodes(e)
-	e.startScheduler(scheduler.Config{})
+	e.startScheduler(app.Config{})
 	anti := func(name string) *corev1.Pod {
 		p := pod(name, "")
 		p.Metadata.Labels = map[string]string{"app": "db"}
@@ -363,7 +362,7 @@ func TestPodAntiAffinityAndAffinity(t *testing.T) {
 func TestTopologySpreadAcrossZones(t *testing.T) {
 	e := setup(t)
 	zoneNodes(e)
-	e.startScheduler(scheduler.Config{})
+	e.startScheduler(app.Config{})
 	for i := range 9 {
 		p := pod(fmt.Sprintf("web-%d", i), "")
 		p.Metadata.Labels = map[string]string{"app": "web"}
@@ -388,7 +387,7 @@ func TestTopologySpreadAcrossZones(t *testing.T) {
 func TestPreemptionByPriority(t *testing.T) {
 	e := setup(t)
 	e.createNodes(node("a", "2", "8Gi", nil), node("b", "2", "8Gi", nil))
-	e.startScheduler(scheduler.Config{})
+	e.startScheduler(app.Config{})
 	prio := func(p *corev1.Pod, v int32) *corev1.Pod { p.Spec.Priority = &v; return p }
 	on := func(p *corev1.Pod, node string) *corev1.Pod { p.Spec.NodeName = node; return p }
 	// a: two low (1 each), b: one low and one middle; placed by hand.
@@ -434,9 +433,9 @@ func TestPreemptionByPriority(t *testing.T) {
 func TestProfilesBySchedulerName(t *testing.T) {
 	e := setup(t)
 	e.createNodes(node("a", "4", "16Gi", nil), node("b", "4", "16Gi", nil))
-	reg := e.startScheduler(scheduler.Config{Profiles: []scheduler.Profile{
+	reg := e.startScheduler(app.Config{Profiles: []app.Profile{
 		{SchedulerName: "default-scheduler"},
-		{SchedulerName: "bin-packer", PluginConfig: []scheduler.PluginConfig{{Name: "NodeResourcesFit",
+		{SchedulerName: "bin-packer", PluginConfig: []app.PluginConfig{{Name: "NodeResourcesFit",
 			Args: map[string]any{"scoringStrategy": map[string]any{"type": "MostAllocated"}}}}},
 	}})
 	// MostAllocated packs: every pod lands on the node the first one chose.
