@@ -44,7 +44,7 @@ type DeleteOptions struct {
 // last stored: gone, or carrying its deletionTimestamp.
 func (r *Registry) Delete(ctx context.Context, k *scheme.Kind, ns, name string, opts DeleteOptions) (*watchcache.Object, error) {
 	res := r.res(k)
-	key, err := res.requestKey(ns, name)
+	_, key, err := res.requestKey(ns, name)
 	if err != nil {
 		return nil, err
 	}

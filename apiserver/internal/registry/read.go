@@ -25,7 +25,7 @@ import (
 // revision from etcd's history (Expired once compacted away).
 func (r *Registry) Get(ctx context.Context, k *scheme.Kind, ns, name, resourceVersion string) (*watchcache.Object, error) {
 	res := r.res(k)
-	key, err := res.requestKey(ns, name)
+	_, key, err := res.requestKey(ns, name)
 	if err != nil {
 		return nil, err
 	}
@@ -55,23 +55,24 @@ func (r *Registry) Get(ctx context.Context, k *scheme.Kind, ns, name, resourceVe
 	return o, nil
 }
 
-// requestKey is the key of the object a request names, with upstream's
-// defaults and checks on the namespace and name it gives.
-func (res *resource) requestKey(ns, name string) (string, error) {
+// requestKey settles the namespace a request for one object gives, with
+// upstream's defaults, checks it and the name, and returns both with the
+// object's key.
+func (res *resource) requestKey(ns, name string) (namespace, key string, err error) {
 	if !res.kind.Namespaced {
 		ns = ""
 	} else if ns == "" {
 		ns = "default"
 	}
 	if name == "" {
-		return "", apierrors.NewBadRequest("resource name may not be empty")
+		return "", "", apierrors.NewBadRequest("resource name may not be empty")
 	}
 	for what, v := range map[string]string{"resource name": name, "namespace": ns} {
 		if errs := validation.PathSegment(v); len(errs) > 0 {
-			return "", apierrors.NewBadRequest(fmt.Sprintf("invalid %s %q: %s", what, v, strings.Join(errs, ", ")))
+			return "", "", apierrors.NewBadRequest(fmt.Sprintf("invalid %s %q: %s", what, v, strings.Join(errs, ", ")))
 		}
 	}
-	return res.key(ns, name), nil
+	return ns, res.key(ns, name), nil
 }
 
 func parseRV(s string) (int64, error) {
@@ -361,7 +362,7 @@ type HistoryItem struct {
 // History lists the object's writes etcd still holds, newest first.
 func (r *Registry) History(ctx context.Context, k *scheme.Kind, ns, name string, limit int64) ([]HistoryItem, int64, error) {
 	res := r.res(k)
-	key, err := res.requestKey(ns, name)
+	_, key, err := res.requestKey(ns, name)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -29,10 +29,6 @@ var (
 func (r *Registry) Bind(ctx context.Context, b *corev1.Binding) (*watchcache.Object, error) {
 	res := r.res(podKind)
 	m := b.GetMetadata()
-	ns := m.GetNamespace()
-	if ns == "" {
-		ns = "default"
-	}
 	name := m.GetName()
 	node := b.GetTarget().GetName()
 	if name == "" || node == "" {
@@ -45,7 +41,7 @@ func (r *Registry) Bind(ctx context.Context, b *corev1.Binding) (*watchcache.Obj
 		}
 		return nil, apierrors.NewInvalid("Binding", name, errs)
 	}
-	key, err := res.requestKey(ns, name)
+	ns, key, err := res.requestKey(m.GetNamespace(), name)
 	if err != nil {
 		return nil, err
 	}
@@ -118,15 +114,12 @@ const maxDisruptedPods = 2000
 // eviction starts over from the new count.
 func (r *Registry) Evict(ctx context.Context, e *policyv1.Eviction) (*watchcache.Object, error) {
 	m := e.GetMetadata()
-	ns := m.GetNamespace()
-	if ns == "" {
-		ns = "default"
-	}
 	name := m.GetName()
 	if name == "" {
 		return nil, apierrors.NewInvalid("Eviction.policy", "", field.ErrorList{field.Required(field.NewPath("metadata", "name"), "the name of the pod to evict")})
 	}
-	if _, err := r.res(podKind).requestKey(ns, name); err != nil {
+	ns, key, err := r.res(podKind).requestKey(m.GetNamespace(), name)
+	if err != nil {
 		return nil, err
 	}
 	var opts DeleteOptions
@@ -146,7 +139,7 @@ func (r *Registry) Evict(ctx context.Context, e *policyv1.Eviction) (*watchcache
 	}
 	opts.skipAdmission = true
 	for {
-		err := r.takeDisruption(ctx, ns, name, opts.DryRun)
+		err := r.takeDisruption(ctx, ns, key, name, opts.DryRun)
 		if err != nil && apierrors.IsConflict(err) && ctx.Err() == nil {
 			continue
 		}
@@ -158,8 +151,8 @@ func (r *Registry) Evict(ctx context.Context, e *policyv1.Eviction) (*watchcache
 }
 
 // takeDisruption spends one of the disruptions the pod's budget allows.
-func (r *Registry) takeDisruption(ctx context.Context, ns, name string, dryRun bool) error {
-	pod, err := r.res(podKind).latest(ctx, r.res(podKind).key(ns, name), name)
+func (r *Registry) takeDisruption(ctx context.Context, ns, key, name string, dryRun bool) error {
+	pod, err := r.res(podKind).latest(ctx, key, name)
 	if err != nil {
 		return err
 	}

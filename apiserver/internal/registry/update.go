@@ -231,15 +231,9 @@ func fieldEqual(a, b proto.Message, name protoreflect.Name) bool {
 // applied again to the new state, as upstream's patcher does.
 func (r *Registry) Patch(ctx context.Context, k *scheme.Kind, ns, name, patchType string, patch []byte, subresource string, dryRun bool) (*watchcache.Object, error) {
 	res := r.res(k)
-	key, err := res.requestKey(ns, name)
+	ns, key, err := res.requestKey(ns, name)
 	if err != nil {
 		return nil, err
-	}
-	switch {
-	case !k.Namespaced:
-		ns = ""
-	case ns == "":
-		ns = "default"
 	}
 	status := false
 	switch subresource {
@@ -310,8 +304,10 @@ const (
 // patcher validates a patch once and returns the function that applies it
 // to a document.
 func patcher(k *scheme.Kind, patchType string, patch []byte) (func(doc []byte) ([]byte, error), error) {
-	if !json.Valid(patch) {
-		return nil, apierrors.NewBadRequest("the patch is not valid JSON: " + jsonError(patch))
+	// One pass checks the patch and says where it stops being JSON.
+	var valid json.RawMessage
+	if err := json.Unmarshal(patch, &valid); err != nil {
+		return nil, apierrors.NewBadRequest("the patch is not valid JSON: " + err.Error())
 	}
 	if d := jsonDepth(patch); d > maxPatchDepth {
 		return nil, apierrors.NewBadRequest(fmt.Sprintf("the patch nests %d levels deep; at most %d are allowed", d, maxPatchDepth))
@@ -368,15 +364,6 @@ func patcher(k *scheme.Kind, patchType string, patch []byte) (func(doc []byte) (
 		}, nil
 	}
 	return nil, apierrors.New(apierrors.ReasonUnsupported, fmt.Sprintf("patch type %q is not supported: use merge, strategic or json", patchType), nil)
-}
-
-// jsonError says where a document stops being JSON.
-func jsonError(b []byte) string {
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err.Error()
-	}
-	return "not JSON"
 }
 
 // jsonDepth is the deepest nesting of objects and arrays in valid JSON.
