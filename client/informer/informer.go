@@ -10,6 +10,7 @@ package informer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -38,10 +39,20 @@ type Handler struct {
 // IndexFunc returns the index values of an object.
 type IndexFunc func(obj scheme.Object) []string
 
+// NamespaceIndex is the index every informer keeps: objects by namespace
+// ("" for cluster-scoped kinds), as client-go's cache.NamespaceIndex.
+const NamespaceIndex = "namespace"
+
+// namespaceIndexFunc is client-go's MetaNamespaceIndexFunc.
+func namespaceIndexFunc(obj scheme.Object) []string {
+	return []string{obj.GetMetadata().GetNamespace()}
+}
+
 // Options configure an informer.
 type Options struct {
 	// Resync calls OnUpdate(obj, obj) for every object this often (0: never).
-	Resync        time.Duration
+	Resync time.Duration
+	// Indexers are added to NamespaceIndex, whose name they must not reuse.
 	Indexers      map[string]IndexFunc
 	LabelSelector string
 	FieldSelector string
@@ -54,32 +65,32 @@ type Informer struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.RWMutex
-	items   map[string]scheme.Object
-	indices map[string]map[string]map[string]struct{} // index → value → keys
-	rv      string
-
-	// pending holds handler calls in the order the store changed; one
-	// goroutine delivers them outside the store lock, so handlers may read
-	// the informer, and a slow handler never stalls readers.
-	qmu     sync.Mutex
-	pending []notification
-	wake    chan struct{}
-	// handlers belong to the dispatching goroutine alone.
-	handlers []*Handler
+	// mu guards the store, the indexes and the listener set. Every change
+	// to the store is handed to every listener while mu is held, so each
+	// listener's buffer is in the store's order, and one joining sees its
+	// snapshot and then exactly the changes after it.
+	mu        sync.RWMutex
+	items     map[string]scheme.Object
+	indexers  map[string]IndexFunc
+	indices   map[string]map[string]map[string]struct{} // index → value → keys
+	rv        string
+	listeners []*listener
+	// runCtx is set while Run runs, so a listener added then starts at
+	// once; stopped is set when Run ends, after which none starts.
+	runCtx  context.Context
+	stopped bool
+	lwg     sync.WaitGroup
 
 	synced     atomic.Bool
 	syncedCh   chan struct{}
 	syncedOnce sync.Once
 }
 
-// notification is one handler call, or (handler set) a handler joining with
-// a snapshot of the store for its synthetic adds.
+// notification is one handler call, or (opSynced) the mark after the last
+// object of the initial list or of a joining handler's snapshot.
 type notification struct {
 	op       op
 	old, obj scheme.Object
-	handler  *Handler
-	snapshot []scheme.Object
 }
 
 type op int
@@ -88,7 +99,7 @@ const (
 	opAdd op = iota
 	opUpdate
 	opDelete
-	opJoin
+	opSynced
 )
 
 // New builds an informer; Run starts it.
@@ -97,10 +108,11 @@ func New(lw ListerWatcher, opts Options) *Informer {
 		opts.Logger = slog.Default()
 	}
 	i := &Informer{lw: lw, opts: opts, log: opts.Logger, items: map[string]scheme.Object{},
-		indices: map[string]map[string]map[string]struct{}{}, syncedCh: make(chan struct{}),
-		wake: make(chan struct{}, 1)}
-	for name := range opts.Indexers {
-		i.indices[name] = map[string]map[string]struct{}{}
+		indexers: map[string]IndexFunc{NamespaceIndex: namespaceIndexFunc},
+		indices:  map[string]map[string]map[string]struct{}{NamespaceIndex: {}},
+		syncedCh: make(chan struct{})}
+	if err := i.AddIndexers(opts.Indexers); err != nil {
+		panic("informer.New: " + err.Error())
 	}
 	return i
 }
@@ -114,17 +126,64 @@ func Key(obj scheme.Object) string {
 	return m.GetNamespace() + "/" + m.GetName()
 }
 
+// Registration is one handler's place in an informer.
+type Registration interface {
+	// HasSynced reports whether the informer has synced and this handler
+	// has been handed every object of the initial list (or, for a handler
+	// added later, of the store as it was when it joined): client-go's
+	// ResourceEventHandlerRegistration.HasSynced. A controller that waits
+	// for it knows its queue holds every object, not just the cache.
+	HasSynced() bool
+}
+
 // AddHandler registers h. One added while the store holds objects first gets
 // an OnAdd for each of them, as client-go does, then every later change.
-// Calls start once Run runs.
-func (i *Informer) AddHandler(h Handler) {
+// Each handler is called from a goroutine and a buffer of its own, so a slow
+// one delays only itself; calls start once Run runs and end when it returns.
+func (i *Informer) AddHandler(h Handler) Registration {
+	l := &listener{inf: i, h: h, wake: make(chan struct{}, 1)}
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	snapshot := make([]scheme.Object, 0, len(i.items))
-	for _, o := range i.items {
-		snapshot = append(snapshot, o)
+	if i.synced.Load() {
+		for _, o := range i.items {
+			l.push(notification{op: opAdd, obj: o})
+		}
+		l.push(notification{op: opSynced})
 	}
-	i.enqueue(notification{op: opJoin, handler: &h, snapshot: snapshot})
+	// Before the first list the store is empty: the list's own opSynced
+	// marks this listener's end of the initial objects.
+	i.listeners = append(i.listeners, l)
+	if i.runCtx != nil && !i.stopped {
+		i.startListener(i.runCtx, l)
+	}
+	return l
+}
+
+// startListener runs l until ctx ends; callers hold i.mu.
+func (i *Informer) startListener(ctx context.Context, l *listener) {
+	i.lwg.Go(func() { l.run(ctx) })
+}
+
+// AddIndexers adds indexes, before or after Run; objects already stored
+// are indexed at once. A name already in use is an error, and nothing is
+// added.
+func (i *Informer) AddIndexers(indexers map[string]IndexFunc) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	for name := range indexers {
+		if _, ok := i.indexers[name]; ok {
+			return fmt.Errorf("indexer %q already exists", name)
+		}
+	}
+	for name, fn := range indexers {
+		i.indexers[name] = fn
+		idx := map[string]map[string]struct{}{}
+		i.indices[name] = idx
+		for k, o := range i.items {
+			addToIndex(idx, fn, k, o)
+		}
+	}
+	return nil
 }
 
 // HasSynced reports whether the first list has been stored.
@@ -159,7 +218,8 @@ func (i *Informer) List() []scheme.Object {
 	return out
 }
 
-// ByIndex returns the objects whose index function gave value.
+// ByIndex returns the objects whose index function gave value; none for an
+// index that does not exist.
 func (i *Informer) ByIndex(index, value string) []scheme.Object {
 	i.mu.RLock()
 	defer i.mu.RUnlock()
@@ -178,14 +238,30 @@ func (i *Informer) LastSyncResourceVersion() string {
 	return i.rv
 }
 
-// Run lists, then watches, until ctx ends; handlers are called from one
-// goroutine of its own, and none after Run returns.
+// Run lists, then watches, until ctx ends; it returns once no handler is
+// running, and no handler is called after. An informer runs once.
 func (i *Informer) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
+	i.mu.Lock()
+	if i.runCtx != nil {
+		i.mu.Unlock()
+		cancel()
+		return errors.New("informer: Run called twice")
+	}
+	i.runCtx = ctx
+	for _, l := range i.listeners {
+		i.startListener(ctx, l)
+	}
+	i.mu.Unlock()
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() { i.dispatch(ctx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+		i.mu.Lock()
+		i.stopped = true
+		i.mu.Unlock()
+		i.lwg.Wait()
+	}()
 	if i.opts.Resync > 0 {
 		wg.Go(func() { i.resync(ctx) })
 	}
@@ -256,8 +332,11 @@ func (i *Informer) list(ctx context.Context) error {
 		}
 	}
 	i.rv = l.ResourceVersion
-	i.synced.Store(true)
-	i.syncedOnce.Do(func() { close(i.syncedCh) })
+	if !i.synced.Load() {
+		i.enqueue(notification{op: opSynced})
+		i.synced.Store(true)
+		i.syncedOnce.Do(func() { close(i.syncedCh) })
+	}
 	return nil
 }
 
@@ -329,55 +408,11 @@ func newer(rv, than string) bool {
 	return a > b
 }
 
-// enqueue queues a handler call; callers hold i.mu, so the queue's order is
-// the store's.
+// enqueue hands a change to every listener; callers hold i.mu, so each
+// listener's buffer is in the store's order.
 func (i *Informer) enqueue(n notification) {
-	i.qmu.Lock()
-	i.pending = append(i.pending, n)
-	i.qmu.Unlock()
-	select {
-	case i.wake <- struct{}{}:
-	default:
-	}
-}
-
-// dispatch delivers queued calls until ctx ends. It owns the handler list,
-// so a joining handler starts exactly after its snapshot.
-func (i *Informer) dispatch(ctx context.Context) {
-	for {
-		i.qmu.Lock()
-		batch := i.pending
-		i.pending = nil
-		i.qmu.Unlock()
-		for _, n := range batch {
-			if ctx.Err() != nil {
-				return
-			}
-			if n.op == opJoin {
-				i.handlers = append(i.handlers, n.handler)
-				if n.handler.OnAdd != nil {
-					for _, o := range n.snapshot {
-						n.handler.OnAdd(o)
-					}
-				}
-				continue
-			}
-			for _, h := range i.handlers {
-				switch {
-				case n.op == opAdd && h.OnAdd != nil:
-					h.OnAdd(n.obj)
-				case n.op == opUpdate && h.OnUpdate != nil:
-					h.OnUpdate(n.old, n.obj)
-				case n.op == opDelete && h.OnDelete != nil:
-					h.OnDelete(n.obj)
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-i.wake:
-		}
+	for _, l := range i.listeners {
+		l.push(n)
 	}
 }
 
@@ -386,15 +421,19 @@ func (i *Informer) store(k string, o scheme.Object) {
 		i.unindex(k, old)
 	}
 	i.items[k] = o
-	for name, fn := range i.opts.Indexers {
-		for _, v := range fn(o) {
-			set := i.indices[name][v]
-			if set == nil {
-				set = map[string]struct{}{}
-				i.indices[name][v] = set
-			}
-			set[k] = struct{}{}
+	for name, fn := range i.indexers {
+		addToIndex(i.indices[name], fn, k, o)
+	}
+}
+
+func addToIndex(idx map[string]map[string]struct{}, fn IndexFunc, k string, o scheme.Object) {
+	for _, v := range fn(o) {
+		set := idx[v]
+		if set == nil {
+			set = map[string]struct{}{}
+			idx[v] = set
 		}
+		set[k] = struct{}{}
 	}
 }
 
@@ -406,15 +445,79 @@ func (i *Informer) remove(k string) {
 }
 
 func (i *Informer) unindex(k string, o scheme.Object) {
-	for name, fn := range i.opts.Indexers {
+	for name, fn := range i.indexers {
+		idx := i.indices[name]
 		for _, v := range fn(o) {
-			if set := i.indices[name][v]; set != nil {
+			if set := idx[v]; set != nil {
 				delete(set, k)
 				if len(set) == 0 {
-					delete(i.indices[name], v)
+					delete(idx, v)
 				}
 			}
 		}
+	}
+}
+
+// listener delivers to one handler from its own unbounded buffer, as
+// client-go's processorListener: the store never waits for a handler, and
+// one handler never waits for another.
+type listener struct {
+	inf *Informer
+	h   Handler
+
+	mu      sync.Mutex
+	pending []notification
+	wake    chan struct{}
+
+	// synced is set once the listener has passed its opSynced mark.
+	synced atomic.Bool
+}
+
+func (l *listener) HasSynced() bool { return l.synced.Load() && l.inf.HasSynced() }
+
+func (l *listener) push(n notification) {
+	l.mu.Lock()
+	l.pending = append(l.pending, n)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run calls the handler until ctx ends.
+func (l *listener) run(ctx context.Context) {
+	for {
+		l.mu.Lock()
+		batch := l.pending
+		l.pending = nil
+		l.mu.Unlock()
+		for n, e := range batch {
+			if ctx.Err() != nil {
+				return
+			}
+			l.call(e)
+			batch[n] = notification{} // let delivered objects go
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.wake:
+		}
+	}
+}
+
+func (l *listener) call(n notification) {
+	h := &l.h
+	switch {
+	case n.op == opSynced:
+		l.synced.Store(true)
+	case n.op == opAdd && h.OnAdd != nil:
+		h.OnAdd(n.obj)
+	case n.op == opUpdate && h.OnUpdate != nil:
+		h.OnUpdate(n.old, n.obj)
+	case n.op == opDelete && h.OnDelete != nil:
+		h.OnDelete(n.obj)
 	}
 }
 
