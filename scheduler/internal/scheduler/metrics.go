@@ -8,13 +8,12 @@ import (
 
 // metrics are upstream's scheduler metrics.
 type metrics struct {
-	attempts      *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
-	pending       *prometheus.GaugeVec
-	sli           *prometheus.HistogramVec
-	extension     *prometheus.HistogramVec
-	victims       prometheus.Histogram
-	droppedEvents prometheus.Counter
+	attempts  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	pending   *prometheus.GaugeVec
+	sli       *prometheus.HistogramVec
+	extension *prometheus.HistogramVec
+	victims   prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -31,11 +30,9 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Help: "Latency for running all plugins of a specific extension point.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 12)}, []string{"extension_point", "status", "profile"}),
 		victims: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "scheduler_preemption_victims",
 			Help: "Number of selected preemption victims", Buckets: prometheus.LinearBuckets(5, 5, 10)}),
-		droppedEvents: prometheus.NewCounter(prometheus.CounterOpts{Name: "scheduler_events_dropped_total",
-			Help: "Events not recorded because the event queue was full."}),
 	}
 	if r != nil {
-		r.MustRegister(m.attempts, m.duration, m.pending, m.sli, m.extension, m.victims, m.droppedEvents)
+		r.MustRegister(m.attempts, m.duration, m.pending, m.sli, m.extension, m.victims)
 	}
 	return m
 }

@@ -13,7 +13,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,8 +21,11 @@ import (
 
 	"skiff.dev/client"
 	"skiff.dev/client/informer"
+	"skiff.dev/client/informers"
+	"skiff.dev/client/record"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
+	policyv1 "skiff.dev/proto/api/policy/v1"
 	"skiff.dev/proto/scheme"
 	"skiff.dev/scheduler/internal/cache"
 	"skiff.dev/scheduler/internal/framework"
@@ -47,6 +49,11 @@ type Config struct {
 	Parallelism              int
 	Registerer               prometheus.Registerer
 	Logger                   *slog.Logger
+	// Informers, if set, is a factory shared with the rest of an embedding
+	// process, so each kind is watched once; nil builds one of the
+	// scheduler's own. Run starts it (those of its informers not yet
+	// running), with Run's context.
+	Informers *informers.Factory
 }
 
 // Scheduler is a running scheduler.
@@ -58,16 +65,22 @@ type Scheduler struct {
 	queue    *queue.Queue
 	cache    *cache.Cache
 	snapshot *cache.Snapshot
+	factory  *informers.Factory
+	ownsF    bool // the factory is the scheduler's own: Run waits for it to stop
 	nodes    *informer.Informer
 	pods     *informer.Informer
 	pdbs     *informer.Informer
-	next     int // where the next cycle starts filtering
-	rnd      *rand.Rand
+	// synced are the handler registrations and informers scheduling waits
+	// for: until a handler has had every object, the cache may lack nodes.
+	synced []informer.Registration
+	next   int // where the next cycle starts filtering
+	rnd    *rand.Rand
 	// nominated are pending pods that preempted, by the node they wait for:
 	// other pods of lower or equal priority count them there.
 	nominatedMu sync.Mutex
 	nominated   map[string]map[string]*framework.PodInfo
-	events      chan *corev1.Event
+	events      *record.Broadcaster
+	recorder    record.Recorder
 	m           *metrics
 	bindWG      sync.WaitGroup
 }
@@ -86,7 +99,7 @@ func New(cfg Config) (*Scheduler, error) {
 	m := newMetrics(cfg.Registerer)
 	s := &Scheduler{cfg: cfg, log: cfg.Logger, client: cfg.Client, profiles: map[string]*profileFramework{},
 		cache: cache.New(), snapshot: cache.NewSnapshot(), rnd: rand.New(rand.NewPCG(1, 2)),
-		events: make(chan *corev1.Event, 1000), m: m, nominated: map[string]map[string]*framework.PodInfo{}}
+		m: m, nominated: map[string]map[string]*framework.PodInfo{}}
 	var less func(a, b *framework.QueuedPodInfo) bool
 	for _, p := range cfg.Profiles {
 		if p.SchedulerName == "" {
@@ -105,13 +118,17 @@ func New(cfg Config) (*Scheduler, error) {
 		}
 	}
 	s.queue = queue.New(queue.Options{Less: less, Pending: m.pending})
-	nodeKind, _ := scheme.ForResource("", "nodes")
-	podKind, _ := scheme.ForResource("", "pods")
-	s.nodes = informer.New(cfg.Client.Resource(nodeKind, ""), informer.Options{Logger: cfg.Logger})
-	s.pods = informer.New(cfg.Client.Resource(podKind, ""), informer.Options{Logger: cfg.Logger})
-	pdbKind, _ := scheme.ForResource("policy", "poddisruptionbudgets")
-	s.pdbs = informer.New(cfg.Client.Resource(pdbKind, ""), informer.Options{Logger: cfg.Logger})
-	s.nodes.AddHandler(informer.Handler{
+	s.events = record.NewBroadcaster(cfg.Client, record.Options{Logger: cfg.Logger, Registerer: cfg.Registerer})
+	s.recorder = s.events.NewRecorder("default-scheduler")
+	s.factory = cfg.Informers
+	if s.factory == nil {
+		s.factory = informers.NewFactory(cfg.Client, informers.Options{Logger: cfg.Logger})
+		s.ownsF = true
+	}
+	s.nodes = informers.For[*corev1.Node](s.factory).Informer()
+	s.pods = informers.For[*corev1.Pod](s.factory).Informer()
+	s.pdbs = informers.For[*policyv1.PodDisruptionBudget](s.factory).Informer()
+	nodesReg := s.nodes.AddHandler(informer.Handler{
 		OnAdd: func(o scheme.Object) {
 			s.cache.SetNode(o.(*corev1.Node))
 			s.queue.MoveAllOnEvent(queue.NodeAdd)
@@ -124,7 +141,7 @@ func New(cfg Config) (*Scheduler, error) {
 		},
 		OnDelete: func(o scheme.Object) { s.cache.RemoveNode(o.GetMetadata().GetName()) },
 	})
-	s.pods.AddHandler(informer.Handler{
+	podsReg := s.pods.AddHandler(informer.Handler{
 		OnAdd: func(o scheme.Object) { s.podChanged(o.(*corev1.Pod)) },
 		OnUpdate: func(old, o scheme.Object) {
 			op, np := old.(*corev1.Pod), o.(*corev1.Pod)
@@ -150,6 +167,7 @@ func New(cfg Config) (*Scheduler, error) {
 			s.queue.Delete(k)
 		},
 	})
+	s.synced = []informer.Registration{nodesReg, podsReg, s.pdbs}
 	return s, nil
 }
 
@@ -224,13 +242,17 @@ func (s *Scheduler) podChanged(p *corev1.Pod) {
 // Run schedules until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go s.nodes.Run(ctx)
-	go s.pods.Run(ctx)
-	go s.pdbs.Run(ctx)
+	defer func() {
+		cancel()
+		if s.ownsF {
+			// No handler runs once Run has returned.
+			s.factory.Shutdown()
+		}
+	}()
+	s.factory.Start(ctx)
 	go s.queue.Run(ctx)
-	go s.recordEvents(ctx)
-	if !s.nodes.WaitForSync(ctx) || !s.pods.WaitForSync(ctx) || !s.pdbs.WaitForSync(ctx) {
+	go s.events.Run(ctx)
+	if !informers.WaitForCacheSync(ctx, s.synced...) {
 		return nil
 	}
 	s.log.Info("scheduler caches synced; scheduling", "profiles", len(s.profiles))
@@ -421,36 +443,8 @@ func (s *Scheduler) recordFailure(ctx context.Context, pod *corev1.Pod, msg stri
 	}
 }
 
-// event queues an Event for the pod; a full queue drops it rather than slow
-// scheduling (upstream's broadcaster does the same).
+// event records an Event for the pod; the broadcaster aggregates repeats
+// and drops rather than slow scheduling when the apiserver lags.
 func (s *Scheduler) event(p *corev1.Pod, typ, reason, msg string) {
-	m := p.GetMetadata()
-	now := metav1.Now()
-	ev := &corev1.Event{
-		Metadata: &metav1.ObjectMeta{Namespace: m.GetNamespace(), Name: fmt.Sprintf("%s.%x", m.GetName(), time.Now().UnixNano())},
-		InvolvedObject: &corev1.ObjectReference{Kind: "Pod", ApiVersion: "v1", Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid(),
-			ResourceVersion: m.GetResourceVersion()},
-		Reason: reason, Message: msg, Type: typ, Count: 1, FirstTimestamp: now, LastTimestamp: now,
-		Source: &corev1.EventSource{Component: "default-scheduler"}, ReportingComponent: "default-scheduler",
-	}
-	select {
-	case s.events <- ev:
-	default:
-		s.m.droppedEvents.Inc()
-	}
-}
-
-func (s *Scheduler) recordEvents(ctx context.Context) {
-	events := client.For[*corev1.Event](s.client, "")
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev := <-s.events:
-			e := proto.Clone(ev).(*corev1.Event)
-			if _, err := events.Dynamic().Create(ctx, e, false); err != nil && !strings.Contains(err.Error(), "already exists") {
-				s.log.Debug("event not recorded", "reason", ev.Reason, "err", err)
-			}
-		}
-	}
+	s.recorder.Event(p, typ, reason, msg)
 }
