@@ -82,7 +82,10 @@ type Server struct {
 	// process or read its command line.
 	Profiling bool
 	// Ready checks must all pass for /readyz to answer 200.
-	Ready  map[string]func(context.Context) error
+	Ready map[string]func(context.Context) error
+	// Health checks must all pass for /healthz to answer 200 (upstream's
+	// controller-manager has one per controller).
+	Health map[string]func(context.Context) error
 	Logger *slog.Logger
 
 	mu sync.Mutex
@@ -96,9 +99,9 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
 	}
 	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }
-	mux.HandleFunc("/healthz", ok)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { checks(w, r, "healthz", s.Health) })
 	mux.HandleFunc("/livez", ok)
-	mux.HandleFunc("/readyz", s.readyz)
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { checks(w, r, "readyz", s.Ready) })
 	if s.Profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -109,17 +112,18 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// readyz answers as upstream: "ok", or the failing checks as "[-]name failed: why".
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	names := make([]string, 0, len(s.Ready))
-	for n := range s.Ready {
+// checks answers as upstream's healthz handlers: "ok", or every check as
+// "[+]name ok" / "[-]name failed: why" when one fails.
+func checks(w http.ResponseWriter, r *http.Request, endpoint string, set map[string]func(context.Context) error) {
+	names := make([]string, 0, len(set))
+	for n := range set {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	var lines []string
 	failed := false
 	for _, n := range names {
-		if err := s.Ready[n](r.Context()); err != nil {
+		if err := set[n](r.Context()); err != nil {
 			failed = true
 			lines = append(lines, fmt.Sprintf("[-]%s failed: %v", n, err))
 		} else {
@@ -128,7 +132,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if failed {
 		w.WriteHeader(http.StatusInternalServerError)
-		io.WriteString(w, strings.Join(lines, "\n")+"\nreadyz check failed\n")
+		io.WriteString(w, strings.Join(lines, "\n")+"\n"+endpoint+" check failed\n")
 		return
 	}
 	io.WriteString(w, "ok")

@@ -89,6 +89,8 @@ func TestServer(t *testing.T) {
 	s := &Server{Addr: "127.0.0.1:0", Registry: reg, Ready: map[string]func(context.Context) error{
 		"etcd":     func(context.Context) error { return errors.New("etcd down") },
 		"informer": func(context.Context) error { return nil },
+	}, Health: map[string]func(context.Context) error{
+		"deployment-controller": func(context.Context) error { return errors.New("stopped unexpectedly") },
 	}}
 	addr, err := s.Listen()
 	if err != nil {
@@ -99,12 +101,14 @@ func TestServer(t *testing.T) {
 	go func() { done <- s.Start(ctx) }()
 	base := "http://" + addr.String()
 
-	for _, p := range []string{"/healthz", "/livez"} {
-		if code, body := get(t, base+p); code != 200 || body != "ok" {
-			t.Errorf("%s = %d %q, want 200 ok", p, code, body)
-		}
+	if code, body := get(t, base+"/livez"); code != 200 || body != "ok" {
+		t.Errorf("/livez = %d %q, want 200 ok", code, body)
 	}
-	code, body := get(t, base+"/readyz")
+	code, body := get(t, base+"/healthz")
+	if code != 500 || !strings.Contains(body, "[-]deployment-controller failed: stopped unexpectedly") || !strings.Contains(body, "healthz check failed") {
+		t.Errorf("/healthz with a failing check = %d %q", code, body)
+	}
+	code, body = get(t, base+"/readyz")
 	if code != 500 || !strings.Contains(body, "[-]etcd failed: etcd down") || !strings.Contains(body, "[+]informer ok") {
 		t.Errorf("/readyz with a failing check = %d %q", code, body)
 	}

@@ -163,6 +163,10 @@ type Resolved struct {
 	Namespace string
 	User      string
 	TLS       *tls.Config
+	// CA is the PEM bundle that vouches for the server (what the
+	// controller-manager publishes as kube-root-ca.crt when it has no
+	// --root-ca-file).
+	CA []byte
 }
 
 // Context returns the named context ("" = current).
@@ -251,7 +255,7 @@ func (c *Config) Resolve(context string) (*Resolved, error) {
 	if ns == "" {
 		ns = "default"
 	}
-	return &Resolved{Context: ctx.Name, Server: server, Namespace: ns, User: ctx.Context.User, TLS: tc}, nil
+	return &Resolved{Context: ctx.Name, Server: server, Namespace: ns, User: ctx.Context.User, TLS: tc, CA: ca}, nil
 }
 
 func (c *Config) bytes(data []byte, file string) ([]byte, error) {

@@ -130,6 +130,9 @@ users:
 	if len(r.TLS.Certificates) != 1 || r.TLS.RootCAs == nil || r.TLS.ServerName != "127.0.0.1" {
 		t.Errorf("TLS: %d client certs, roots %v, server name %q", len(r.TLS.Certificates), r.TLS.RootCAs != nil, r.TLS.ServerName)
 	}
+	if string(r.CA) != string(ca.pem) {
+		t.Errorf("Resolved.CA = %q, want the cluster's CA", r.CA)
+	}
 
 	// Round trip: what Write produces, Load reads back the same.
 	out := filepath.Join(dir, "sub", "copy")
