@@ -254,7 +254,13 @@ func newScale(o *Options) *cobra.Command {
 				if current >= 0 && have != current {
 					return nil, "", apierrors.NewConflict(obj.GetMetadata().GetName(), obj.GetMetadata().GetName(), fmt.Sprintf("expected replicas to be %d, was %d", current, have))
 				}
-				p, err := json.Marshal(map[string]any{"spec": map[string]any{"replicas": replicas}, "metadata": map[string]any{"resourceVersion": obj.GetMetadata().GetResourceVersion()}})
+				patch := map[string]any{"spec": map[string]any{"replicas": replicas}}
+				if current >= 0 {
+					// --current-replicas is a precondition: the size it was
+					// checked against must still be the object's.
+					patch["metadata"] = map[string]any{"resourceVersion": obj.GetMetadata().GetResourceVersion()}
+				}
+				p, err := json.Marshal(patch)
 				return p, "", err
 			})
 		},

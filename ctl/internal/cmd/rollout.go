@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"time"
@@ -199,15 +200,27 @@ func newRollout(o *Options) *cobra.Command {
 			default:
 				return fmt.Errorf("no rollout history found for %s", resourceName(d.Kind(), obj.GetMetadata().GetName()))
 			}
-			var b []byte
-			if target.patch != nil {
-				// DaemonSets and StatefulSets: the ControllerRevision's data is
-				// the template patch their controller recorded.
-				b = target.patch
-			} else {
-				b, _ = json.Marshal(map[string]any{"spec": map[string]any{"template": target.template}})
+			b, typ := target.patch, "merge"
+			if target.patch == nil {
+				// Deployments, as kubectl: a JSON patch replaces the template
+				// whole (a merge patch could not drop keys the revision lacks,
+				// such as rollout restart's annotation, and the controller
+				// would not recognise the old ReplicaSet) and brings back the
+				// revision's annotations (its change-cause).
+				annotations := map[string]string{}
+				maps.Copy(annotations, obj.GetMetadata().GetAnnotations())
+				for k, v := range target.annotations {
+					if !rollbackSkipsAnnotation[k] {
+						annotations[k] = v
+					}
+				}
+				b, _ = json.Marshal([]map[string]any{
+					{"op": "replace", "path": "/spec/template", "value": target.template},
+					{"op": "add", "path": "/metadata/annotations", "value": annotations},
+				})
+				typ = "json"
 			}
-			if _, err := d.Patch(cmd.Context(), obj.GetMetadata().GetName(), "merge", b, "", false); err != nil {
+			if _, err := d.Patch(cmd.Context(), obj.GetMetadata().GetName(), typ, b, "", false); err != nil {
 				return o.printError(err)
 			}
 			fmt.Fprintf(o.streams.Out, "%s rolled back\n", resourceName(d.Kind(), obj.GetMetadata().GetName()))
@@ -221,10 +234,22 @@ func newRollout(o *Options) *cobra.Command {
 }
 
 type revision struct {
-	number   int64
-	cause    string
-	template any
-	patch    []byte // ControllerRevision data, "$patch" directives removed
+	number      int64
+	cause       string
+	template    any
+	annotations map[string]string // the ReplicaSet's
+	patch       []byte            // ControllerRevision data, "$patch" directives removed
+}
+
+// rollbackSkipsAnnotation are the ReplicaSet annotations kubectl does not
+// copy back onto a Deployment it rolls back: the controller's own.
+var rollbackSkipsAnnotation = map[string]bool{
+	"kubectl.kubernetes.io/last-applied-configuration": true,
+	"deployment.kubernetes.io/revision":                true,
+	"deployment.kubernetes.io/revision-history":        true,
+	"deployment.kubernetes.io/desired-replicas":        true,
+	"deployment.kubernetes.io/max-replicas":            true,
+	"deprecated.deployment.rollback.to":                true,
 }
 
 // revisions are a Deployment's ReplicaSets by their revision annotation
@@ -254,7 +279,8 @@ func (o *Options) revisions(cmd *cobra.Command, obj scheme.Object) ([]revision, 
 					delete(l, "pod-template-hash")
 				}
 			}
-			out = append(out, revision{number: n, cause: rs.Metadata.Annotations["kubernetes.io/change-cause"], template: tmpl})
+			out = append(out, revision{number: n, cause: rs.Metadata.Annotations["kubernetes.io/change-cause"], template: tmpl,
+				annotations: rs.Metadata.Annotations})
 		}
 	} else {
 		crs, err := client.For[*appsv1.ControllerRevision](cl, obj.GetMetadata().GetNamespace()).List(cmd.Context(), client.ListOptions{})

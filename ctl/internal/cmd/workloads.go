@@ -17,6 +17,7 @@ import (
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/codec"
 	"skiff.dev/proto/scheme"
+	"skiff.dev/proto/strategic"
 )
 
 // podSpecOf finds the pod spec of a pod or a workload's template.
@@ -66,6 +67,10 @@ func newSet(o *Options) *cobra.Command {
 					if err != nil {
 						return o.printError(err)
 					}
+					before, err := codec.MarshalJSON(obj)
+					if err != nil {
+						return err
+					}
 					spec := podSpecOf(obj)
 					if spec == nil {
 						return fmt.Errorf("%s has no pod template", d.Kind().Kind)
@@ -83,7 +88,19 @@ func newSet(o *Options) *cobra.Command {
 							return fmt.Errorf("unable to find container named %q", name)
 						}
 					}
-					if _, err := d.Update(cmd.Context(), obj, false); err != nil {
+					// A strategic merge patch of just the images, as kubectl
+					// sends: a controller writing the object meanwhile (the
+					// deployment controller's revision annotation) is no
+					// conflict.
+					after, err := codec.MarshalJSON(obj)
+					if err != nil {
+						return err
+					}
+					patch, err := strategic.ThreeWay(d.Kind(), before, after, before, true)
+					if err != nil {
+						return err
+					}
+					if _, err := d.Patch(cmd.Context(), n, "strategic", patch, "", false); err != nil {
 						return o.printError(err)
 					}
 					fmt.Fprintf(o.streams.Out, "%s image updated\n", resourceName(d.Kind(), n))
