@@ -1,0 +1,78 @@
+// Package controllers holds what every controller of skiff-controller-manager
+// is built from: the shared clients, informers, event recorders and flag
+// values, and the interface the manager runs them through. Each controller
+// lives in a package of its own below this one, named as upstream names it.
+package controllers
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"skiff.dev/client"
+	"skiff.dev/client/informers"
+	"skiff.dev/client/record"
+)
+
+// Options are the flag values controllers read.
+type Options struct {
+	// ConcurrentSyncs is the worker count per controller name
+	// ("deployment" from --concurrent-deployment-syncs, ...).
+	ConcurrentSyncs map[string]int
+
+	NodeMonitorGracePeriod time.Duration
+	NodeMonitorPeriod      time.Duration
+	NodeStartupGracePeriod time.Duration
+	// Upstream's zone-aware eviction knobs (nodelifecycle).
+	NodeEvictionRate          float64
+	SecondaryNodeEvictionRate float64
+	LargeClusterSizeThreshold int32
+	UnhealthyZoneThreshold    float64
+
+	ClusterCIDR       string
+	AllocateNodeCIDRs bool
+	NodeCIDRMaskSize  int
+
+	TerminatedPodGCThreshold int
+
+	// MaxEndpointsPerSlice caps each EndpointSlice (0: upstream's 100).
+	MaxEndpointsPerSlice int
+
+	// RootCA is the cluster CA (PEM) that root-ca-cert-publisher publishes.
+	RootCA []byte
+}
+
+// Workers is the worker count configured for a controller, or def.
+func (o *Options) Workers(name string, def int) int {
+	if n, ok := o.ConcurrentSyncs[name]; ok && n > 0 {
+		return n
+	}
+	return def
+}
+
+// Context is what a controller is built from. Informers are shared by every
+// controller of the process: one list+watch per kind.
+type Context struct {
+	Client     *client.Client
+	Informers  *informers.Factory
+	Recorder   func(component string) record.Recorder
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Options    *Options
+	Now        func() time.Time
+}
+
+// Controller is one reconcile loop. Run waits for its informers to sync,
+// then works until ctx ends.
+type Controller interface {
+	Name() string
+	Run(ctx context.Context) error
+}
+
+// HealthChecker is a controller that can say it is unwell; /healthz has a
+// check per controller.
+type HealthChecker interface {
+	HealthCheck() error
+}
