@@ -9,9 +9,10 @@ BINARIES := \
 	skiff-apiserver=./apiserver/cmd/skiff-apiserver \
 	skiffctl=./ctl/cmd/skiffctl \
 	skiff-scheduler=./scheduler/cmd/skiff-scheduler \
+	skiff-controller-manager=./controller-manager/cmd/skiff-controller-manager \
 	skiff-local=./e2e/cmd/skiff-local
 
-UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/...
+UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/... ./controller-manager/...
 # The packages where goroutines share state: every CI run tests them with
 # the race detector.
 RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \
@@ -69,9 +70,9 @@ proto:
 	bash proto/gen.sh
 
 lint:
-	@out=$$(gofmt -l proto client apiserver ctl e2e scheduler); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l proto client apiserver ctl e2e scheduler controller-manager); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(UNIT_PKGS) ./e2e/...
-	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ../scheduler/... ./...
+	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ../scheduler/... ../controller-manager/... ./...
 
 clean:
 	rm -rf $(BIN) $(RUN_DIR)

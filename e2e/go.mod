@@ -5,6 +5,7 @@ go 1.26.0
 replace (
 	skiff.dev/apiserver => ../apiserver
 	skiff.dev/client => ../client
+	skiff.dev/controller-manager => ../controller-manager
 	skiff.dev/ctl => ../ctl
 	skiff.dev/proto => ../proto
 	skiff.dev/scheduler => ../scheduler
@@ -18,6 +19,7 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 	skiff.dev/apiserver v0.0.0-00010101000000-000000000000
 	skiff.dev/client v0.0.0-00010101000000-000000000000
+	skiff.dev/controller-manager v0.0.0-00010101000000-000000000000
 	skiff.dev/ctl v0.0.0-00010101000000-000000000000
 	skiff.dev/proto v0.0.0-00010101000000-000000000000
 	skiff.dev/scheduler v0.0.0-00010101000000-000000000000

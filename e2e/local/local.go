@@ -70,8 +70,8 @@ func freePort() (int, error) {
 }
 
 // components lists the cluster's processes in start order. Later issues add
-// the controller-manager, kubelet and proxy here.
-func components(o Options, port, metricsPort, schedulerPort int) []Component {
+// the kubelet and proxy here.
+func components(o Options, port, metricsPort, schedulerPort, cmPort int) []Component {
 	admin := filepath.Join(o.Dir, "apiserver", "admin.conf")
 	return []Component{{
 		Name:   "skiff-apiserver",
@@ -91,6 +91,15 @@ func components(o Options, port, metricsPort, schedulerPort int) []Component {
 			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(schedulerPort),
 		},
 		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", schedulerPort),
+	}, {
+		Name:   "skiff-controller-manager",
+		Binary: "skiff-controller-manager",
+		Args: []string{
+			"--kubeconfig", admin,
+			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(cmPort),
+			"--allocate-node-cidrs", "--cluster-cidr", "10.244.0.0/16",
+		},
+		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", cmPort),
 	}}
 }
 
@@ -127,8 +136,12 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	cmPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
 	c := &Cluster{Dir: dir, Port: port}
-	for _, comp := range components(o, port, metricsPort, schedulerPort) {
+	for _, comp := range components(o, port, metricsPort, schedulerPort, cmPort) {
 		p, err := start(o, comp)
 		if err != nil {
 			c.Down()

@@ -1,0 +1,114 @@
+// Package app is skiff-controller-manager's command: flags into Options,
+// leader election, metrics and health, and the controllers' Run.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"skiff.dev/client"
+	"skiff.dev/client/component"
+	"skiff.dev/client/config"
+	"skiff.dev/client/leaderelection"
+	"skiff.dev/controller-manager/internal/manager"
+)
+
+// NewCommand is the skiff-controller-manager command line.
+func NewCommand() *cobra.Command {
+	o := NewOptions()
+	cmd := &cobra.Command{
+		Use:           "skiff-controller-manager",
+		Short:         "Run the controllers that drive the cluster toward its desired state",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			ctx, cancel := component.SignalContext()
+			defer cancel()
+			return Run(ctx, *o)
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// Run runs the controller-manager until ctx ends or its lease is lost.
+func Run(ctx context.Context, o Options) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	log, err := component.NewLogger(os.Stderr, o.LogFormat, o.Verbosity)
+	if err != nil {
+		return err
+	}
+	kc, err := config.Load(config.Path(o.Kubeconfig))
+	if err != nil {
+		return err
+	}
+	r, err := kc.Resolve("")
+	if err != nil {
+		return err
+	}
+	rootCA := r.CA
+	if o.RootCAFile != "" {
+		if rootCA, err = os.ReadFile(o.RootCAFile); err != nil {
+			return fmt.Errorf("--root-ca-file: %w", err)
+		}
+	}
+	conn, err := r.Dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := client.New(conn)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := manager.New(manager.Config{Client: c, Controllers: o.Controllers, Options: o.ControllerOptions(rootCA),
+		Registerer: reg, Logger: log})
+	if err != nil {
+		return err
+	}
+	g, _ := component.NewGroup(ctx)
+	if o.MetricsBindAddress != "" {
+		ms := &component.Server{Addr: o.MetricsBindAddress, Registry: reg, Logger: log, Profiling: o.Profiling,
+			Health: m.HealthChecks()}
+		g.Go("metrics", ms.Start)
+	}
+	if !o.LeaderElect {
+		g.Go("controllers", m.Run)
+		return g.Wait()
+	}
+	host, _ := os.Hostname()
+	id := host + "_" + uuid.NewString()
+	g.Go("leader-election", func(ctx context.Context) error {
+		// Upstream exits when leadership is lost: the controllers' caches and
+		// expectations are not to be trusted across a gap in leadership; the
+		// service manager restarts the process, which campaigns again.
+		lctx, lost := context.WithCancel(ctx)
+		defer lost()
+		var runErr error
+		err := leaderelection.Run(lctx, leaderelection.Config{
+			Client: c, Namespace: o.LeaseNamespace, Name: o.LeaseName, Identity: id,
+			LeaseDuration: o.LeaseDuration, RenewDeadline: o.RenewDeadline, RetryPeriod: o.RetryPeriod, Logger: log,
+			OnStartedLeading: func(ctx context.Context) { runErr = m.Run(ctx) },
+			OnStoppedLeading: lost,
+		})
+		switch {
+		case err != nil:
+			return err
+		case runErr != nil:
+			return runErr
+		case ctx.Err() == nil:
+			return errors.New("leader election lost")
+		}
+		return nil
+	})
+	return g.Wait()
+}
