@@ -17,8 +17,10 @@ UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/... 
 # the race detector.
 RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \
 	./apiserver/internal/registry/ ./apiserver/internal/server/ \
-	./client/informer/ ./client/workqueue/ ./client/leaderelection/ \
-	./scheduler/internal/queue/ ./scheduler/internal/cache/
+	./client/informer/ ./client/informers/ ./client/record/ ./client/controller/ \
+	./client/fake/ ./client/workqueue/ ./client/leaderelection/ \
+	./scheduler/internal/queue/ ./scheduler/internal/cache/ \
+	./controller-manager/internal/...
 FUZZTIME ?= 30s
 
 .PHONY: all build test unit race fuzz e2e test-race run bench proto lint clean deps

@@ -9,6 +9,7 @@ import (
 	"skiff.dev/controller-manager/internal/controllers/garbagecollector"
 	"skiff.dev/controller-manager/internal/controllers/namespace"
 	"skiff.dev/controller-manager/internal/controllers/nodeipam"
+	"skiff.dev/controller-manager/internal/controllers/nodelifecycle"
 	"skiff.dev/controller-manager/internal/controllers/podgc"
 	"skiff.dev/controller-manager/internal/controllers/replicaset"
 	"skiff.dev/controller-manager/internal/controllers/rootcacertpublisher"
@@ -23,6 +24,7 @@ var registry = map[string]Constructor{
 	"garbage-collector-controller":             garbagecollector.New,
 	"namespace-controller":                     namespace.New,
 	"node-ipam-controller":                     nodeipam.New,
+	"node-lifecycle-controller":                nodelifecycle.New,
 	"pod-garbage-collector-controller":         podgc.New,
 	"replicaset-controller":                    replicaset.NewReplicaSet,
 	"replicationcontroller-controller":         replicaset.NewReplicationController,

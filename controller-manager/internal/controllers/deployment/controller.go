@@ -76,7 +76,7 @@ func newController(cc controllers.Context) *Controller {
 	c := &Controller{
 		client:    cc.Client,
 		recorder:  cc.Recorder(component),
-		log:       log.With("controller", controllerName),
+		log:       log,
 		now:       now,
 		queue:     workqueue.NewWithMetrics(controllerName, cc.Registerer),
 		workers:   workers,

@@ -95,7 +95,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 		client: cc.Client, services: svcs.Lister(), pods: pods.Lister(), endpoints: eps.Lister(),
 		queue:    workqueue.NewWithMetrics("endpoint", cc.Registerer),
 		recorder: cc.Recorder("endpoint-controller"),
-		log:      log.With("controller", Name),
+		log:      log,
 		workers:  cc.Options.Workers(Name, 5),
 		triggers: endpointslice.NewTriggerTimeTracker(),
 		written:  &writeTracker{rv: map[string]int64{}},

@@ -110,7 +110,7 @@ func NewWithConfig(cc controllers.Context, cfg Config) (*Controller, error) {
 		client: cc.Client, services: svcs.Lister(), pods: pods.Lister(), nodes: nodes.Lister(), slices: slices.Lister(),
 		queue:    workqueue.NewWithMetrics("endpoint_slice", cc.Registerer),
 		recorder: cc.Recorder("endpoint-slice-controller"),
-		log:      log.With("controller", Name),
+		log:      log,
 		workers:  cc.Options.Workers(Name, 5),
 
 		maxPerSlice: cfg.MaxEndpointsPerSlice,

@@ -128,7 +128,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	absent := newReferenceCache(absentOwnerCacheSize)
 	gc := &GarbageCollector{
 		client:   cc.Client,
-		log:      log.With("controller", Name),
+		log:      log,
 		recorder: rec,
 		workers:  workers,
 		graph: newGraph(absent, func(apiVersion, kind string) (bool, bool) {

@@ -81,7 +81,7 @@ type Controller struct {
 // New builds the controller; its queue holds namespace names, and only the
 // namespace informer feeds it.
 func New(cc controllers.Context) (controllers.Controller, error) {
-	log := cc.Logger.With("controller", Name)
+	log := cc.Logger
 	now := cc.Now
 	if now == nil {
 		now = time.Now

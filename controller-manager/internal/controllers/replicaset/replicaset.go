@@ -126,7 +126,6 @@ func newController(cc controllers.Context, name, component string, w workloads) 
 	if c.log == nil {
 		c.log = slog.Default()
 	}
-	c.log = c.log.With("controller", name)
 	if c.now == nil {
 		c.now = time.Now
 	}
