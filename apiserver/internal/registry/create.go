@@ -35,8 +35,9 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	if err := res.checkNamespace(ns, m); err != nil {
 		return nil, err
 	}
-	if m.Name == "" && m.GenerateName != "" {
-		m.Name = m.GenerateName + randomSuffix()
+	generated := m.Name == "" && m.GenerateName != ""
+	if generated {
+		m.Name = m.GenerateName + nameSuffix()
 	}
 	if m.Name == "" {
 		return nil, res.invalid(m, field.Required(field.NewPath("metadata", "name"), "name or generateName is required"))
@@ -54,25 +55,46 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 	if err := r.cfg.Admission.Validate(ctx, a); err != nil {
 		return nil, err
 	}
-	value, err := res.encode(obj)
-	if err != nil {
-		return nil, err
-	}
-	key := res.key(m.Namespace, m.Name)
-	if dryRun {
-		if _, ok := res.cache.Get(key); ok {
-			return nil, apierrors.NewAlreadyExists(k.GroupResource(), m.Name)
+	for attempt := 0; ; attempt++ {
+		value, err := res.encode(obj)
+		if err != nil {
+			return nil, err
 		}
-		return &watchcache.Object{Key: key, Namespace: m.Namespace, Msg: obj, Raw: value}, nil
+		key := res.key(m.Namespace, m.Name)
+		if dryRun {
+			if _, ok := res.cache.Get(key); ok {
+				return nil, apierrors.NewAlreadyExists(k.GroupResource(), m.Name)
+			}
+			return &watchcache.Object{Key: key, Namespace: m.Namespace, Msg: obj, Raw: value}, nil
+		}
+		rev, err := r.cfg.Store.Create(ctx, res.prefix+key, value)
+		if err != nil {
+			err = res.storageError(err, m.Name)
+			// A generated name that is taken is the server's choice, not the
+			// client's mistake: pick another, as upstream has since 1.32
+			// (27^5 suffixes collide about once in three 3,000-pod
+			// ReplicaSets).
+			if generated && apierrors.IsAlreadyExists(err) && attempt < maxGenerateNameRetries {
+				m.Name = m.GenerateName + nameSuffix()
+				continue
+			}
+			return nil, err
+		}
+		return r.created(res, obj, key, value, rev), nil
 	}
-	rev, err := r.cfg.Store.Create(ctx, res.prefix+key, value)
-	if err != nil {
-		return nil, res.storageError(err, m.Name)
-	}
+}
+
+// maxGenerateNameRetries is upstream's bound on fresh names for one create.
+const maxGenerateNameRetries = 7
+
+// created is what a successful Create returns, and offers it to readers of
+// the recent writes.
+func (r *Registry) created(res *resource, obj scheme.Object, key string, value []byte, rev int64) *watchcache.Object {
+	m := obj.GetMetadata()
 	m.ResourceVersion = strconv.FormatInt(rev, 10)
 	o := &watchcache.Object{Key: key, Namespace: m.Namespace, Rev: rev, Msg: obj, Raw: res.raw(value, rev)}
 	res.recent.offer(res.kind, o)
-	return o, nil
+	return o
 }
 
 // userOf is the request's user; the apiserver's own writes (default
@@ -123,6 +145,9 @@ func (r *Registry) Namespace(ctx context.Context, name string) (*corev1.Namespac
 }
 
 const suffixAlphabet = "bcdfghjklmnpqrstvwxz2456789"
+
+// nameSuffix is randomSuffix; tests replace it to force a collision.
+var nameSuffix = randomSuffix
 
 // randomSuffix is upstream's generateName suffix: five characters without
 // vowels, so no words are spelled by accident.

@@ -218,3 +218,35 @@ func TestRecentWritesAreAllCollectedUnderLoad(t *testing.T) {
 func evictionOf(ns, name string) *policyv1.Eviction {
 	return &policyv1.Eviction{Metadata: &metav1.ObjectMeta{Namespace: ns, Name: name}}
 }
+
+// A generated name that is taken is replaced by a fresh one, up to
+// upstream's seven retries; a name the client chose is never changed.
+func TestGenerateNameRetriesCollisions(t *testing.T) {
+	r := newRegistry(t)
+	ctx := context.Background()
+	if _, err := r.Create(ctx, cmKind, "default", configMap("web-aaaaa", nil), false); err != nil {
+		t.Fatal(err)
+	}
+	suffixes := []string{"aaaaa", "aaaaa", "bbbbb"}
+	defer func(old func() string) { nameSuffix = old }(nameSuffix)
+	nameSuffix = func() string { s := suffixes[0]; suffixes = suffixes[1:]; return s }
+	cm := configMap("", nil)
+	cm.Metadata.GenerateName = "web-"
+	o, err := r.Create(ctx, cmKind, "default", cm, false)
+	if err != nil {
+		t.Fatalf("create with generateName after two collisions: %v", err)
+	}
+	if got := o.Msg.(*corev1.ConfigMap).Metadata.Name; got != "web-bbbbb" {
+		t.Errorf("name = %q, want web-bbbbb", got)
+	}
+	// Always colliding: AlreadyExists after the retries.
+	nameSuffix = func() string { return "aaaaa" }
+	cm = configMap("", nil)
+	cm.Metadata.GenerateName = "web-"
+	if _, err := r.Create(ctx, cmKind, "default", cm, false); !apierrors.IsAlreadyExists(err) {
+		t.Errorf("create colliding every time = %v, want AlreadyExists", err)
+	}
+	if _, err := r.Create(ctx, cmKind, "default", configMap("web-aaaaa", nil), false); !apierrors.IsAlreadyExists(err) {
+		t.Errorf("create of a taken chosen name = %v, want AlreadyExists", err)
+	}
+}
