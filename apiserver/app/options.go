@@ -32,6 +32,9 @@ type Options struct {
 	Verbosity              int
 	ShutdownTimeout        time.Duration
 	Profiling              bool
+	// DefaultTolerationSeconds' defaults, upstream's flags.
+	DefaultNotReadyTolerationSeconds    int64
+	DefaultUnreachableTolerationSeconds int64
 }
 
 // NewOptions returns the defaults.
@@ -45,11 +48,18 @@ func NewOptions() *Options {
 		EtcdCompactionInterval: 5 * time.Minute,
 		LogFormat:              "text",
 		ShutdownTimeout:        15 * time.Second,
+
+		DefaultNotReadyTolerationSeconds:    300,
+		DefaultUnreachableTolerationSeconds: 300,
 	}
 }
 
 // AddFlags registers the flags on fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.Int64Var(&o.DefaultNotReadyTolerationSeconds, "default-not-ready-toleration-seconds", o.DefaultNotReadyTolerationSeconds,
+		"The tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to every pod without one.")
+	fs.Int64Var(&o.DefaultUnreachableTolerationSeconds, "default-unreachable-toleration-seconds", o.DefaultUnreachableTolerationSeconds,
+		"The tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to every pod without one.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the embedded etcd, generated certificates and admin.conf.")
 	fs.StringVar(&o.BindAddress, "bind-address", o.BindAddress, "The IP address on which to listen for the --secure-port port.")
 	fs.IntVar(&o.SecurePort, "secure-port", o.SecurePort, "The port on which to serve the gRPC API with TLS (0 picks a free port).")
@@ -72,6 +82,12 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))
+	}
+	if o.DefaultNotReadyTolerationSeconds < 0 {
+		errs = append(errs, fmt.Errorf("--default-not-ready-toleration-seconds: must not be negative, got %d", o.DefaultNotReadyTolerationSeconds))
+	}
+	if o.DefaultUnreachableTolerationSeconds < 0 {
+		errs = append(errs, fmt.Errorf("--default-unreachable-toleration-seconds: must not be negative, got %d", o.DefaultUnreachableTolerationSeconds))
 	}
 	if net.ParseIP(o.BindAddress) == nil {
 		errs = append(errs, fmt.Errorf("--bind-address: %q is not an IP address", o.BindAddress))

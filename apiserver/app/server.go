@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"skiff.dev/apiserver/internal/admission"
+	"skiff.dev/apiserver/internal/admission/defaulttolerationseconds"
 	"skiff.dev/apiserver/internal/admission/namespacelifecycle"
 	"skiff.dev/apiserver/internal/etcd"
 	"skiff.dev/apiserver/internal/pki"
@@ -105,7 +106,8 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 	s.store = storage.New(s.etcdCli, o.EtcdPrefix, s.Registry)
 	// Upstream's default plugins that apply to what Skiff serves, in
 	// upstream's order; more arrive with RBAC and the node authorizer.
-	chain := admission.NewChain(s.Registry, namespacelifecycle.New())
+	chain := admission.NewChain(s.Registry, namespacelifecycle.New(),
+		defaulttolerationseconds.New(o.DefaultNotReadyTolerationSeconds, o.DefaultUnreachableTolerationSeconds))
 	s.reg = registry.New(registry.Config{Store: s.store, Admission: chain, Logger: log, Registerer: s.Registry})
 	s.service = server.NewService(s.reg, nil, log, s.Registry)
 

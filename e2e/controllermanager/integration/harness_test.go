@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"skiff.dev/apiserver/apitest"
+	apiapp "skiff.dev/apiserver/app"
 	"skiff.dev/client"
 	"skiff.dev/controller-manager/app"
 	corev1 "skiff.dev/proto/api/core/v1"
@@ -35,7 +36,18 @@ type env struct {
 // upstream's aliases) until the test ends.
 func setup(t *testing.T, controllers []string, opts app.ControllerOptions) *env {
 	t.Helper()
-	s := apitest.Start(t)
+	return setupWith(t, nil, controllers, opts)
+}
+
+// setupWith is setup with the apiserver's options changed by mutate.
+func setupWith(t *testing.T, mutate func(*apiapp.Options), controllers []string, opts app.ControllerOptions) *env {
+	t.Helper()
+	var s *apitest.Server
+	if mutate != nil {
+		s = apitest.Start(t, mutate)
+	} else {
+		s = apitest.Start(t)
+	}
 	e := &env{t: t, api: s, c: client.New(s.Conn)}
 	e.stop = setupOn(t, e, controllers, opts)
 	return e

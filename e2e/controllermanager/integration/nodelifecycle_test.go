@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	apiapp "skiff.dev/apiserver/app"
 	"skiff.dev/client"
 	"skiff.dev/controller-manager/app"
 	coordinationv1 "skiff.dev/proto/api/coordination/v1"
@@ -54,13 +55,14 @@ func readyNode(name string) *corev1.Node {
 }
 
 // A node whose Lease stops is marked Unknown and tainted unreachable; pods
-// that do not tolerate it are evicted at once, tolerating ones after their
-// tolerationSeconds; when its Lease is renewed again, the taints go.
+// are evicted after their tolerationSeconds (the apiserver's default one,
+// here 1s, for a pod that names none), never when they tolerate it without
+// a limit; when its Lease is renewed again, the taints go.
 func TestSilentNodeIsTaintedAndItsPodsEvicted(t *testing.T) {
 	opts := app.ControllerOptions{NodeMonitorGracePeriod: 2 * time.Second, NodeMonitorPeriod: 200 * time.Millisecond,
 		NodeStartupGracePeriod: 2 * time.Second, NodeEvictionRate: 10, SecondaryNodeEvictionRate: 1,
 		LargeClusterSizeThreshold: 50, UnhealthyZoneThreshold: 0.55}
-	e := setup(t, []string{"nodelifecycle"}, opts)
+	e := setupWith(t, func(o *apiapp.Options) { o.DefaultUnreachableTolerationSeconds = 1 }, []string{"nodelifecycle"}, opts)
 	nodes := client.For[*corev1.Node](e.c, "")
 	for _, n := range []string{"silent", "healthy"} {
 		if _, err := nodes.Create(e.ctx(), readyNode(n)); err != nil {
@@ -78,7 +80,7 @@ func TestSilentNodeIsTaintedAndItsPodsEvicted(t *testing.T) {
 	pods := client.For[*corev1.Pod](e.c, "default")
 	tolerate := int64(3)
 	for name, tol := range map[string]*corev1.Toleration{
-		"untolerating": nil,
+		"defaulted":    nil,
 		"tolerates-3s": {Key: "node.kubernetes.io/unreachable", Operator: "Exists", Effect: "NoExecute", TolerationSeconds: &tolerate},
 		"tolerates":    {Key: "node.kubernetes.io/unreachable", Operator: "Exists", Effect: "NoExecute"},
 	} {
@@ -124,12 +126,18 @@ func TestSilentNodeIsTaintedAndItsPodsEvicted(t *testing.T) {
 		}
 		return p.Metadata.DeletionTimestamp.AsTime().Add(-time.Duration(p.Metadata.GetDeletionGracePeriodSeconds()) * time.Second)
 	}
-	e.eventually("the untolerating pod evicted", func() (bool, error) { return !deletedAt("untolerating").IsZero(), nil })
-	e.eventually("the pod tolerating 3s evicted", func() (bool, error) { return !deletedAt("tolerates-3s").IsZero(), nil })
-	if at, earliest := deletedAt("tolerates-3s"), unreachable.TimeAdded.AsTime().Add(3*time.Second); at.Before(earliest.Add(-time.Second)) {
-		t.Errorf("the pod tolerating 3s was evicted at %s, before its toleration ended at %s", at, earliest)
+	for name, secs := range map[string]time.Duration{"defaulted": time.Second, "tolerates-3s": 3 * time.Second} {
+		e.eventually(name+" evicted", func() (bool, error) { return !deletedAt(name).IsZero(), nil })
+		// Taint times have whole seconds.
+		if at, earliest := deletedAt(name), unreachable.TimeAdded.AsTime().Add(secs); at.Before(earliest.Add(-time.Second)) {
+			t.Errorf("%s was evicted at %s, before its toleration ended at %s", name, at, earliest)
+		}
 	}
-	if p, _ := pods.Get(e.ctx(), "untolerating"); p.GetStatus() != nil {
+	p, _ := pods.Get(e.ctx(), "defaulted")
+	if got := fmt.Sprint(tolerationsOf(p)); got != "[node.kubernetes.io/not-ready:300 node.kubernetes.io/unreachable:1]" {
+		t.Errorf("the apiserver gave a pod without tolerations %s, want the default ones", got)
+	}
+	if p.GetStatus() != nil {
 		for _, c := range p.Status.Conditions {
 			if c.Type == "Ready" && c.Status != "False" {
 				t.Errorf("a pod of the silent node is Ready=%s", c.Status)
@@ -150,4 +158,12 @@ func TestSilentNodeIsTaintedAndItsPodsEvicted(t *testing.T) {
 		}
 		return err == nil, err
 	})
+}
+
+func tolerationsOf(p *corev1.Pod) []string {
+	var out []string
+	for _, t := range p.GetSpec().GetTolerations() {
+		out = append(out, fmt.Sprintf("%s:%d", t.Key, t.GetTolerationSeconds()))
+	}
+	return out
 }
