@@ -66,7 +66,7 @@ run: deps build
 
 # Benchmarks print their figures (ratios to raw etcd measured in the same run).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/ ./e2e/controllermanager/bench/
 
 proto:
 	bash proto/gen.sh
