@@ -34,7 +34,7 @@ var (
 func TestMain(m *testing.M) {
 	abs, _ := filepath.Abs("../bin")
 	binDir = abs
-	for _, b := range []string{"skiff-apiserver", "skiffctl"} {
+	for _, b := range []string{"skiff-apiserver", "skiff-scheduler", "skiff-controller-manager", "skiffctl"} {
 		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: %s/%s is missing: run `make build` (or `make e2e`) first\n", binDir, b)
 			os.Exit(1)
@@ -329,4 +329,75 @@ status:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// eventually polls the command's output until ok holds, for up to 30s.
+func eventually(t *testing.T, what string, ok func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		done, last := ok()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 30s; last:\n%s", what, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The issue's flow against the real skiff-controller-manager that
+// skiff-local started: a Deployment becomes a ReplicaSet and pods with
+// upstream's names, a new namespace gets its ServiceAccount and CA, a Node
+// gets a podCIDR.
+func TestControllerManagerDrivesTheCluster(t *testing.T) {
+	// No kubelet runs here to finish a bound pod's graceful deletion: keep
+	// the pods unscheduled by cordoning the nodes other tests made.
+	for _, n := range strings.Fields(mustSkiffctl(t, "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}")) {
+		mustSkiffctl(t, "cordon", n)
+		t.Cleanup(func() { skiffctl(t, "", "uncordon", n) })
+	}
+	if out := mustSkiffctl(t, "create", "deployment", "e2e-web", "--image=x", "--replicas=3"); out != "deployment.apps/e2e-web created\n" {
+		t.Fatalf("create deployment: %q", out)
+	}
+	eventually(t, "a ReplicaSet and three pods", func() (bool, string) {
+		rs := mustSkiffctl(t, "get", "rs", "-l", "app=e2e-web", "-o", "name")
+		pods := mustSkiffctl(t, "get", "pods", "-l", "app=e2e-web", "-o", "name")
+		lines := strings.Fields(pods)
+		if len(strings.Fields(rs)) != 1 || len(lines) != 3 {
+			return false, rs + pods
+		}
+		rsName := strings.TrimPrefix(strings.TrimSpace(rs), "replicaset.apps/")
+		for _, p := range lines {
+			if !strings.HasPrefix(p, "pod/"+rsName+"-") || len(p) != len("pod/"+rsName+"-")+5 {
+				return false, rs + pods
+			}
+		}
+		return true, ""
+	})
+	mustSkiffctl(t, "scale", "deployment/e2e-web", "--replicas=1")
+	eventually(t, "scaled to one pod", func() (bool, string) {
+		pods := mustSkiffctl(t, "get", "pods", "-l", "app=e2e-web", "-o", "name")
+		return len(strings.Fields(pods)) == 1, pods
+	})
+	mustSkiffctl(t, "delete", "deployment", "e2e-web", "--cascade=foreground")
+	eventually(t, "the deployment's ReplicaSet and pods collected", func() (bool, string) {
+		out := mustSkiffctl(t, "get", "rs,pods", "-l", "app=e2e-web", "-o", "name")
+		return strings.TrimSpace(out) == "", out
+	})
+
+	mustSkiffctl(t, "create", "namespace", "e2e-team")
+	eventually(t, "default ServiceAccount and kube-root-ca.crt in e2e-team", func() (bool, string) {
+		out := mustSkiffctl(t, "get", "sa,cm", "-n", "e2e-team", "-o", "name")
+		return strings.Contains(out, "serviceaccount/default") && strings.Contains(out, "configmap/kube-root-ca.crt"), out
+	})
+
+	if _, errOut, code := skiffctl(t, "apiVersion: v1\nkind: Node\nmetadata: {name: e2e-cidr}\n", "apply", "-f", "-"); code != 0 {
+		t.Fatalf("node: %s", errOut)
+	}
+	eventually(t, "a podCIDR for the node", func() (bool, string) {
+		out := mustSkiffctl(t, "get", "node", "e2e-cidr", "-o", "jsonpath={.spec.podCIDR}")
+		return strings.HasPrefix(out, "10.244.") && strings.HasSuffix(out, "/24"), out
+	})
 }
