@@ -12,12 +12,12 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"skiff.dev/apiserver/internal/selection"
 	"skiff.dev/apiserver/internal/storage"
 	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/apiserver/internal/watchcache"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/scheme"
+	"skiff.dev/proto/selection"
 )
 
 // Get reads one object. resourceVersion "" reads the latest from etcd; "0"

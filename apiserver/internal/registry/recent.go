@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"sync"
 
-	"skiff.dev/apiserver/internal/selection"
 	"skiff.dev/apiserver/internal/watchcache"
 	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proto/scheme"
+	"skiff.dev/proto/selection"
 )
 
 // recentWrites hands objects this apiserver just wrote to its own watch

@@ -26,13 +26,13 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"skiff.dev/apiserver/internal/admission"
-	"skiff.dev/apiserver/internal/selection"
 	"skiff.dev/apiserver/internal/storage"
 	"skiff.dev/apiserver/internal/watchcache"
 	"skiff.dev/client/component"
 	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/scheme"
+	"skiff.dev/proto/selection"
 )
 
 // MaxObjectSize is etcd's default request limit; upstream refuses larger objects.
