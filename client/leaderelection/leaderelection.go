@@ -97,6 +97,39 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// ErrLost is what Lead returns when leadership ends before ctx does.
+var ErrLost = errors.New("leader election lost")
+
+// Lead runs work while this candidate leads and returns once it stops
+// leading, as upstream's components do: they exit and let their service
+// manager restart them, since caches and in-flight decisions made as leader
+// are not to be trusted across a gap in leadership. It returns work's error,
+// ErrLost when the lease went before ctx ended, or nil when ctx ended.
+// cfg's OnStartedLeading and OnStoppedLeading are Lead's own.
+func Lead(ctx context.Context, cfg Config, work func(ctx context.Context) error) error {
+	lctx, lost := context.WithCancel(ctx)
+	defer lost()
+	var workErr error
+	cfg.OnStartedLeading = func(ctx context.Context) {
+		workErr = work(ctx)
+		// Work that stops ends the campaign too (and releases the lease, so
+		// another replica takes over at once) rather than leave a leader
+		// renewing a lease for nothing.
+		lost()
+	}
+	cfg.OnStoppedLeading = lost
+	err := Run(lctx, cfg)
+	switch {
+	case err != nil:
+		return err
+	case workErr != nil:
+		return workErr
+	case ctx.Err() == nil:
+		return ErrLost
+	}
+	return nil
+}
+
 func (e *elector) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()

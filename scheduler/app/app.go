@@ -4,7 +4,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -159,26 +158,10 @@ func Run(ctx context.Context, o Options) error {
 	host, _ := os.Hostname()
 	id := host + "_" + uuid.NewString()
 	g.Go("leader-election", func(ctx context.Context) error {
-		// Upstream exits when leadership is lost; the service manager
-		// restarts the process, which campaigns again with fresh caches.
-		lctx, lost := context.WithCancel(ctx)
-		defer lost()
-		var runErr error
-		err := leaderelection.Run(lctx, leaderelection.Config{
+		return leaderelection.Lead(ctx, leaderelection.Config{
 			Client: c, Namespace: o.LeaseNamespace, Name: o.LeaseName, Identity: id,
 			LeaseDuration: o.LeaseDuration, RenewDeadline: o.RenewDeadline, RetryPeriod: o.RetryPeriod, Logger: log,
-			OnStartedLeading: func(ctx context.Context) { runErr = s.Run(ctx) },
-			OnStoppedLeading: lost,
-		})
-		switch {
-		case err != nil:
-			return err
-		case runErr != nil:
-			return runErr
-		case ctx.Err() == nil:
-			return errors.New("leader election lost")
-		}
-		return nil
+		}, s.Run)
 	})
 	return g.Wait()
 }
