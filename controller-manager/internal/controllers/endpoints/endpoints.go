@@ -100,23 +100,15 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 		triggers: endpointslice.NewTriggerTimeTracker(),
 		written:  &writeTracker{rv: map[string]int64{}},
 	}
-	enqueue := func(o scheme.Object) { c.queue.Add(controller.KeyFunc(o)) }
+	forServices, forPods := endpointslice.ServiceHandlers(c.services, c.queue)
 	c.synced = append(c.synced,
-		svcs.Informer().AddHandler(informer.Handler{
-			OnAdd:    enqueue,
-			OnUpdate: func(_, o scheme.Object) { enqueue(o) },
-			OnDelete: enqueue,
-		}),
-		pods.Informer().AddHandler(informer.Handler{
-			OnAdd:    func(o scheme.Object) { c.enqueueForPod(o.(*corev1.Pod)) },
-			OnUpdate: func(old, cur scheme.Object) { c.onPodUpdate(old.(*corev1.Pod), cur.(*corev1.Pod)) },
-			OnDelete: func(o scheme.Object) { c.enqueueForPod(o.(*corev1.Pod)) },
-		}),
+		svcs.Informer().AddHandler(forServices),
+		pods.Informer().AddHandler(forPods),
 		// A deleted Endpoints is recreated if its Service still wants one.
 		eps.Informer().AddHandler(informer.Handler{
 			OnDelete: func(o scheme.Object) {
 				c.written.forget(controller.KeyFunc(o))
-				enqueue(o)
+				c.queue.Add(controller.KeyFunc(o))
 			},
 		}),
 	)
@@ -144,18 +136,6 @@ func (c *Controller) queueLeftovers() {
 			continue
 		}
 		c.queue.Add(controller.KeyFunc(e))
-	}
-}
-
-func (c *Controller) enqueueForPod(pod *corev1.Pod) {
-	for k := range endpointslice.ServicesForPod(c.services.Namespace(pod.GetMetadata().GetNamespace()).List(labels.Everything()), pod) {
-		c.queue.Add(k)
-	}
-}
-
-func (c *Controller) onPodUpdate(old, cur *corev1.Pod) {
-	for k := range endpointslice.ServicesToUpdate(c.services.Namespace(cur.GetMetadata().GetNamespace()).List(labels.Everything()), old, cur) {
-		c.queue.Add(k)
 	}
 }
 

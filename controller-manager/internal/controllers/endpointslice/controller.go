@@ -118,18 +118,10 @@ func NewWithConfig(cc controllers.Context, cfg Config) (*Controller, error) {
 		triggers:    NewTriggerTimeTracker(),
 		metrics:     newMetrics(cc.Registerer, cfg.MaxEndpointsPerSlice),
 	}
-	enqueue := func(o scheme.Object) { c.queue.Add(controller.KeyFunc(o)) }
+	forServices, forPods := ServiceHandlers(c.services, c.queue)
 	c.synced = append(c.synced,
-		svcs.Informer().AddHandler(informer.Handler{
-			OnAdd:    enqueue,
-			OnUpdate: func(_, o scheme.Object) { enqueue(o) },
-			OnDelete: enqueue,
-		}),
-		pods.Informer().AddHandler(informer.Handler{
-			OnAdd:    func(o scheme.Object) { c.enqueueForPod(o.(*corev1.Pod)) },
-			OnUpdate: func(old, cur scheme.Object) { c.onPodUpdate(old.(*corev1.Pod), cur.(*corev1.Pod)) },
-			OnDelete: func(o scheme.Object) { c.enqueueForPod(o.(*corev1.Pod)) },
-		}),
+		svcs.Informer().AddHandler(forServices),
+		pods.Informer().AddHandler(forPods),
 		slices.Informer().AddHandler(informer.Handler{
 			OnAdd: func(o scheme.Object) { c.onSliceAdd(o.(*discoveryv1.EndpointSlice)) },
 			OnUpdate: func(old, cur scheme.Object) {
@@ -157,16 +149,32 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
-func (c *Controller) enqueueForPod(pod *corev1.Pod) {
-	for k := range ServicesForPod(c.services.Namespace(pod.GetMetadata().GetNamespace()).List(labels.Everything()), pod) {
-		c.queue.Add(k)
+// ServiceHandlers queue a Service's key when it changes, and the keys of
+// the Services selecting a pod when the pod changes in a way that matters
+// to them: the handlers of every controller whose queue holds Services
+// (this one and the Endpoints controller).
+func ServiceHandlers(services informers.Lister[*corev1.Service], q workqueue.Queue) (forServices, forPods informer.Handler) {
+	enqueue := func(o scheme.Object) { q.Add(controller.KeyFunc(o)) }
+	forServices = informer.Handler{OnAdd: enqueue, OnUpdate: func(_, o scheme.Object) { enqueue(o) }, OnDelete: enqueue}
+	inNamespace := func(p *corev1.Pod) []*corev1.Service {
+		return services.Namespace(p.GetMetadata().GetNamespace()).List(labels.Everything())
 	}
-}
-
-func (c *Controller) onPodUpdate(old, cur *corev1.Pod) {
-	for k := range ServicesToUpdate(c.services.Namespace(cur.GetMetadata().GetNamespace()).List(labels.Everything()), old, cur) {
-		c.queue.Add(k)
+	onPod := func(o scheme.Object) {
+		p := o.(*corev1.Pod)
+		for k := range ServicesForPod(inNamespace(p), p) {
+			q.Add(k)
+		}
 	}
+	forPods = informer.Handler{
+		OnAdd: onPod,
+		OnUpdate: func(old, cur scheme.Object) {
+			for k := range ServicesToUpdate(inNamespace(cur.(*corev1.Pod)), old.(*corev1.Pod), cur.(*corev1.Pod)) {
+				q.Add(k)
+			}
+		},
+		OnDelete: onPod,
+	}
+	return forServices, forPods
 }
 
 func managedByUs(s *discoveryv1.EndpointSlice) bool {
