@@ -21,11 +21,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"skiff.dev/apiserver/apitest"
 	"skiff.dev/client"
@@ -89,32 +89,15 @@ func createNamespace(b *testing.B, c *client.Client, name string) {
 	}
 }
 
-// parallel runs fn(i) for i in [0,n) on c workers and returns the first
-// error.
+// parallel runs fn(i) for i in [0,n) on at most c goroutines and returns
+// the first error.
 func parallel(n, c int, fn func(i int) error) error {
-	var next atomic.Int64
-	var first atomic.Value
-	var wg sync.WaitGroup
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					first.CompareAndSwap(nil, err)
-				}
-			}
-		}()
+	var g errgroup.Group
+	g.SetLimit(c)
+	for i := range n {
+		g.Go(func() error { return fn(i) })
 	}
-	wg.Wait()
-	if err, ok := first.Load().(error); ok {
-		return err
-	}
-	return nil
+	return g.Wait()
 }
 
 // poll calls cond every interval until it is true; past the deadline it

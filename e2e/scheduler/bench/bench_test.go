@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
 
 	"skiff.dev/apiserver/apitest"
 	"skiff.dev/client"
@@ -52,31 +52,15 @@ func pod(prefix string, i int, mutate func(*corev1.Pod)) *corev1.Pod {
 	return p
 }
 
-// parallel runs fn(i) for i in [0,n) on c workers.
+// parallel runs fn(i) for i in [0,n) on at most c goroutines and returns
+// the first error.
 func parallel(n, c int, fn func(i int) error) error {
-	var next atomic.Int64
-	var first atomic.Value
-	var wg sync.WaitGroup
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					first.CompareAndSwap(nil, err)
-				}
-			}
-		}()
+	var g errgroup.Group
+	g.SetLimit(c)
+	for i := range n {
+		g.Go(func() error { return fn(i) })
 	}
-	wg.Wait()
-	if err, ok := first.Load().(error); ok {
-		return err
-	}
-	return nil
+	return g.Wait()
 }
 
 // rawEtcdPuts is the limit: single-key create transactions per second at
