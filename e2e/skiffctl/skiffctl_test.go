@@ -577,6 +577,16 @@ func TestEditAndDiff(t *testing.T) {
 	if js := c.must("", "get", "deploy", "web", "-o", "json"); !strings.Contains(js, `"replicas": 3`) {
 		t.Fatalf("edit did not land:\n%s", js)
 	}
+	// An EDITOR with backslashes or quotes runs through the shell, as
+	// kubectl runs it.
+	t.Setenv("EDITOR", `sed -i s/replicas:\ 3/replicas:\ 4/`)
+	if out := c.must("", "edit", "deploy", "web"); out != "deployment.apps/web edited\n" {
+		t.Fatalf("edit with a shell EDITOR: %q", out)
+	}
+	t.Setenv("EDITOR", `sed -i 's/replicas: 4/replicas: 3/'`)
+	if out := c.must("", "edit", "deploy", "web"); out != "deployment.apps/web edited\n" {
+		t.Fatalf("edit with a quoted EDITOR: %q", out)
+	}
 	// An invalid edit reopens the file; saving it unchanged gives up.
 	t.Setenv("EDITOR", editor("s/replicas: 3/replicas: -1/"))
 	_, errOut, code := c.run("", "edit", "deploy", "web")

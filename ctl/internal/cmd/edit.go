@@ -19,14 +19,41 @@ import (
 	"skiff.dev/proto/scheme"
 )
 
-// editorCommand is $KUBE_EDITOR, $EDITOR, or vi, as kubectl picks it.
-func editorCommand() []string {
+// editorCommand is $KUBE_EDITOR, $EDITOR, or vi, run as kubectl runs it:
+// a command without spaces as it is, one with spaces split on them, and one
+// with quotes or backslashes handed to the shell ($SHELL, else /bin/bash)
+// rather than parsed here. shell says whether the file's path must be
+// appended inside the shell's command line.
+func editorCommand() (args []string, shell bool) {
+	editor := "vi"
 	for _, env := range []string{"KUBE_EDITOR", "EDITOR"} {
-		if e := strings.TrimSpace(os.Getenv(env)); e != "" {
-			return strings.Fields(e)
+		if e := os.Getenv(env); e != "" {
+			editor = e
+			break
 		}
 	}
-	return []string{"vi"}
+	if !strings.Contains(editor, " ") {
+		return []string{editor}, false
+	}
+	if !strings.ContainsAny(editor, "\"'\\") {
+		return strings.Split(editor, " "), false
+	}
+	sh := os.Getenv("SHELL")
+	if sh == "" {
+		sh = "/bin/bash"
+	}
+	return []string{sh, "-c", editor}, true
+}
+
+// editorArgs is the editor's command line for path.
+func editorArgs(path string) []string {
+	args, shell := editorCommand()
+	if shell {
+		// As kubectl: the path, quoted, ends the shell's command.
+		args[len(args)-1] = fmt.Sprintf("%s %q", args[len(args)-1], path)
+		return args
+	}
+	return append(args, path)
 }
 
 const editHeader = `# Please edit the object below. Lines beginning with a '#' will be ignored,
@@ -79,8 +106,8 @@ func (o *Options) editOne(cmd *cobra.Command, d *client.Dynamic, name string) er
 		if err := os.WriteFile(path, append([]byte(header), content...), 0o600); err != nil {
 			return err
 		}
-		ed := editorCommand()
-		c := exec.CommandContext(cmd.Context(), ed[0], append(ed[1:], path)...)
+		ed := editorArgs(path)
+		c := exec.CommandContext(cmd.Context(), ed[0], ed[1:]...)
 		c.Stdin, c.Stdout, c.Stderr = os.Stdin, o.streams.Out, o.streams.Err
 		if err := c.Run(); err != nil {
 			return fmt.Errorf("there was a problem with the editor %q: %w", strings.Join(ed, " "), err)
