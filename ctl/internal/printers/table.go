@@ -336,98 +336,128 @@ func images(t *corev1.PodTemplateSpec) string {
 }
 
 func podReady(p *corev1.Pod) string {
-	ready := 0
-	for _, c := range p.GetStatus().GetContainerStatuses() {
-		if c.Ready {
-			ready++
-		}
-	}
-	return fmt.Sprintf("%d/%d", ready, len(p.GetSpec().GetContainers()))
+	r := summarizePod(p)
+	return fmt.Sprintf("%d/%d", r.ready, r.total)
 }
 
-func podRestarts(p *corev1.Pod) string {
-	n := 0
-	for _, c := range p.GetStatus().GetContainerStatuses() {
-		n += int(c.RestartCount)
-	}
-	return strconv.Itoa(n)
-}
+func podRestarts(p *corev1.Pod) string { return strconv.Itoa(summarizePod(p).restarts) }
 
 // PodStatus is kubectl's STATUS column: the phase, refined by the reason of
 // the first init container or container that is not running.
-func PodStatus(p *corev1.Pod) string {
+func PodStatus(p *corev1.Pod) string { return summarizePod(p).reason }
+
+// podSummary is what kubectl's printPod derives for a pod's READY,
+// RESTARTS and STATUS columns.
+type podSummary struct {
+	ready, total, restarts int
+	reason                 string
+}
+
+// summarizePod follows upstream's printPod: sidecars (init containers with
+// restartPolicy Always) count among the containers once started, and do not
+// hold the pod at Init:N/M.
+func summarizePod(p *corev1.Pod) podSummary {
 	st := p.GetStatus()
-	reason := st.GetPhase()
+	r := podSummary{total: len(p.GetSpec().GetContainers()), reason: st.GetPhase()}
 	if st.GetReason() != "" {
-		reason = st.GetReason()
+		r.reason = st.GetReason()
+	}
+	for _, c := range st.GetConditions() {
+		if c.Type == "PodScheduled" && c.Reason == "SchedulingGated" {
+			r.reason = "SchedulingGated"
+		}
+	}
+	sidecar := map[string]bool{}
+	for _, c := range p.GetSpec().GetInitContainers() {
+		if c.GetRestartPolicy() == "Always" {
+			sidecar[c.Name] = true
+			r.total++
+		}
 	}
 	initializing := false
+	sidecarRestarts := 0
 	for i, c := range st.GetInitContainerStatuses() {
+		r.restarts += int(c.RestartCount)
+		if sidecar[c.Name] {
+			sidecarRestarts += int(c.RestartCount)
+		}
 		switch {
 		case c.GetState().GetTerminated() != nil && c.GetState().GetTerminated().GetExitCode() == 0:
+			continue
+		case sidecar[c.Name] && c.GetStarted():
+			if c.Ready {
+				r.ready++
+			}
 			continue
 		case c.GetState().GetTerminated() != nil:
 			t := c.GetState().GetTerminated()
 			if t.Reason != "" {
-				reason = "Init:" + t.Reason
+				r.reason = "Init:" + t.Reason
 			} else if t.Signal != 0 {
-				reason = fmt.Sprintf("Init:Signal:%d", t.Signal)
+				r.reason = fmt.Sprintf("Init:Signal:%d", t.Signal)
 			} else {
-				reason = fmt.Sprintf("Init:ExitCode:%d", t.ExitCode)
+				r.reason = fmt.Sprintf("Init:ExitCode:%d", t.ExitCode)
 			}
 		case c.GetState().GetWaiting() != nil && c.GetState().GetWaiting().GetReason() != "" && c.GetState().GetWaiting().GetReason() != "PodInitializing":
-			reason = "Init:" + c.GetState().GetWaiting().GetReason()
+			r.reason = "Init:" + c.GetState().GetWaiting().GetReason()
 		default:
-			reason = fmt.Sprintf("Init:%d/%d", i, len(p.GetSpec().GetInitContainers()))
+			r.reason = fmt.Sprintf("Init:%d/%d", i, len(p.GetSpec().GetInitContainers()))
 		}
 		initializing = true
 		break
 	}
-	if !initializing {
+	if !initializing || podCondition(p, "Initialized") {
+		r.restarts = sidecarRestarts
 		hasRunning := false
 		cs := st.GetContainerStatuses()
 		for i := len(cs) - 1; i >= 0; i-- {
 			c := cs[i]
+			r.restarts += int(c.RestartCount)
 			switch {
 			case c.GetState().GetWaiting() != nil && c.GetState().GetWaiting().GetReason() != "":
-				reason = c.GetState().GetWaiting().GetReason()
+				r.reason = c.GetState().GetWaiting().GetReason()
 			case c.GetState().GetTerminated() != nil && c.GetState().GetTerminated().GetReason() != "":
-				reason = c.GetState().GetTerminated().GetReason()
+				r.reason = c.GetState().GetTerminated().GetReason()
 			case c.GetState().GetTerminated() != nil:
 				t := c.GetState().GetTerminated()
 				if t.Signal != 0 {
-					reason = fmt.Sprintf("Signal:%d", t.Signal)
+					r.reason = fmt.Sprintf("Signal:%d", t.Signal)
 				} else {
-					reason = fmt.Sprintf("ExitCode:%d", t.ExitCode)
+					r.reason = fmt.Sprintf("ExitCode:%d", t.ExitCode)
 				}
 			case c.Ready && c.GetState().GetRunning() != nil:
 				hasRunning = true
+				r.ready++
 			}
 		}
-		if reason == "Completed" && hasRunning {
-			reason = "Running"
+		if r.reason == "Completed" && hasRunning {
+			r.reason = "Running"
 			if !podIsReady(p) {
-				reason = "NotReady"
+				r.reason = "NotReady"
 			}
 		}
 	}
 	if p.GetMetadata().GetDeletionTimestamp() != nil {
-		if st.GetReason() == "NodeLost" {
-			return "Unknown"
+		switch {
+		case st.GetReason() == "NodeLost":
+			r.reason = "Unknown"
+		case st.GetPhase() != "Succeeded" && st.GetPhase() != "Failed":
+			r.reason = "Terminating"
 		}
-		return "Terminating"
 	}
-	return reason
+	return r
 }
 
-func podIsReady(p *corev1.Pod) bool {
+func podCondition(p *corev1.Pod, typ string) bool {
 	for _, c := range p.GetStatus().GetConditions() {
-		if c.Type == "Ready" {
+		if c.Type == typ {
 			return c.Status == "True"
 		}
 	}
 	return false
 }
+
+func podIsReady(p *corev1.Pod) bool { return podCondition(p, "Ready") }
 
 func jobStatus(j *batchv1.Job) string {
 	for _, c := range j.GetStatus().GetConditions() {

@@ -109,3 +109,52 @@ func TestMoreKindsHaveUpstreamHeaders(t *testing.T) {
 		}
 	}
 }
+
+// Sidecars, terminal deleted pods and scheduling gates, as upstream's
+// printPod shows them.
+func TestPodSummaryAsUpstream(t *testing.T) {
+	always := "Always"
+	yes := true
+	running := func(name string, ready bool, restarts int32) *corev1.ContainerStatus {
+		return &corev1.ContainerStatus{Name: name, Ready: ready, Started: &yes, RestartCount: restarts,
+			State: &corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}
+	}
+	initialized := &corev1.PodCondition{Type: "Initialized", Status: "True"}
+	ready := &corev1.PodCondition{Type: "Ready", Status: "True"}
+	sidecarPod := func(sidecar, app *corev1.ContainerStatus, conds ...*corev1.PodCondition) *corev1.Pod {
+		p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "p"},
+			Spec: &corev1.PodSpec{InitContainers: []*corev1.Container{{Name: "proxy", RestartPolicy: &always}},
+				Containers: []*corev1.Container{{Name: "app"}}},
+			Status: &corev1.PodStatus{Phase: "Running", Conditions: conds, InitContainerStatuses: []*corev1.ContainerStatus{sidecar}}}
+		if app != nil {
+			p.Status.ContainerStatuses = []*corev1.ContainerStatus{app}
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want string // READY RESTARTS STATUS
+	}{
+		{"a started sidecar does not hold the pod in Init",
+			sidecarPod(running("proxy", true, 1), running("app", true, 2), initialized, ready), "2/2 3 Running"},
+		{"a sidecar not yet started holds it",
+			sidecarPod(&corev1.ContainerStatus{Name: "proxy", State: &corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}, nil),
+			"0/2 0 Init:0/1"},
+		{"a deleted pod that already succeeded is Completed",
+			func() *corev1.Pod {
+				p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "p", DeletionTimestamp: metav1.Now()}, Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "app"}}},
+					Status: &corev1.PodStatus{Phase: "Succeeded", ContainerStatuses: []*corev1.ContainerStatus{{Name: "app",
+						State: &corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Completed"}}}}}}
+				return p
+			}(), "0/1 0 Completed"},
+		{"scheduling gated",
+			&corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "p"}, Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "app"}}},
+				Status: &corev1.PodStatus{Phase: "Pending", Conditions: []*corev1.PodCondition{{Type: "PodScheduled", Status: "False", Reason: "SchedulingGated"}}}},
+			"0/1 0 SchedulingGated"},
+	} {
+		if got := podReady(tc.pod) + " " + podRestarts(tc.pod) + " " + PodStatus(tc.pod); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
