@@ -10,9 +10,11 @@ BINARIES := \
 	skiffctl=./ctl/cmd/skiffctl \
 	skiff-scheduler=./scheduler/cmd/skiff-scheduler \
 	skiff-controller-manager=./controller-manager/cmd/skiff-controller-manager \
+	skiff-kubelet=./kubelet/cmd/skiff-kubelet \
 	skiff-local=./e2e/cmd/skiff-local
 
-UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/... ./controller-manager/...
+UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/... ./controller-manager/... \
+	./kubelet/... ./images/...
 # The packages where goroutines share state: every CI run tests them with
 # the race detector.
 RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \
@@ -20,7 +22,7 @@ RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \
 	./client/informer/ ./client/informers/ ./client/record/ ./client/controller/ \
 	./client/fake/ ./client/workqueue/ ./client/leaderelection/ \
 	./scheduler/internal/queue/ ./scheduler/internal/cache/ \
-	./controller-manager/internal/...
+	./controller-manager/internal/... ./kubelet/internal/...
 FUZZTIME ?= 30s
 
 .PHONY: all build test unit race fuzz e2e test-race run bench proto lint clean deps
@@ -44,7 +46,7 @@ unit:
 	$(GO) vet $(UNIT_PKGS) ./e2e/...
 	$(GO) test -count=1 -timeout 15m $(UNIT_PKGS)
 
-e2e: build
+e2e: build images
 	$(GO) test -count=1 -timeout 20m ./e2e/...
 
 race:
@@ -61,20 +63,28 @@ test-race:
 deps:
 	@bash hack/install-deps.sh
 
-run: deps build
+run: deps build images
 	$(BIN)/skiff-local up --dir $(RUN_DIR)
 
 # Benchmarks print their figures (ratios to raw etcd measured in the same run).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/ ./e2e/controllermanager/bench/
 
+# The images nodes run (no public registry is reachable): OCI image tarballs
+# for the kubelet's --image-preload-dir. skiff-images builds its Go binaries
+# itself and rewrites a tarball only when its image changed.
+IMAGES_DIR ?= $(BIN)/images
+.PHONY: images
+images:
+	$(GO) run ./images/cmd/skiff-images --out $(IMAGES_DIR)
+
 proto:
 	bash proto/gen.sh
 
 lint:
-	@out=$$(gofmt -l proto client apiserver ctl e2e scheduler controller-manager); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l proto client apiserver ctl e2e scheduler controller-manager kubelet images); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(UNIT_PKGS) ./e2e/...
-	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ../scheduler/... ../controller-manager/... ./...
+	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ../scheduler/... ../controller-manager/... ../kubelet/... ../images/... ./...
 
 clean:
 	rm -rf $(BIN) $(RUN_DIR)

@@ -1,0 +1,253 @@
+package app
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"skiff.dev/kubelet/internal/nodestatus"
+	metav1 "skiff.dev/proto/api/meta/v1"
+)
+
+// Options are skiff-kubelet's flags, upstream's names and defaults.
+type Options struct {
+	Kubeconfig       string
+	HostnameOverride string
+	NodeIPs          []string
+
+	ContainerRuntimeEndpoint string
+	RuntimeRequestTimeout    time.Duration
+	RootDir                  string
+	PodLogsDir               string
+	CgroupRoot               string
+	CgroupDriver             string
+	PodInfraContainerImage   string
+
+	ClusterDNS    []string
+	ClusterDomain string
+	ResolvConf    string
+
+	SystemReserved string
+	KubeReserved   string
+	MaxPods        int
+
+	NodeLeaseDurationSeconds  int32
+	NodeStatusReportFrequency time.Duration
+	NodeStatusUpdateFrequency time.Duration
+
+	PodManifestPath string
+	ImagePreloadDir string
+	Port            int32
+	CNIConfDir      string
+	CNIBinDir       string
+
+	MetricsBindAddress string
+	LogFormat          string
+	Verbosity          int
+}
+
+// NewOptions returns upstream's defaults.
+func NewOptions() *Options {
+	return &Options{
+		ContainerRuntimeEndpoint:  "unix:///run/containerd/containerd.sock",
+		RuntimeRequestTimeout:     2 * time.Minute,
+		RootDir:                   "/var/lib/kubelet",
+		PodLogsDir:                "/var/log/pods",
+		CgroupRoot:                "/",
+		CgroupDriver:              "cgroupfs",
+		PodInfraContainerImage:    "skiff.local/pause:3.10",
+		ClusterDomain:             "cluster.local",
+		ResolvConf:                "/etc/resolv.conf",
+		MaxPods:                   110,
+		NodeLeaseDurationSeconds:  40,
+		NodeStatusReportFrequency: 5 * time.Minute,
+		NodeStatusUpdateFrequency: 10 * time.Second,
+		Port:                      10250,
+		CNIConfDir:                "/etc/cni/net.d",
+		CNIBinDir:                 "/usr/lib/cni",
+		MetricsBindAddress:        "127.0.0.1:10248",
+		LogFormat:                 "text",
+	}
+}
+
+// AddFlags registers the flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Client config file (default $SKIFFCONFIG, then ~/.skiff/config).")
+	fs.StringVar(&o.HostnameOverride, "hostname-override", o.HostnameOverride, "The node's name and Hostname address (default: the host name, lowercased).")
+	fs.StringSliceVar(&o.NodeIPs, "node-ip", o.NodeIPs, "The node's InternalIP addresses, one per IP family (default: an address of the default route's interface).")
+	fs.StringVar(&o.ContainerRuntimeEndpoint, "container-runtime-endpoint", o.ContainerRuntimeEndpoint, "The CRI runtime's socket (unix:///path or /path).")
+	fs.DurationVar(&o.RuntimeRequestTimeout, "runtime-request-timeout", o.RuntimeRequestTimeout, "Timeout of every CRI request but long-running ones (pulls, logs, exec).")
+	fs.StringVar(&o.RootDir, "root-dir", o.RootDir, "Directory of the kubelet's files: pods' volumes, plugins' state.")
+	fs.StringVar(&o.PodLogsDir, "pod-logs-dir", o.PodLogsDir, "Directory of the containers' log files (upstream's podLogsDir setting).")
+	fs.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "Cgroup under which the kubepods hierarchy lives.")
+	fs.StringVar(&o.CgroupDriver, "cgroup-driver", o.CgroupDriver, "Cgroup driver: cgroupfs (systemd is not supported).")
+	fs.StringVar(&o.PodInfraContainerImage, "pod-infra-container-image", o.PodInfraContainerImage, "The sandbox (pause) image; kept from image garbage collection.")
+	fs.StringSliceVar(&o.ClusterDNS, "cluster-dns", o.ClusterDNS, "Cluster DNS server addresses for pods with dnsPolicy ClusterFirst.")
+	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "The cluster's DNS domain, searched by pods after their namespace's.")
+	fs.StringVar(&o.ResolvConf, "resolv-conf", o.ResolvConf, "Resolver file the pods' DNS configuration starts from (empty: none).")
+	fs.StringVar(&o.SystemReserved, "system-reserved", o.SystemReserved, "Resources kept for the system, as cpu=100m,memory=100Mi,ephemeral-storage=1Gi.")
+	fs.StringVar(&o.KubeReserved, "kube-reserved", o.KubeReserved, "Resources kept for Kubernetes daemons, as cpu=100m,memory=100Mi,ephemeral-storage=1Gi.")
+	fs.IntVar(&o.MaxPods, "max-pods", o.MaxPods, "Number of pods the node runs at most.")
+	fs.Int32Var(&o.NodeLeaseDurationSeconds, "node-lease-duration-seconds", o.NodeLeaseDurationSeconds, "Duration of the node's Lease, renewed every quarter of it.")
+	fs.DurationVar(&o.NodeStatusReportFrequency, "node-status-report-frequency", o.NodeStatusReportFrequency, "How often the node's status is written when nothing changed.")
+	fs.DurationVar(&o.NodeStatusUpdateFrequency, "node-status-update-frequency", o.NodeStatusUpdateFrequency, "How often the node's status is computed (and written if it changed).")
+	fs.StringVar(&o.PodManifestPath, "pod-manifest-path", o.PodManifestPath, "Directory of static pod manifests, run without the apiserver.")
+	fs.StringVar(&o.ImagePreloadDir, "image-preload-dir", o.ImagePreloadDir, "Directory of image tarballs imported into the runtime at start (air-gapped nodes).")
+	fs.Int32Var(&o.Port, "port", o.Port, "Port of the kubelet's HTTPS API.")
+	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "Directory the node's CNI conflist is written to (the runtime's CNI conf_dir).")
+	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "Directory of the CNI plugin binaries.")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Plain-HTTP address of /metrics, /healthz, /readyz (empty disables).")
+	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: text or json.")
+	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity.")
+}
+
+// NodeName is --hostname-override, else the host name, lowercased and
+// trimmed as upstream's GetHostname.
+func (o *Options) NodeName() (string, error) {
+	name := o.HostnameOverride
+	if strings.TrimSpace(name) == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return "", fmt.Errorf("--hostname-override: none given and the host name is unreadable: %w", err)
+		}
+		name = h
+	}
+	return strings.ToLower(strings.TrimSpace(name)), nil
+}
+
+// Validate checks the flags' values, naming the flag at fault, before
+// anything connects.
+func (o *Options) Validate() error {
+	name, err := o.NodeName()
+	if err != nil {
+		return err
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return fmt.Errorf("--hostname-override: node name %q: %s", name, strings.Join(errs, "; "))
+	}
+	if err := validateIPs(o.NodeIPs); err != nil {
+		return fmt.Errorf("--node-ip: %w", err)
+	}
+	if _, err := socketPath(o.ContainerRuntimeEndpoint); err != nil {
+		return fmt.Errorf("--container-runtime-endpoint: %w", err)
+	}
+	if o.RuntimeRequestTimeout <= 0 {
+		return fmt.Errorf("--runtime-request-timeout: must be positive, got %s", o.RuntimeRequestTimeout)
+	}
+	for _, d := range []struct{ flag, path string }{
+		{"root-dir", o.RootDir}, {"pod-logs-dir", o.PodLogsDir}, {"cgroup-root", o.CgroupRoot},
+		{"cni-conf-dir", o.CNIConfDir}, {"cni-bin-dir", o.CNIBinDir},
+	} {
+		if !filepath.IsAbs(d.path) {
+			return fmt.Errorf("--%s: %q is not an absolute path", d.flag, d.path)
+		}
+	}
+	switch o.CgroupDriver {
+	case "cgroupfs":
+	case "systemd":
+		return fmt.Errorf("--cgroup-driver: systemd is not supported; use cgroupfs")
+	default:
+		return fmt.Errorf("--cgroup-driver: %q is not a cgroup driver; use cgroupfs", o.CgroupDriver)
+	}
+	if o.PodInfraContainerImage == "" {
+		return fmt.Errorf("--pod-infra-container-image: must not be empty")
+	}
+	for _, s := range o.ClusterDNS {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return fmt.Errorf("--cluster-dns: %q is not an IP address", s)
+		}
+	}
+	if o.ClusterDomain != "" {
+		if errs := validation.IsDNS1123Subdomain(o.ClusterDomain); len(errs) > 0 {
+			return fmt.Errorf("--cluster-domain: %q: %s", o.ClusterDomain, strings.Join(errs, "; "))
+		}
+	}
+	if _, err := nodestatus.ParseResourceList(o.SystemReserved); err != nil {
+		return fmt.Errorf("--system-reserved: %w", err)
+	}
+	if _, err := nodestatus.ParseResourceList(o.KubeReserved); err != nil {
+		return fmt.Errorf("--kube-reserved: %w", err)
+	}
+	if o.MaxPods < 1 {
+		return fmt.Errorf("--max-pods: must be at least 1, got %d", o.MaxPods)
+	}
+	if o.NodeLeaseDurationSeconds <= 0 {
+		return fmt.Errorf("--node-lease-duration-seconds: must be positive, got %d", o.NodeLeaseDurationSeconds)
+	}
+	if o.NodeStatusUpdateFrequency <= 0 {
+		return fmt.Errorf("--node-status-update-frequency: must be positive, got %s", o.NodeStatusUpdateFrequency)
+	}
+	if o.NodeStatusReportFrequency <= 0 {
+		return fmt.Errorf("--node-status-report-frequency: must be positive, got %s", o.NodeStatusReportFrequency)
+	}
+	if o.Port < 1 || o.Port > 65535 {
+		return fmt.Errorf("--port: %d is not a port (1-65535)", o.Port)
+	}
+	if o.MetricsBindAddress != "" {
+		if _, _, err := net.SplitHostPort(o.MetricsBindAddress); err != nil {
+			return fmt.Errorf("--metrics-bind-address: %q is not host:port", o.MetricsBindAddress)
+		}
+	}
+	switch o.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format: %q: want text or json", o.LogFormat)
+	}
+	return nil
+}
+
+// validateIPs is upstream's --node-ip rule: addresses, at most one per
+// family.
+func validateIPs(ips []string) error {
+	if len(ips) > 2 {
+		return fmt.Errorf("at most two addresses (one IPv4, one IPv6), got %d", len(ips))
+	}
+	var fams []bool
+	for _, s := range ips {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not an IP address", s)
+		}
+		if a.IsUnspecified() || a.IsLoopback() {
+			return fmt.Errorf("%q cannot be a node's address", s)
+		}
+		fams = append(fams, a.Is4())
+	}
+	if len(fams) == 2 && fams[0] == fams[1] {
+		return fmt.Errorf("%v: two addresses must be of different IP families", ips)
+	}
+	return nil
+}
+
+// socketPath is the file of a unix:// endpoint or a bare absolute path.
+func socketPath(endpoint string) (string, error) {
+	p := endpoint
+	if rest, ok := strings.CutPrefix(endpoint, "unix://"); ok {
+		p = rest
+	} else if strings.Contains(endpoint, "://") {
+		return "", fmt.Errorf("%q: only unix:// endpoints are supported", endpoint)
+	}
+	if !filepath.IsAbs(p) {
+		return "", fmt.Errorf("%q is not an absolute socket path", endpoint)
+	}
+	return p, nil
+}
+
+// reserved is a --*-reserved value as the API's ResourceList.
+func reserved(s string) map[string]*metav1.Quantity {
+	l, _ := nodestatus.ParseResourceList(s) // Validate checked it
+	out := map[string]*metav1.Quantity{}
+	for k, v := range l {
+		out[k] = &metav1.Quantity{String_: v.String()}
+	}
+	return out
+}
+
+func secondsDuration(s int32) time.Duration { return time.Duration(s) * time.Second }

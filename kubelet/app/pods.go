@@ -1,0 +1,133 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/client"
+	"skiff.dev/client/informer"
+	"skiff.dev/client/informers"
+	"skiff.dev/kubelet/internal/admission"
+	"skiff.dev/kubelet/internal/cri"
+	"skiff.dev/kubelet/internal/dns"
+	"skiff.dev/kubelet/internal/envvars"
+	"skiff.dev/kubelet/internal/nodestatus"
+	"skiff.dev/kubelet/internal/pods"
+	"skiff.dev/kubelet/internal/prober"
+	"skiff.dev/kubelet/internal/qos"
+	"skiff.dev/kubelet/internal/status"
+	"skiff.dev/kubelet/internal/volumes"
+	corev1 "skiff.dev/proto/api/core/v1"
+)
+
+// podWorkers is what the kubelet runs of kubelet/internal/pods: a Manager
+// fed by the node's pod informer.
+type podWorkers interface {
+	Handler() informer.Handler
+	Run(ctx context.Context) error
+}
+
+// podParts are the pods manager and what it needs running beside it.
+type podParts struct {
+	*pods.Manager
+	services *informers.Factory
+	prober   *prober.Manager
+}
+
+// Run starts the Service informer the environment variables read, then the
+// pod workers; the prober stops with them.
+func (p *podParts) Run(ctx context.Context) error {
+	defer p.prober.Close()
+	p.services.Start(ctx)
+	defer p.services.Shutdown()
+	if !p.services.WaitForCacheSync(ctx) {
+		return nil
+	}
+	return p.Manager.Run(ctx)
+}
+
+// newPodWorkers builds the pods manager over k's client, runtime, pod
+// lister and recorder, with the hooks of the other internal packages.
+//
+// Left for later: serviceAccountToken projections (the client has no
+// TokenRequest call yet, so volumes fail them with a message saying so),
+// NodeAllocatable for downward API limits (the Node is not known when this
+// is built), and --pod-manifest-path (static pods are not read yet).
+func newPodWorkers(k *Kubelet) (podWorkers, error) {
+	o, c := k.cfg.Options, k.cfg.Client
+	configMap := func(ns, name string) (*corev1.ConfigMap, error) {
+		return client.For[*corev1.ConfigMap](c, ns).Get(context.Background(), name)
+	}
+	secret := func(ns, name string) (*corev1.Secret, error) {
+		return client.For[*corev1.Secret](c, ns).Get(context.Background(), name)
+	}
+	hostIPs := o.NodeIPs
+	if len(hostIPs) == 0 {
+		if ip, err := nodestatus.HostIP(); err == nil {
+			hostIPs = []string{ip}
+		}
+	}
+	services := informers.NewFactory(c, informers.Options{Logger: k.log})
+	svcLister := informers.For[*corev1.Service](services).Lister()
+	env := func(pod *corev1.Pod, ctr *corev1.Container) ([]*runtimeapi.KeyValue, error) {
+		src := envvars.Sources{ConfigMap: configMap, Secret: secret, Services: svcLister.List(labels.Everything()),
+			NodeName: k.nodeName, HostIPs: hostIPs,
+			PodIP: pod.GetStatus().GetPodIP(),
+			Event: func(t, reason, msg string) { k.recorder.Event(pod, t, reason, msg) }}
+		if len(hostIPs) > 0 {
+			src.HostIP = hostIPs[0]
+		}
+		for _, ip := range pod.GetStatus().GetPodIPs() {
+			src.PodIPs = append(src.PodIPs, ip.GetIp())
+		}
+		return envvars.Env(pod, ctr, src)
+	}
+	d := dns.Options{ClusterDNS: o.ClusterDNS, ClusterDomain: o.ClusterDomain, ResolvConf: o.ResolvConf,
+		Event: func(pod *corev1.Pod, t, reason, msg string) { k.recorder.Event(pod, t, reason, msg) }}
+	rt := k.cfg.Runtime
+	pr := prober.New(func(ctx context.Context, id string, cmd []string, timeout time.Duration) ([]byte, []byte, int32, error) {
+		stdout, stderr, err := rt.ExecSync(ctx, id, cmd, timeout)
+		var exit *cri.ExitError
+		if errors.As(err, &exit) {
+			return exit.Stdout, exit.Stderr, exit.Code, nil
+		}
+		return stdout, stderr, 0, err
+	}, k.recorder, time.Now)
+	admit := func(pod *corev1.Pod) (bool, string, string) {
+		node := k.Node()
+		if node == nil {
+			return false, "NodeNotRegistered", "the node is not registered yet"
+		}
+		var others []*corev1.Pod
+		for _, p := range k.podLister.List(labels.Everything()) {
+			ph := p.GetStatus().GetPhase()
+			if p.GetMetadata().GetUid() != pod.GetMetadata().GetUid() && ph != "Succeeded" && ph != "Failed" {
+				others = append(others, p)
+			}
+		}
+		return admission.Admit(pod, node, others)
+	}
+	m, err := pods.New(pods.Config{
+		Client: c, NodeName: k.nodeName, Runtime: rt, Pods: k.podLister, HasSynced: k.pods.HasSynced,
+		Recorder: k.recorder, Logger: k.log.With("component", "pods"), Registerer: k.cfg.Registry,
+		RootDir: o.RootDir, PodLogsDir: o.PodLogsDir, SandboxImage: o.PodInfraContainerImage, CgroupRoot: o.CgroupRoot,
+		Env: env, Command: envvars.Command,
+		Volumes: volumes.New(o.RootDir, volumes.Sources{ConfigMap: configMap, Secret: secret, Env: env}),
+		DNS:     d.Config, Hosts: d.Hosts,
+		Status:       status.Compute,
+		Resources:    qos.ContainerResources,
+		CgroupParent: func(pod *corev1.Pod) string { return qos.PodCgroupParent(o.CgroupRoot, pod) },
+		Admit:        admit,
+		Prober:       pr,
+		Secret:       secret,
+		HostIPs:      hostIPs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &podParts{Manager: m, services: services, prober: pr}, nil
+}
