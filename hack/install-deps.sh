@@ -9,6 +9,12 @@ want=(
 	containernetworking-plugins:/usr/lib/cni/bridge
 	nftables:nft
 	iproute2:ip
+	# nodes: nsenter and unshare enter and pin their namespaces
+	util-linux:nsenter
+	util-linux:unshare
+	mount:mount
+	# the busybox image is Debian's static busybox
+	busybox-static:/bin/busybox
 	etcd-client:etcdctl
 	protobuf-compiler:protoc
 	curl:curl
@@ -26,6 +32,8 @@ for w in "${want[@]}"; do
 		command -v "$probe" >/dev/null 2>&1 || missing+=("$pkg")
 	fi
 done
+# util-linux is listed once per command it provides
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk 'NF && !seen[$0]++')
 if ((${#missing[@]} == 0)); then
 	exit 0
 fi
