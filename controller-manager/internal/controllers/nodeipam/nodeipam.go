@@ -231,8 +231,13 @@ func (c *Controller) reconcile(ctx context.Context, name string) error {
 	})
 	if _, err := client.For[*corev1.Node](c.client, "").Patch(ctx, name, "merge", patch, ""); err != nil {
 		undo()
-		if apierrors.IsNotFound(err) {
+		switch {
+		case apierrors.IsNotFound(err):
 			return nil
+		case apierrors.IsConflict(err):
+			// The kubelet wrote the node meanwhile (its status, at
+			// registration): the retry reads it; nothing failed.
+			return err
 		}
 		c.recorder.Event(n, record.Warning, "CIDRAssignmentFailed", fmt.Sprintf("Node %s: updating podCIDRs: %v", name, err))
 		return err
