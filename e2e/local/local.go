@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +27,13 @@ type Options struct {
 	BinDir string // where the skiff-* binaries are
 	Port   int    // the apiserver's secure port (0 picks a free one)
 	Log    io.Writer
+	// Nodes is how many nodes (skiff-node-1 … N) to start, each in network
+	// and mount namespaces of its own with its own containerd and kubelet.
+	// 0 starts the control plane alone. Nodes need root.
+	Nodes int
+	// NoKubelet starts the nodes' containerd only (tests of the node
+	// plumbing itself).
+	NoKubelet bool
 }
 
 // Component is one process of the cluster.
@@ -52,6 +60,13 @@ type Cluster struct {
 	Dir       string     `json:"dir"`
 	Port      int        `json:"port"`
 	Processes []*Process `json:"processes"`
+	Nodes     []*Node    `json:"nodes,omitempty"`
+	// NFTable says the forward guard is installed; IPForwardWas is the
+	// host's ip_forward before Up turned it on, restored by Down.
+	NFTable      bool   `json:"nftable,omitempty"`
+	IPForwardWas string `json:"ipForwardWas,omitempty"`
+	// MadeRunNetns says /run/netns was no mount point before the nodes.
+	MadeRunNetns bool `json:"madeRunNetns,omitempty"`
 }
 
 // Kubeconfig is the admin client config of the cluster.
@@ -71,18 +86,29 @@ func freePort() (int, error) {
 
 // components lists the cluster's processes in start order. Later issues add
 // the kubelet and proxy here.
-func components(o Options, port, metricsPort, schedulerPort, cmPort int) []Component {
+func components(o Options, nodes []*Node, port, metricsPort, schedulerPort, cmPort int) []Component {
 	admin := filepath.Join(o.Dir, "apiserver", "admin.conf")
+	apiserverArgs := []string{
+		"--data-dir", filepath.Join(o.Dir, "apiserver"),
+		"--bind-address", "127.0.0.1",
+		"--secure-port", strconv.Itoa(port),
+		"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(metricsPort),
+	}
+	if len(nodes) > 0 {
+		// Nodes cannot reach the host's 127.0.0.1, and the apiserver binds
+		// one address: it listens on all of them, and the nftables input
+		// rule (nftRules) admits its port only from loopback and the node
+		// veths. Each node dials its own gateway, so every gateway is a SAN.
+		apiserverArgs[3] = "0.0.0.0"
+		for _, n := range nodes {
+			apiserverArgs = append(apiserverArgs, "--tls-san", n.HostIP)
+		}
+	}
 	return []Component{{
 		Name:   "skiff-apiserver",
 		Binary: "skiff-apiserver",
-		Args: []string{
-			"--data-dir", filepath.Join(o.Dir, "apiserver"),
-			"--bind-address", "127.0.0.1",
-			"--secure-port", strconv.Itoa(port),
-			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(metricsPort),
-		},
-		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", metricsPort),
+		Args:   apiserverArgs,
+		Ready:  fmt.Sprintf("http://127.0.0.1:%d/readyz", metricsPort),
 	}, {
 		Name:   "skiff-scheduler",
 		Binary: "skiff-scheduler",
@@ -141,7 +167,13 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Dir: dir, Port: port}
-	for _, comp := range components(o, port, metricsPort, schedulerPort, cmPort) {
+	if err := c.setupNodes(o, port); err != nil {
+		if derr := c.Down(); derr != nil {
+			err = fmt.Errorf("%w (and tearing down: %v)", err, derr)
+		}
+		return nil, err
+	}
+	for _, comp := range components(o, c.Nodes, port, metricsPort, schedulerPort, cmPort) {
 		p, err := start(o, comp)
 		if err != nil {
 			c.Down()
@@ -169,12 +201,24 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		c.Down()
 		return nil, err
 	}
+	if err := c.startNodes(ctx, o); err != nil {
+		if derr := c.Down(); derr != nil {
+			err = fmt.Errorf("%w (and tearing down: %v)", err, derr)
+		}
+		return nil, err
+	}
 	return c, nil
 }
 
 func start(o Options, comp Component) (*Process, error) {
 	bin := filepath.Join(o.BinDir, comp.Binary)
-	if _, err := os.Stat(bin); err != nil {
+	if comp.Binary == "nsenter" {
+		// Node processes run inside their node through nsenter.
+		var err error
+		if bin, err = exec.LookPath("nsenter"); err != nil {
+			return nil, errors.New("nsenter is not installed (hack/install-deps.sh)")
+		}
+	} else if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%s not found in %s: run `make build` first", comp.Binary, o.BinDir)
 	}
 	logPath := filepath.Join(o.Dir, "logs", comp.Name+".log")
@@ -259,21 +303,37 @@ func load(dir string) (*Cluster, error) {
 }
 
 func (c *Cluster) alive() bool {
-	for _, p := range c.Processes {
-		if syscall.Kill(p.PID, 0) == nil {
+	for _, p := range c.allProcesses() {
+		if pidAlive(p.PID) {
 			return true
 		}
 	}
 	return false
 }
 
-// Down stops the components in reverse order: SIGTERM, then SIGKILL after
-// ten seconds.
-func (c *Cluster) Down() {
+// allProcesses are the control plane's processes and the nodes'.
+func (c *Cluster) allProcesses() []*Process {
+	ps := slices.Clone(c.Processes)
+	for _, n := range c.Nodes {
+		for _, p := range []*Process{n.Containerd, n.Kubelet} {
+			if p != nil {
+				ps = append(ps, p)
+			}
+		}
+	}
+	return ps
+}
+
+// Down tears the nodes down (see downNodes), then stops the control plane
+// in reverse order: SIGTERM, then SIGKILL after ten seconds. The error
+// names whatever of the nodes is left on the machine.
+func (c *Cluster) Down() error {
+	err := c.downNodes()
 	for i := len(c.Processes) - 1; i >= 0; i-- {
 		stop(c.Processes[i], 10*time.Second)
 	}
 	os.Remove(statePath(c.Dir))
+	return err
 }
 
 func stop(p *Process, grace time.Duration) {
@@ -288,7 +348,7 @@ func stop(p *Process, grace time.Duration) {
 			}
 			continue
 		}
-		if syscall.Kill(p.PID, 0) != nil {
+		if !pidAlive(p.PID) {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -309,14 +369,14 @@ func Down(dir string) error {
 	if err != nil {
 		return err
 	}
-	c.Down()
-	return nil
+	return c.Down()
 }
 
 // Wait blocks until ctx ends or a component exits; it returns which.
 func (c *Cluster) Wait(ctx context.Context) error {
-	exited := make(chan error, len(c.Processes))
-	for _, p := range c.Processes {
+	ps := c.allProcesses()
+	exited := make(chan error, len(ps))
+	for _, p := range ps {
 		go func() {
 			if p.exited == nil {
 				return

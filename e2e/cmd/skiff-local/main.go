@@ -1,5 +1,6 @@
 // Command skiff-local runs a Skiff cluster on this machine from the built
-// binaries: `skiff-local up --dir DIR [--detach]`, `skiff-local down --dir DIR`.
+// binaries: `skiff-local up --dir DIR [--nodes N] [--detach]`,
+// `skiff-local down --dir DIR`.
 package main
 
 import (
@@ -29,7 +30,7 @@ func newCommand() *cobra.Command {
 	self, _ := os.Executable()
 	up := &cobra.Command{
 		Use:   "up --dir DIR",
-		Short: "Start the control plane and wait until it is ready",
+		Short: "Start the control plane and the nodes and wait until they are ready",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -47,13 +48,16 @@ func newCommand() *cobra.Command {
 			fmt.Println("Press Ctrl-C to stop.")
 			err = c.Wait(ctx)
 			fmt.Println("stopping…")
-			c.Down()
+			if derr := c.Down(); derr != nil && err == nil {
+				err = derr
+			}
 			return err
 		},
 	}
 	up.Flags().StringVar(&o.Dir, "dir", "", "Directory for the cluster's data, logs and admin.conf.")
 	up.Flags().StringVar(&o.BinDir, "bin", filepath.Dir(self), "Directory of the skiff-* binaries.")
 	up.Flags().IntVar(&o.Port, "port", 6443, "The apiserver's secure port (0 picks a free one).")
+	up.Flags().IntVar(&o.Nodes, "nodes", 1, "How many nodes to start (skiff-node-1 … N), each in namespaces of its own with containerd and a kubelet; 0 for the control plane alone.")
 	up.Flags().BoolVar(&detach, "detach", false, "Return once ready and leave the cluster running.")
 	var downDir string
 	down := &cobra.Command{
