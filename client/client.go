@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	authenticationv1 "skiff.dev/proto/api/authentication/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
 	policyv1 "skiff.dev/proto/api/policy/v1"
 	"skiff.dev/proto/apipb"
@@ -303,6 +304,22 @@ func (c *Client) Bind(ctx context.Context, b *corev1.Binding) error {
 func (c *Client) Evict(ctx context.Context, e *policyv1.Eviction) error {
 	_, err := c.API.Evict(ctx, &apipb.EvictRequest{Eviction: e})
 	return err
+}
+
+// CreateToken asks the serviceaccounts/token subresource for a token for
+// service account namespace/name, as upstream's
+// CoreV1().ServiceAccounts(ns).CreateToken; the answer carries the token
+// and its expiry in status.
+func (c *Client) CreateToken(ctx context.Context, namespace, name string, tr *authenticationv1.TokenRequest) (*authenticationv1.TokenRequest, error) {
+	a, err := c.API.CreateToken(ctx, &apipb.CreateTokenRequest{Namespace: namespace, Name: name, TokenRequest: tr})
+	if err != nil {
+		return nil, err
+	}
+	out := &authenticationv1.TokenRequest{}
+	if err := a.UnmarshalTo(out); err != nil {
+		return nil, fmt.Errorf("decode TokenRequest: %w", err)
+	}
+	return out, nil
 }
 
 // Revision is one past write of an object.

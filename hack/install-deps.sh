@@ -17,6 +17,8 @@ want=(
 	busybox-static:/bin/busybox
 	etcd-client:etcdctl
 	protobuf-compiler:protoc
+	# protoc's well-known types, for make proto
+	libprotobuf-dev:/usr/include/google/protobuf/descriptor.proto
 	curl:curl
 	git:git
 	make:make

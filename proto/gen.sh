@@ -3,7 +3,7 @@
 # them, with the generators pinned in go.mod's tool block and Debian's protoc.
 set -euo pipefail
 cd "$(dirname "$0")"
-(cd gen && go run . -out ..)
+(cd gen && GOWORK=off go run . -out ..)
 GOGEN=$(go tool -n protoc-gen-go)
 GRPCGEN=$(go tool -n protoc-gen-go-grpc)
 files=$(find api apipb -name '*.proto' | sort)

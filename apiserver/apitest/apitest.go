@@ -43,6 +43,10 @@ func Start(t testing.TB, mutate ...func(*app.Options)) *Server {
 	o.SecurePort = 0
 	o.MetricsBindAddress = "127.0.0.1:0"
 	o.ShutdownTimeout = 5 * time.Second
+	// As upstream's integration tests: no controller-manager creates the
+	// "default" service accounts here, so the ServiceAccount plugin would
+	// refuse every pod. Tests of it turn it back on.
+	o.DisableAdmissionPlugins = []string{"ServiceAccount"}
 	for _, m := range mutate {
 		m(&o)
 	}

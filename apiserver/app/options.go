@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"skiff.dev/apiserver/internal/serviceaccount"
 )
 
 // Options are skiff-apiserver's flags (upstream's names where upstream has one).
@@ -32,6 +35,16 @@ type Options struct {
 	Verbosity              int
 	ShutdownTimeout        time.Duration
 	Profiling              bool
+	// Service-account tokens, upstream's flags: the key that signs them,
+	// the keys that verify them, who issues them and who they are for.
+	ServiceAccountSigningKeyFile string
+	ServiceAccountKeyFiles       []string
+	ServiceAccountIssuers        []string
+	APIAudiences                 []string
+	// DisableAdmissionPlugins turns off default-on plugins by upstream's
+	// names (upstream's integration tests disable ServiceAccount, as
+	// apitest does: they run no controller-manager to create service accounts).
+	DisableAdmissionPlugins []string
 	// DefaultTolerationSeconds' defaults, upstream's flags.
 	DefaultNotReadyTolerationSeconds    int64
 	DefaultUnreachableTolerationSeconds int64
@@ -48,6 +61,7 @@ func NewOptions() *Options {
 		EtcdCompactionInterval: 5 * time.Minute,
 		LogFormat:              "text",
 		ShutdownTimeout:        15 * time.Second,
+		ServiceAccountIssuers:  []string{serviceaccount.DefaultIssuer},
 
 		DefaultNotReadyTolerationSeconds:    300,
 		DefaultUnreachableTolerationSeconds: 300,
@@ -60,6 +74,16 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"The tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration added to every pod without one.")
 	fs.Int64Var(&o.DefaultUnreachableTolerationSeconds, "default-unreachable-toleration-seconds", o.DefaultUnreachableTolerationSeconds,
 		"The tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration added to every pod without one.")
+	fs.StringVar(&o.ServiceAccountSigningKeyFile, "service-account-signing-key-file", o.ServiceAccountSigningKeyFile,
+		"PEM private key (RSA or ECDSA) that signs service-account tokens; empty uses <data-dir>/pki/sa.key, generated if missing.")
+	fs.StringSliceVar(&o.ServiceAccountKeyFiles, "service-account-key-file", o.ServiceAccountKeyFiles,
+		"PEM files of public keys (or certificates, or private keys) that verify service-account tokens (repeatable); the signing key is always one.")
+	fs.StringSliceVar(&o.ServiceAccountIssuers, "service-account-issuer", o.ServiceAccountIssuers,
+		"The iss claim of issued tokens (repeatable: the first signs, all are accepted, for migrating issuers).")
+	fs.StringSliceVar(&o.APIAudiences, "api-audiences", o.APIAudiences,
+		"Audiences a token must carry to authenticate to the API, and the default audiences of token requests; empty means the first --service-account-issuer.")
+	fs.StringSliceVar(&o.DisableAdmissionPlugins, "disable-admission-plugins", o.DisableAdmissionPlugins,
+		"Admission plugins to turn off, comma separated, of: "+strings.Join(admissionPlugins, ", ")+".")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the embedded etcd, generated certificates and admin.conf.")
 	fs.StringVar(&o.BindAddress, "bind-address", o.BindAddress, "The IP address on which to listen for the --secure-port port.")
 	fs.IntVar(&o.SecurePort, "secure-port", o.SecurePort, "The port on which to serve the gRPC API with TLS (0 picks a free port).")
@@ -89,6 +113,14 @@ func (o *Options) Validate() error {
 	if o.DefaultUnreachableTolerationSeconds < 0 {
 		errs = append(errs, fmt.Errorf("--default-unreachable-toleration-seconds: must not be negative, got %d", o.DefaultUnreachableTolerationSeconds))
 	}
+	if len(o.ServiceAccountIssuers) == 0 || o.ServiceAccountIssuers[0] == "" {
+		errs = append(errs, errors.New("--service-account-issuer: must not be empty"))
+	}
+	for _, p := range o.DisableAdmissionPlugins {
+		if !slices.Contains(admissionPlugins, p) {
+			errs = append(errs, fmt.Errorf("--disable-admission-plugins: unknown plugin %q (known: %s)", p, strings.Join(admissionPlugins, ", ")))
+		}
+	}
 	if net.ParseIP(o.BindAddress) == nil {
 		errs = append(errs, fmt.Errorf("--bind-address: %q is not an IP address", o.BindAddress))
 	}
@@ -108,6 +140,14 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--log-format: %q is not text or json", o.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// apiAudiences are --api-audiences, else the signing issuer, as upstream.
+func (o *Options) apiAudiences() []string {
+	if len(o.APIAudiences) > 0 {
+		return o.APIAudiences
+	}
+	return o.ServiceAccountIssuers[:1]
 }
 
 func (o *Options) secureAddr() string {

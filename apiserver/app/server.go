@@ -2,12 +2,14 @@ package app
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -24,10 +26,12 @@ import (
 	"skiff.dev/apiserver/internal/admission"
 	"skiff.dev/apiserver/internal/admission/defaulttolerationseconds"
 	"skiff.dev/apiserver/internal/admission/namespacelifecycle"
+	saadmission "skiff.dev/apiserver/internal/admission/serviceaccount"
 	"skiff.dev/apiserver/internal/etcd"
 	"skiff.dev/apiserver/internal/pki"
 	"skiff.dev/apiserver/internal/registry"
 	"skiff.dev/apiserver/internal/server"
+	"skiff.dev/apiserver/internal/serviceaccount"
 	"skiff.dev/apiserver/internal/storage"
 	"skiff.dev/client/component"
 	"skiff.dev/client/config"
@@ -104,14 +108,33 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 		return nil, err
 	}
 	s.store = storage.New(s.etcdCli, o.EtcdPrefix, s.Registry)
+	issuer, verifyKeys, err := s.serviceAccountKeys()
+	if err != nil {
+		return nil, err
+	}
 	// Upstream's default plugins that apply to what Skiff serves, in
 	// upstream's order; more arrive with RBAC and the node authorizer.
-	chain := admission.NewChain(s.Registry, namespacelifecycle.New(),
-		defaulttolerationseconds.New(o.DefaultNotReadyTolerationSeconds, o.DefaultUnreachableTolerationSeconds))
-	s.reg = registry.New(registry.Config{Store: s.store, Admission: chain, Logger: log, Registerer: s.Registry})
+	saPlugin := saadmission.New()
+	var plugins []admission.Plugin
+	for _, p := range []admission.Plugin{namespacelifecycle.New(), saPlugin,
+		defaulttolerationseconds.New(o.DefaultNotReadyTolerationSeconds, o.DefaultUnreachableTolerationSeconds)} {
+		if !slices.Contains(o.DisableAdmissionPlugins, p.Name()) {
+			plugins = append(plugins, p)
+		}
+	}
+	chain := admission.NewChain(s.Registry, plugins...)
+	s.reg = registry.New(registry.Config{Store: s.store, Admission: chain, Logger: log, Registerer: s.Registry,
+		Tokens: &registry.TokenIssuer{Issuer: issuer, APIAudiences: o.apiAudiences()}})
+	saPlugin.SetServiceAccountGetter(s.reg)
+	tokens, err := serviceaccount.NewAuthenticator(o.ServiceAccountIssuers, verifyKeys, s.reg)
+	if err != nil {
+		return nil, fmt.Errorf("--service-account-key-file: %w", err)
+	}
+	authn := &server.Authentication{Tokens: tokens, APIAudiences: o.apiAudiences()}
 	s.service = server.NewService(s.reg, nil, log, s.Registry)
+	s.service.SetAuthentication(authn)
 
-	s.grpc = grpc.NewServer(append(server.ServerOptions(log, s.Registry), grpc.Creds(credentials.NewTLS(tlsCfg)))...)
+	s.grpc = grpc.NewServer(append(server.ServerOptions(log, s.Registry, authn), grpc.Creds(credentials.NewTLS(tlsCfg)))...)
 	apipb.RegisterAPIServer(s.grpc, s.service)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -129,6 +152,40 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 		}
 	}
 	return s, nil
+}
+
+// admissionPlugins are the default-on plugins, in upstream's order.
+var admissionPlugins = []string{namespacelifecycle.PluginName, saadmission.PluginName, defaulttolerationseconds.PluginName}
+
+// serviceAccountKeys loads the token signing key (generating
+// <data-dir>/pki/sa.key when no file is given) and the keys that verify
+// tokens: the signing key's public half and every --service-account-key-file.
+func (s *Server) serviceAccountKeys() (*serviceaccount.Issuer, []crypto.PublicKey, error) {
+	o := s.opts
+	path := o.ServiceAccountSigningKeyFile
+	if path == "" {
+		var err error
+		if path, err = pki.EnsureServiceAccountKey(filepath.Join(o.DataDir, "pki")); err != nil {
+			return nil, nil, fmt.Errorf("service-account key: %w", err)
+		}
+	}
+	key, err := pki.LoadSigner(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--service-account-signing-key-file: %w", err)
+	}
+	issuer, err := serviceaccount.NewIssuer(o.ServiceAccountIssuers[0], key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--service-account-signing-key-file: %w", err)
+	}
+	keys := []crypto.PublicKey{key.Public()}
+	for _, f := range o.ServiceAccountKeyFiles {
+		ks, err := pki.LoadPublicKeys(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--service-account-key-file: %w", err)
+		}
+		keys = append(keys, ks...)
+	}
+	return issuer, keys, nil
 }
 
 // Addr is the API's listening address.

@@ -50,12 +50,15 @@ type NamedUser struct {
 	User User   `json:"user"`
 }
 
-// User holds a client certificate and key, inline (…-data) or as files.
+// User holds a client certificate and key, inline (…-data) or as files,
+// and/or a bearer token, inline or as a file re-read as it rotates.
 type User struct {
 	ClientCertificate     string `json:"client-certificate,omitempty"`
 	ClientCertificateData []byte `json:"client-certificate-data,omitempty"`
 	ClientKey             string `json:"client-key,omitempty"`
 	ClientKeyData         []byte `json:"client-key-data,omitempty"`
+	Token                 string `json:"token,omitempty"`
+	TokenFile             string `json:"tokenFile,omitempty"`
 }
 
 // NamedContext is one entry of contexts.
@@ -167,6 +170,13 @@ type Resolved struct {
 	// controller-manager publishes as kube-root-ca.crt when it has no
 	// --root-ca-file).
 	CA []byte
+	// BearerToken, or else BearerTokenFile (re-read every minute, as
+	// client-go does, so a token the kubelet rotates is picked up), is sent
+	// as "authorization: Bearer …" on every call.
+	BearerToken     string
+	BearerTokenFile string
+
+	creds *tokenCredentials // shared by every Dial of this Resolved
 }
 
 // Context returns the named context ("" = current).
@@ -255,7 +265,12 @@ func (c *Config) Resolve(context string) (*Resolved, error) {
 	if ns == "" {
 		ns = "default"
 	}
-	return &Resolved{Context: ctx.Name, Server: server, Namespace: ns, User: ctx.Context.User, TLS: tc, CA: ca}, nil
+	tokenFile := u.TokenFile
+	if tokenFile != "" && !filepath.IsAbs(tokenFile) && c.dir != "" {
+		tokenFile = filepath.Join(c.dir, tokenFile)
+	}
+	return &Resolved{Context: ctx.Name, Server: server, Namespace: ns, User: ctx.Context.User, TLS: tc, CA: ca,
+		BearerToken: u.Token, BearerTokenFile: tokenFile}, nil
 }
 
 func (c *Config) bytes(data []byte, file string) ([]byte, error) {
@@ -270,9 +285,13 @@ func (c *Config) bytes(data []byte, file string) ([]byte, error) {
 
 // Dial opens a gRPC connection over TLS; it does not block.
 func (r *Resolved) Dial(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	opts = append([]grpc.DialOption{
+	base := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(r.TLS)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(512 << 20)),
-	}, opts...)
+	}
+	if r.BearerToken != "" || r.BearerTokenFile != "" {
+		base = append(base, grpc.WithPerRPCCredentials(r.tokenCreds()))
+	}
+	opts = append(base, opts...)
 	return grpc.NewClient(r.Server, opts...)
 }

@@ -15,6 +15,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
+	v12 "skiff.dev/proto/api/authentication/v1"
 	v1 "skiff.dev/proto/api/core/v1"
 	v11 "skiff.dev/proto/api/policy/v1"
 	sync "sync"
@@ -1148,6 +1149,75 @@ func (x *EvictRequest) GetEviction() *v11.Eviction {
 	return nil
 }
 
+type CreateTokenRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// name: the ServiceAccount's.
+	Name          string            `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	TokenRequest  *v12.TokenRequest `protobuf:"bytes,3,opt,name=token_request,json=tokenRequest,proto3" json:"token_request,omitempty"`
+	DryRun        bool              `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_apipb_api_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateTokenRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetTokenRequest() *v12.TokenRequest {
+	if x != nil {
+		return x.TokenRequest
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 type HistoryRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Resource  *Resource              `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
@@ -1161,7 +1231,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_apipb_api_proto_msgTypes[16]
+	mi := &file_apipb_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1243,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[16]
+	mi := &file_apipb_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1256,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{16}
+	return file_apipb_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistoryRequest) GetResource() *Resource {
@@ -1230,7 +1300,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_apipb_api_proto_msgTypes[17]
+	mi := &file_apipb_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1312,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[17]
+	mi := &file_apipb_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1325,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{17}
+	return file_apipb_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HistoryResponse) GetItems() []*HistoryItem {
@@ -1283,7 +1353,7 @@ type HistoryItem struct {
 
 func (x *HistoryItem) Reset() {
 	*x = HistoryItem{}
-	mi := &file_apipb_api_proto_msgTypes[18]
+	mi := &file_apipb_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1365,7 @@ func (x *HistoryItem) String() string {
 func (*HistoryItem) ProtoMessage() {}
 
 func (x *HistoryItem) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[18]
+	mi := &file_apipb_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1378,7 @@ func (x *HistoryItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryItem.ProtoReflect.Descriptor instead.
 func (*HistoryItem) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{18}
+	return file_apipb_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HistoryItem) GetObject() *anypb.Any {
@@ -1336,7 +1406,7 @@ var File_apipb_api_proto protoreflect.FileDescriptor
 
 const file_apipb_api_proto_rawDesc = "" +
 	"\n" +
-	"\x0fapipb/api.proto\x12\vskiff.apipb\x1a\x19google/protobuf/any.proto\x1a\x1bapi/core/v1/generated.proto\x1a\x1dapi/policy/v1/generated.proto\"V\n" +
+	"\x0fapipb/api.proto\x12\vskiff.apipb\x1a\x19google/protobuf/any.proto\x1a%api/authentication/v1/generated.proto\x1a\x1bapi/core/v1/generated.proto\x1a\x1dapi/policy/v1/generated.proto\"V\n" +
 	"\bResource\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -1431,7 +1501,12 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\vBindRequest\x124\n" +
 	"\abinding\x18\x01 \x01(\v2\x1a.skiff.api.core.v1.BindingR\abinding\"I\n" +
 	"\fEvictRequest\x129\n" +
-	"\beviction\x18\x01 \x01(\v2\x1d.skiff.api.policy.v1.EvictionR\beviction\"\x8b\x01\n" +
+	"\beviction\x18\x01 \x01(\v2\x1d.skiff.api.policy.v1.EvictionR\beviction\"\xaf\x01\n" +
+	"\x12CreateTokenRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12N\n" +
+	"\rtoken_request\x18\x03 \x01(\v2).skiff.api.authentication.v1.TokenRequestR\ftokenRequest\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"\x8b\x01\n" +
 	"\x0eHistoryRequest\x121\n" +
 	"\bresource\x18\x01 \x01(\v2\x15.skiff.apipb.ResourceR\bresource\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1443,7 +1518,7 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\vHistoryItem\x12,\n" +
 	"\x06object\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\x06object\x12)\n" +
 	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersion\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted2\xeb\x05\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted2\xb1\x06\n" +
 	"\x03API\x12:\n" +
 	"\x06Create\x12\x1a.skiff.apipb.CreateRequest\x1a\x14.google.protobuf.Any\x124\n" +
 	"\x03Get\x12\x17.skiff.apipb.GetRequest\x1a\x14.google.protobuf.Any\x12;\n" +
@@ -1456,6 +1531,7 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\tDiscovery\x12\x1d.skiff.apipb.DiscoveryRequest\x1a\x1e.skiff.apipb.DiscoveryResponse\x126\n" +
 	"\x04Bind\x12\x18.skiff.apipb.BindRequest\x1a\x14.google.protobuf.Any\x128\n" +
 	"\x05Evict\x12\x19.skiff.apipb.EvictRequest\x1a\x14.google.protobuf.Any\x12D\n" +
+	"\vCreateToken\x12\x1f.skiff.apipb.CreateTokenRequest\x1a\x14.google.protobuf.Any\x12D\n" +
 	"\aHistory\x12\x1b.skiff.apipb.HistoryRequest\x1a\x1c.skiff.apipb.HistoryResponseB\x1dZ\x1bskiff.dev/proto/apipb;apipbb\x06proto3"
 
 var (
@@ -1470,79 +1546,84 @@ func file_apipb_api_proto_rawDescGZIP() []byte {
 	return file_apipb_api_proto_rawDescData
 }
 
-var file_apipb_api_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_apipb_api_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_apipb_api_proto_goTypes = []any{
-	(*Resource)(nil),          // 0: skiff.apipb.Resource
-	(*CreateRequest)(nil),     // 1: skiff.apipb.CreateRequest
-	(*GetRequest)(nil),        // 2: skiff.apipb.GetRequest
-	(*ListRequest)(nil),       // 3: skiff.apipb.ListRequest
-	(*ListResponse)(nil),      // 4: skiff.apipb.ListResponse
-	(*UpdateRequest)(nil),     // 5: skiff.apipb.UpdateRequest
-	(*PatchRequest)(nil),      // 6: skiff.apipb.PatchRequest
-	(*Preconditions)(nil),     // 7: skiff.apipb.Preconditions
-	(*DeleteRequest)(nil),     // 8: skiff.apipb.DeleteRequest
-	(*WatchRequest)(nil),      // 9: skiff.apipb.WatchRequest
-	(*WatchEvent)(nil),        // 10: skiff.apipb.WatchEvent
-	(*DiscoveryRequest)(nil),  // 11: skiff.apipb.DiscoveryRequest
-	(*APIResource)(nil),       // 12: skiff.apipb.APIResource
-	(*DiscoveryResponse)(nil), // 13: skiff.apipb.DiscoveryResponse
-	(*BindRequest)(nil),       // 14: skiff.apipb.BindRequest
-	(*EvictRequest)(nil),      // 15: skiff.apipb.EvictRequest
-	(*HistoryRequest)(nil),    // 16: skiff.apipb.HistoryRequest
-	(*HistoryResponse)(nil),   // 17: skiff.apipb.HistoryResponse
-	(*HistoryItem)(nil),       // 18: skiff.apipb.HistoryItem
-	(*anypb.Any)(nil),         // 19: google.protobuf.Any
-	(*v1.Binding)(nil),        // 20: skiff.api.core.v1.Binding
-	(*v11.Eviction)(nil),      // 21: skiff.api.policy.v1.Eviction
+	(*Resource)(nil),           // 0: skiff.apipb.Resource
+	(*CreateRequest)(nil),      // 1: skiff.apipb.CreateRequest
+	(*GetRequest)(nil),         // 2: skiff.apipb.GetRequest
+	(*ListRequest)(nil),        // 3: skiff.apipb.ListRequest
+	(*ListResponse)(nil),       // 4: skiff.apipb.ListResponse
+	(*UpdateRequest)(nil),      // 5: skiff.apipb.UpdateRequest
+	(*PatchRequest)(nil),       // 6: skiff.apipb.PatchRequest
+	(*Preconditions)(nil),      // 7: skiff.apipb.Preconditions
+	(*DeleteRequest)(nil),      // 8: skiff.apipb.DeleteRequest
+	(*WatchRequest)(nil),       // 9: skiff.apipb.WatchRequest
+	(*WatchEvent)(nil),         // 10: skiff.apipb.WatchEvent
+	(*DiscoveryRequest)(nil),   // 11: skiff.apipb.DiscoveryRequest
+	(*APIResource)(nil),        // 12: skiff.apipb.APIResource
+	(*DiscoveryResponse)(nil),  // 13: skiff.apipb.DiscoveryResponse
+	(*BindRequest)(nil),        // 14: skiff.apipb.BindRequest
+	(*EvictRequest)(nil),       // 15: skiff.apipb.EvictRequest
+	(*CreateTokenRequest)(nil), // 16: skiff.apipb.CreateTokenRequest
+	(*HistoryRequest)(nil),     // 17: skiff.apipb.HistoryRequest
+	(*HistoryResponse)(nil),    // 18: skiff.apipb.HistoryResponse
+	(*HistoryItem)(nil),        // 19: skiff.apipb.HistoryItem
+	(*anypb.Any)(nil),          // 20: google.protobuf.Any
+	(*v1.Binding)(nil),         // 21: skiff.api.core.v1.Binding
+	(*v11.Eviction)(nil),       // 22: skiff.api.policy.v1.Eviction
+	(*v12.TokenRequest)(nil),   // 23: skiff.api.authentication.v1.TokenRequest
 }
 var file_apipb_api_proto_depIdxs = []int32{
 	0,  // 0: skiff.apipb.CreateRequest.resource:type_name -> skiff.apipb.Resource
-	19, // 1: skiff.apipb.CreateRequest.object:type_name -> google.protobuf.Any
+	20, // 1: skiff.apipb.CreateRequest.object:type_name -> google.protobuf.Any
 	0,  // 2: skiff.apipb.GetRequest.resource:type_name -> skiff.apipb.Resource
 	0,  // 3: skiff.apipb.ListRequest.resource:type_name -> skiff.apipb.Resource
-	19, // 4: skiff.apipb.ListResponse.items:type_name -> google.protobuf.Any
+	20, // 4: skiff.apipb.ListResponse.items:type_name -> google.protobuf.Any
 	0,  // 5: skiff.apipb.UpdateRequest.resource:type_name -> skiff.apipb.Resource
-	19, // 6: skiff.apipb.UpdateRequest.object:type_name -> google.protobuf.Any
+	20, // 6: skiff.apipb.UpdateRequest.object:type_name -> google.protobuf.Any
 	0,  // 7: skiff.apipb.PatchRequest.resource:type_name -> skiff.apipb.Resource
 	0,  // 8: skiff.apipb.DeleteRequest.resource:type_name -> skiff.apipb.Resource
 	7,  // 9: skiff.apipb.DeleteRequest.preconditions:type_name -> skiff.apipb.Preconditions
 	0,  // 10: skiff.apipb.WatchRequest.resource:type_name -> skiff.apipb.Resource
-	19, // 11: skiff.apipb.WatchEvent.object:type_name -> google.protobuf.Any
+	20, // 11: skiff.apipb.WatchEvent.object:type_name -> google.protobuf.Any
 	12, // 12: skiff.apipb.DiscoveryResponse.resources:type_name -> skiff.apipb.APIResource
-	20, // 13: skiff.apipb.BindRequest.binding:type_name -> skiff.api.core.v1.Binding
-	21, // 14: skiff.apipb.EvictRequest.eviction:type_name -> skiff.api.policy.v1.Eviction
-	0,  // 15: skiff.apipb.HistoryRequest.resource:type_name -> skiff.apipb.Resource
-	18, // 16: skiff.apipb.HistoryResponse.items:type_name -> skiff.apipb.HistoryItem
-	19, // 17: skiff.apipb.HistoryItem.object:type_name -> google.protobuf.Any
-	1,  // 18: skiff.apipb.API.Create:input_type -> skiff.apipb.CreateRequest
-	2,  // 19: skiff.apipb.API.Get:input_type -> skiff.apipb.GetRequest
-	3,  // 20: skiff.apipb.API.List:input_type -> skiff.apipb.ListRequest
-	5,  // 21: skiff.apipb.API.Update:input_type -> skiff.apipb.UpdateRequest
-	5,  // 22: skiff.apipb.API.UpdateStatus:input_type -> skiff.apipb.UpdateRequest
-	6,  // 23: skiff.apipb.API.Patch:input_type -> skiff.apipb.PatchRequest
-	8,  // 24: skiff.apipb.API.Delete:input_type -> skiff.apipb.DeleteRequest
-	9,  // 25: skiff.apipb.API.Watch:input_type -> skiff.apipb.WatchRequest
-	11, // 26: skiff.apipb.API.Discovery:input_type -> skiff.apipb.DiscoveryRequest
-	14, // 27: skiff.apipb.API.Bind:input_type -> skiff.apipb.BindRequest
-	15, // 28: skiff.apipb.API.Evict:input_type -> skiff.apipb.EvictRequest
-	16, // 29: skiff.apipb.API.History:input_type -> skiff.apipb.HistoryRequest
-	19, // 30: skiff.apipb.API.Create:output_type -> google.protobuf.Any
-	19, // 31: skiff.apipb.API.Get:output_type -> google.protobuf.Any
-	4,  // 32: skiff.apipb.API.List:output_type -> skiff.apipb.ListResponse
-	19, // 33: skiff.apipb.API.Update:output_type -> google.protobuf.Any
-	19, // 34: skiff.apipb.API.UpdateStatus:output_type -> google.protobuf.Any
-	19, // 35: skiff.apipb.API.Patch:output_type -> google.protobuf.Any
-	19, // 36: skiff.apipb.API.Delete:output_type -> google.protobuf.Any
-	10, // 37: skiff.apipb.API.Watch:output_type -> skiff.apipb.WatchEvent
-	13, // 38: skiff.apipb.API.Discovery:output_type -> skiff.apipb.DiscoveryResponse
-	19, // 39: skiff.apipb.API.Bind:output_type -> google.protobuf.Any
-	19, // 40: skiff.apipb.API.Evict:output_type -> google.protobuf.Any
-	17, // 41: skiff.apipb.API.History:output_type -> skiff.apipb.HistoryResponse
-	30, // [30:42] is the sub-list for method output_type
-	18, // [18:30] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	21, // 13: skiff.apipb.BindRequest.binding:type_name -> skiff.api.core.v1.Binding
+	22, // 14: skiff.apipb.EvictRequest.eviction:type_name -> skiff.api.policy.v1.Eviction
+	23, // 15: skiff.apipb.CreateTokenRequest.token_request:type_name -> skiff.api.authentication.v1.TokenRequest
+	0,  // 16: skiff.apipb.HistoryRequest.resource:type_name -> skiff.apipb.Resource
+	19, // 17: skiff.apipb.HistoryResponse.items:type_name -> skiff.apipb.HistoryItem
+	20, // 18: skiff.apipb.HistoryItem.object:type_name -> google.protobuf.Any
+	1,  // 19: skiff.apipb.API.Create:input_type -> skiff.apipb.CreateRequest
+	2,  // 20: skiff.apipb.API.Get:input_type -> skiff.apipb.GetRequest
+	3,  // 21: skiff.apipb.API.List:input_type -> skiff.apipb.ListRequest
+	5,  // 22: skiff.apipb.API.Update:input_type -> skiff.apipb.UpdateRequest
+	5,  // 23: skiff.apipb.API.UpdateStatus:input_type -> skiff.apipb.UpdateRequest
+	6,  // 24: skiff.apipb.API.Patch:input_type -> skiff.apipb.PatchRequest
+	8,  // 25: skiff.apipb.API.Delete:input_type -> skiff.apipb.DeleteRequest
+	9,  // 26: skiff.apipb.API.Watch:input_type -> skiff.apipb.WatchRequest
+	11, // 27: skiff.apipb.API.Discovery:input_type -> skiff.apipb.DiscoveryRequest
+	14, // 28: skiff.apipb.API.Bind:input_type -> skiff.apipb.BindRequest
+	15, // 29: skiff.apipb.API.Evict:input_type -> skiff.apipb.EvictRequest
+	16, // 30: skiff.apipb.API.CreateToken:input_type -> skiff.apipb.CreateTokenRequest
+	17, // 31: skiff.apipb.API.History:input_type -> skiff.apipb.HistoryRequest
+	20, // 32: skiff.apipb.API.Create:output_type -> google.protobuf.Any
+	20, // 33: skiff.apipb.API.Get:output_type -> google.protobuf.Any
+	4,  // 34: skiff.apipb.API.List:output_type -> skiff.apipb.ListResponse
+	20, // 35: skiff.apipb.API.Update:output_type -> google.protobuf.Any
+	20, // 36: skiff.apipb.API.UpdateStatus:output_type -> google.protobuf.Any
+	20, // 37: skiff.apipb.API.Patch:output_type -> google.protobuf.Any
+	20, // 38: skiff.apipb.API.Delete:output_type -> google.protobuf.Any
+	10, // 39: skiff.apipb.API.Watch:output_type -> skiff.apipb.WatchEvent
+	13, // 40: skiff.apipb.API.Discovery:output_type -> skiff.apipb.DiscoveryResponse
+	20, // 41: skiff.apipb.API.Bind:output_type -> google.protobuf.Any
+	20, // 42: skiff.apipb.API.Evict:output_type -> google.protobuf.Any
+	20, // 43: skiff.apipb.API.CreateToken:output_type -> google.protobuf.Any
+	18, // 44: skiff.apipb.API.History:output_type -> skiff.apipb.HistoryResponse
+	32, // [32:45] is the sub-list for method output_type
+	19, // [19:32] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_apipb_api_proto_init() }
@@ -1559,7 +1640,7 @@ func file_apipb_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_apipb_api_proto_rawDesc), len(file_apipb_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

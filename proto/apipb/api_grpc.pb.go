@@ -35,6 +35,7 @@ const (
 	API_Discovery_FullMethodName    = "/skiff.apipb.API/Discovery"
 	API_Bind_FullMethodName         = "/skiff.apipb.API/Bind"
 	API_Evict_FullMethodName        = "/skiff.apipb.API/Evict"
+	API_CreateToken_FullMethodName  = "/skiff.apipb.API/CreateToken"
 	API_History_FullMethodName      = "/skiff.apipb.API/History"
 )
 
@@ -58,6 +59,10 @@ type APIClient interface {
 	Bind(ctx context.Context, in *BindRequest, opts ...grpc.CallOption) (*anypb.Any, error)
 	// Evict is the pods/eviction subresource, which honours PodDisruptionBudgets.
 	Evict(ctx context.Context, in *EvictRequest, opts ...grpc.CallOption) (*anypb.Any, error)
+	// CreateToken is the serviceaccounts/token subresource: it issues a signed
+	// token for the named ServiceAccount and answers the TokenRequest with its
+	// status (token, expirationTimestamp) filled in.
+	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*anypb.Any, error)
 	// History lists the past revisions of one object that etcd still holds
 	// (until compaction), newest first.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
@@ -190,6 +195,16 @@ func (c *aPIClient) Evict(ctx context.Context, in *EvictRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *aPIClient) CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*anypb.Any, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(anypb.Any)
+	err := c.cc.Invoke(ctx, API_CreateToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *aPIClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HistoryResponse)
@@ -220,6 +235,10 @@ type APIServer interface {
 	Bind(context.Context, *BindRequest) (*anypb.Any, error)
 	// Evict is the pods/eviction subresource, which honours PodDisruptionBudgets.
 	Evict(context.Context, *EvictRequest) (*anypb.Any, error)
+	// CreateToken is the serviceaccounts/token subresource: it issues a signed
+	// token for the named ServiceAccount and answers the TokenRequest with its
+	// status (token, expirationTimestamp) filled in.
+	CreateToken(context.Context, *CreateTokenRequest) (*anypb.Any, error)
 	// History lists the past revisions of one object that etcd still holds
 	// (until compaction), newest first.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
@@ -265,6 +284,9 @@ func (UnimplementedAPIServer) Bind(context.Context, *BindRequest) (*anypb.Any, e
 }
 func (UnimplementedAPIServer) Evict(context.Context, *EvictRequest) (*anypb.Any, error) {
 	return nil, status.Error(codes.Unimplemented, "method Evict not implemented")
+}
+func (UnimplementedAPIServer) CreateToken(context.Context, *CreateTokenRequest) (*anypb.Any, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
 }
 func (UnimplementedAPIServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
@@ -481,6 +503,24 @@ func _API_Evict_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _API_CreateToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(APIServer).CreateToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: API_CreateToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(APIServer).CreateToken(ctx, req.(*CreateTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _API_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HistoryRequest)
 	if err := dec(in); err != nil {
@@ -545,6 +585,10 @@ var API_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Evict",
 			Handler:    _API_Evict_Handler,
+		},
+		{
+			MethodName: "CreateToken",
+			Handler:    _API_CreateToken_Handler,
 		},
 		{
 			MethodName: "History",

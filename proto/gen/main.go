@@ -30,6 +30,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -90,6 +91,9 @@ var groups = []*group{
 	}},
 	{goPath: "k8s.io/api/policy/v1", protoPkg: "skiff.api.policy.v1", dir: "api/policy/v1", goName: "policyv1", roots: []any{
 		policyv1.PodDisruptionBudget{}, policyv1.Eviction{},
+	}},
+	{goPath: "k8s.io/api/authentication/v1", protoPkg: "skiff.api.authentication.v1", dir: "api/authentication/v1", goName: "authenticationv1", roots: []any{
+		authenticationv1.TokenRequest{}, authenticationv1.TokenReview{},
 	}},
 	{goPath: "k8s.io/api/scheduling/v1", protoPkg: "skiff.api.scheduling.v1", dir: "api/scheduling/v1", goName: "schedulingv1", roots: []any{
 		schedulingv1.PriorityClass{},
@@ -166,6 +170,10 @@ func main() {
 		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
 			if t.Kind() == reflect.Map {
 				walk(t.Key())
+				if listValue(t.Elem()) && !seen[t.Elem()] {
+					seen[t.Elem()] = true
+					byPath[t.Elem().PkgPath()].messages[t.Elem().Name()] = t.Elem()
+				}
 			}
 			t = t.Elem()
 		}
@@ -245,6 +253,12 @@ func render(g *group, byPath map[string]*group) []byte {
 		t := g.messages[n]
 		writeComment(&body, "", g.fileDocs[n])
 		fmt.Fprintf(&body, "message %s {\n", n)
+		if listValue(t) {
+			// upstream's own protobuf form of a named list in a map value.
+			et, _, _ := protoType(t.Elem(), g, byPath)
+			fmt.Fprintf(&body, "  // items, sorted as given.\n  repeated %s items = 1;\n}\n\n", et)
+			continue
+		}
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
 			if skipField(f, byPath) {
@@ -332,6 +346,9 @@ func protoType(t reflect.Type, g *group, byPath map[string]*group) (ptype, label
 		return et, "repeated ", false
 	case t.Kind() == reflect.Map:
 		kt, _, _ := protoType(t.Key(), g, byPath)
+		if listValue(t.Elem()) {
+			return fmt.Sprintf("map<%s, %s>", kt, messageName(t.Elem(), g, byPath)), "", false
+		}
 		vt, vlabel, _ := protoType(t.Elem(), g, byPath)
 		if vlabel == "repeated " {
 			log.Fatalf("map of lists %s is not representable", t)
@@ -376,6 +393,23 @@ func protoType(t reflect.Type, g *group, byPath map[string]*group) (ptype, label
 	}
 	log.Fatalf("no proto type for %s", t)
 	return "", "", false
+}
+
+// listValue reports a named list type used as a map value (authentication's
+// ExtraValue): proto maps cannot hold lists, so it becomes a message with one
+// repeated field, as in upstream's generated.proto.
+func listValue(t reflect.Type) bool {
+	return t.Kind() == reflect.Slice && t.Name() != "" && t.Elem().Kind() != reflect.Uint8
+}
+
+// messageName is the proto name of the message for named type t, seen from g.
+func messageName(t reflect.Type, g *group, byPath map[string]*group) string {
+	og := byPath[t.PkgPath()]
+	if og == g {
+		return t.Name()
+	}
+	g.importsOf[og.dir+"/generated.proto"] = true
+	return og.protoPkg + "." + t.Name()
 }
 
 func jsonTag(f reflect.StructField) (name string, omitempty, inline bool) {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	appsv1 "skiff.dev/proto/api/apps/v1"
+	authenticationv1 "skiff.dev/proto/api/authentication/v1"
 	autoscalingv2 "skiff.dev/proto/api/autoscaling/v2"
 	batchv1 "skiff.dev/proto/api/batch/v1"
 	coordinationv1 "skiff.dev/proto/api/coordination/v1"
@@ -44,7 +45,11 @@ type Kind struct {
 	Categories []string
 	// Subresources the kind serves ("status", "binding", "eviction", "scale").
 	Subresources []string
-	message      protoreflect.MessageType
+	// CreateOnly kinds are never stored: a create is answered with the
+	// object as the server completed it, and nothing else can be done to
+	// them (upstream's TokenReview, verbs [create]).
+	CreateOnly bool
+	message    protoreflect.MessageType
 }
 
 // New returns an empty object of the kind, with its metadata allocated.
@@ -107,7 +112,7 @@ var all = []*Kind{
 	kind("", "v1", &corev1.Endpoints{}, "endpoints", "endpoints", true, []string{"ep"}),
 	kind("", "v1", &corev1.ConfigMap{}, "configmaps", "configmap", true, []string{"cm"}),
 	kind("", "v1", &corev1.Secret{}, "secrets", "secret", true, nil),
-	kind("", "v1", &corev1.ServiceAccount{}, "serviceaccounts", "serviceaccount", true, []string{"sa"}),
+	kind("", "v1", &corev1.ServiceAccount{}, "serviceaccounts", "serviceaccount", true, []string{"sa"}, "token"),
 	kind("", "v1", &corev1.Event{}, "events", "event", true, []string{"ev"}),
 	kind("", "v1", &corev1.ReplicationController{}, "replicationcontrollers", "replicationcontroller", true, []string{"rc"}, "status", "scale"),
 	kind("", "v1", &corev1.PersistentVolume{}, "persistentvolumes", "persistentvolume", false, []string{"pv"}, "status"),
@@ -132,6 +137,24 @@ var all = []*Kind{
 	kind("scheduling.k8s.io", "v1", &schedulingv1.PriorityClass{}, "priorityclasses", "priorityclass", false, []string{"pc"}),
 }
 
+// createOnly are the kinds that are answered, not stored; they are not in
+// All, which callers walk to list and watch every stored kind.
+var createOnly = []*Kind{
+	func() *Kind {
+		k := kind("authentication.k8s.io", "v1", &authenticationv1.TokenReview{}, "tokenreviews", "tokenreview", false, nil)
+		k.CreateOnly = true
+		return k
+	}(),
+}
+
+// Verbs are the kind's verbs as Discovery reports them.
+func (k *Kind) Verbs() []string {
+	if k.CreateOnly {
+		return []string{"create"}
+	}
+	return []string{"create", "delete", "get", "list", "patch", "update", "watch"}
+}
+
 func init() {
 	// upstream's "all" category: what `kubectl get all` lists.
 	for _, k := range all {
@@ -143,12 +166,20 @@ func init() {
 	}
 }
 
-// All returns every kind, in a stable order (core first, as Discovery lists them).
+// All returns every stored kind, in a stable order (core first, as
+// Discovery lists them).
 func All() []*Kind { return all }
+
+// CreateOnly returns the kinds that are answered but never stored
+// (TokenReview).
+func CreateOnly() []*Kind { return createOnly }
+
+// every is All and CreateOnly, for lookups.
+var every = append(append([]*Kind(nil), all...), createOnly...)
 
 // ForResource finds a kind by group and plural resource name.
 func ForResource(group, resource string) (*Kind, bool) {
-	for _, k := range all {
+	for _, k := range every {
 		if k.Group == group && k.Resource == resource {
 			return k, true
 		}
@@ -170,7 +201,7 @@ func ForRef(r *apipb.Resource) (*Kind, error) {
 
 // ForGVK finds a kind by apiVersion ("apps/v1") and kind ("Deployment").
 func ForGVK(apiVersion, kind string) (*Kind, bool) {
-	for _, k := range all {
+	for _, k := range every {
 		if k.APIVersion() == apiVersion && k.Kind == kind {
 			return k, true
 		}
@@ -185,7 +216,7 @@ func ForMessage(m proto.Message) (*Kind, bool) {
 
 // ForName finds a kind by its message's full name.
 func ForName(n protoreflect.FullName) (*Kind, bool) {
-	for _, k := range all {
+	for _, k := range every {
 		if k.FullName() == n {
 			return k, true
 		}
@@ -200,7 +231,7 @@ func ForName(n protoreflect.FullName) (*Kind, bool) {
 func Lookup(name string) (*Kind, error) {
 	word, group, qualified := strings.Cut(strings.ToLower(name), ".")
 	var found []*Kind
-	for _, k := range all {
+	for _, k := range every {
 		if qualified && k.Group != group && !strings.HasPrefix(k.Group, group+".") {
 			continue
 		}
@@ -236,27 +267,29 @@ func Meta(o Object) *metav1.ObjectMeta {
 
 // groupOf maps a proto package to upstream's API group.
 var groupOf = map[protoreflect.FullName]string{
-	"skiff.api.core.v1":         "",
-	"skiff.api.meta.v1":         "meta.k8s.io",
-	"skiff.api.apps.v1":         "apps",
-	"skiff.api.batch.v1":        "batch",
-	"skiff.api.discovery.v1":    "discovery.k8s.io",
-	"skiff.api.coordination.v1": "coordination.k8s.io",
-	"skiff.api.rbac.v1":         "rbac.authorization.k8s.io",
-	"skiff.api.autoscaling.v1":  "autoscaling",
-	"skiff.api.autoscaling.v2":  "autoscaling",
-	"skiff.api.policy.v1":       "policy",
-	"skiff.api.scheduling.v1":   "scheduling.k8s.io",
+	"skiff.api.core.v1":           "",
+	"skiff.api.meta.v1":           "meta.k8s.io",
+	"skiff.api.apps.v1":           "apps",
+	"skiff.api.authentication.v1": "authentication.k8s.io",
+	"skiff.api.batch.v1":          "batch",
+	"skiff.api.discovery.v1":      "discovery.k8s.io",
+	"skiff.api.coordination.v1":   "coordination.k8s.io",
+	"skiff.api.rbac.v1":           "rbac.authorization.k8s.io",
+	"skiff.api.autoscaling.v1":    "autoscaling",
+	"skiff.api.autoscaling.v2":    "autoscaling",
+	"skiff.api.policy.v1":         "policy",
+	"skiff.api.scheduling.v1":     "scheduling.k8s.io",
 }
 
 // subresourceBodies are top-level messages that are not stored kinds but
 // travel with apiVersion and kind of their own.
 var subresourceBodies = map[protoreflect.FullName]bool{
-	"skiff.api.core.v1.Binding":       true,
-	"skiff.api.core.v1.PodLogOptions": true,
-	"skiff.api.policy.v1.Eviction":    true,
-	"skiff.api.autoscaling.v1.Scale":  true,
-	"skiff.api.meta.v1.Status":        true,
+	"skiff.api.core.v1.Binding":                true,
+	"skiff.api.core.v1.PodLogOptions":          true,
+	"skiff.api.policy.v1.Eviction":             true,
+	"skiff.api.autoscaling.v1.Scale":           true,
+	"skiff.api.authentication.v1.TokenRequest": true,
+	"skiff.api.meta.v1.Status":                 true,
 }
 
 // TypeMetaOf returns the apiVersion and kind a top-level message carries in

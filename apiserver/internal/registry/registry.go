@@ -46,6 +46,8 @@ type Config struct {
 	Logger    *slog.Logger
 	// Registerer receives the watch cache and object-count metrics.
 	Registerer prometheus.Registerer
+	// Tokens serves serviceaccounts/token; nil answers NotFound.
+	Tokens *TokenIssuer
 	// Now is the clock (tests); defaults to time.Now.
 	Now func() time.Time
 }

@@ -8,7 +8,11 @@ import "context"
 // User is an authenticated identity: upstream's user.Info.
 type User struct {
 	Name   string
+	UID    string
 	Groups []string
+	// Extra is what the authenticator adds beyond name and groups (a
+	// service account token's pod: authentication.kubernetes.io/pod-name).
+	Extra map[string][]string
 }
 
 type userKey struct{}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"k8s.io/apimachinery/pkg/fields"
@@ -37,6 +39,7 @@ type Service struct {
 	authz    authorizer.Authorizer
 	log      *slog.Logger
 	stopping chan struct{}
+	authn    *Authentication
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
@@ -65,17 +68,21 @@ func NewService(reg *registry.Registry, authz authorizer.Authorizer, log *slog.L
 	return s
 }
 
+// SetAuthentication gives TokenReview the authenticator requests pass.
+func (s *Service) SetAuthentication(a *Authentication) { s.authn = a }
+
 // Stop ends every open watch, so a graceful stop does not wait on them.
 func (s *Service) Stop() { close(s.stopping) }
 
 // ServerOptions are the gRPC server's codec, interceptors and limits: panics
 // are recovered outermost, so a bug in any later step costs one request.
-func ServerOptions(log *slog.Logger, reg prometheus.Registerer) []grpc.ServerOption {
+// authn nil authenticates by client certificate only.
+func ServerOptions(log *slog.Logger, reg prometheus.Registerer, authn *Authentication) []grpc.ServerOption {
 	recoverUnary, recoverStream := Recovery(log, reg)
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newRequestCodec()),
-		grpc.ChainUnaryInterceptor(recoverUnary, unaryDecodeErrors, unaryAuth),
-		grpc.ChainStreamInterceptor(recoverStream, streamDecodeErrors, streamAuth),
+		grpc.ChainUnaryInterceptor(recoverUnary, unaryDecodeErrors, authn.unary),
+		grpc.ChainStreamInterceptor(recoverStream, streamDecodeErrors, authn.stream),
 		grpc.MaxRecvMsgSize(8 << 20),
 		grpc.MaxSendMsgSize(512 << 20),
 	}
@@ -136,6 +143,11 @@ func (s *Service) begin(verb string, ref *apipb.Resource, subresource string) (*
 		return nil, apierrors.New(apierrors.ReasonNotFound, fmt.Sprintf("the server could not find the requested resource (%s)", resourceName(ref)), nil)
 	}
 	c.kind = k
+	if k.CreateOnly && verb != "create" {
+		// upstream's 405; the API has no reason for it, gRPC has a code.
+		err := status.Error(codes.Unimplemented, fmt.Sprintf("the server does not allow this method on the requested resource (%s %s)", verb, k.GroupResource()))
+		return nil, c.done(err)
+	}
 	return c, nil
 }
 
@@ -227,6 +239,14 @@ func (s *Service) Create(ctx context.Context, req *apipb.CreateRequest) (*anypb.
 	}
 	if err := c.authorize(ctx, ns, ""); err != nil {
 		return nil, err
+	}
+	if c.kind.CreateOnly {
+		out, err := s.createOnly(ctx, obj)
+		if err != nil {
+			return nil, c.done(err)
+		}
+		c.done(nil)
+		return anypb.New(out)
 	}
 	o, err := s.reg.Create(ctx, c.kind, req.GetNamespace(), obj, req.GetDryRun())
 	return s.reply(c, o, err)
@@ -369,13 +389,29 @@ func (s *Service) Evict(ctx context.Context, req *apipb.EvictRequest) (*anypb.An
 	return s.reply(c, o, err)
 }
 
+// CreateToken is serviceaccounts/token.
+func (s *Service) CreateToken(ctx context.Context, req *apipb.CreateTokenRequest) (*anypb.Any, error) {
+	c, err := s.begin("create", &apipb.Resource{Version: "v1", Resource: "serviceaccounts"}, "token")
+	if err != nil {
+		return nil, err
+	}
+	if err := c.authorize(ctx, req.GetNamespace(), req.GetName()); err != nil {
+		return nil, err
+	}
+	tr, err := s.reg.CreateToken(ctx, req.GetNamespace(), req.GetName(), req.GetTokenRequest(), req.GetDryRun())
+	if err != nil {
+		return nil, c.done(err)
+	}
+	c.done(nil)
+	return anypb.New(tr)
+}
+
 func (s *Service) Discovery(ctx context.Context, _ *apipb.DiscoveryRequest) (*apipb.DiscoveryResponse, error) {
 	resp := &apipb.DiscoveryResponse{ServerVersion: Version}
-	for _, k := range scheme.All() {
-		verbs := []string{"create", "delete", "get", "list", "patch", "update", "watch"}
+	for _, k := range append(append([]*scheme.Kind(nil), scheme.All()...), scheme.CreateOnly()...) {
 		resp.Resources = append(resp.Resources, &apipb.APIResource{
 			Group: k.Group, Version: k.Version, Kind: k.Kind, Resource: k.Resource, Singular: k.Singular,
-			ShortNames: k.ShortNames, Namespaced: k.Namespaced, Verbs: verbs,
+			ShortNames: k.ShortNames, Namespaced: k.Namespaced, Verbs: k.Verbs(),
 			Subresources: k.Subresources, Categories: k.Categories,
 		})
 	}
