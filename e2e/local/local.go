@@ -201,6 +201,10 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		c.Down()
 		return nil, err
 	}
+	if err := c.waitDefaultServiceAccount(ctx, 30*time.Second); err != nil {
+		c.Down()
+		return nil, err
+	}
 	if err := c.startNodes(ctx, o); err != nil {
 		if derr := c.Down(); derr != nil {
 			err = fmt.Errorf("%w (and tearing down: %v)", err, derr)

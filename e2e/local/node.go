@@ -243,20 +243,12 @@ func (c *Cluster) startNodes(ctx context.Context, o Options) error {
 // spec.podCIDR by the controller-manager's nodeipam (in its own order, so
 // read, never guessed), and routes each.
 func (c *Cluster) routePodCIDRs(ctx context.Context, o Options, timeout time.Duration) error {
-	cfg, err := config.Load(c.Kubeconfig())
+	cl, done, err := c.client()
 	if err != nil {
 		return err
 	}
-	r, err := cfg.Resolve("")
-	if err != nil {
-		return err
-	}
-	conn, err := r.Dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	nodes := client.For[*corev1.Node](client.New(conn), "")
+	defer done()
+	nodes := client.For[*corev1.Node](cl, "")
 	deadline := time.Now().Add(timeout)
 	for _, n := range c.Nodes {
 		for {
@@ -613,4 +605,49 @@ func (c *Cluster) setupNodes(o Options, apiPort int) error {
 	fmt.Fprintf(o.Log, "nodes: %d network and mount namespaces, veths %s1… on %s.0.0/16, forward guard table inet %s\n",
 		len(c.Nodes), hostIfPrefix, nodeNetPrefix, nftTable)
 	return nil
+}
+
+// client is an admin client of the cluster, and what closes it.
+func (c *Cluster) client() (*client.Client, func(), error) {
+	cfg, err := config.Load(c.Kubeconfig())
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := cfg.Resolve("")
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := r.Dial()
+	if err != nil {
+		return nil, nil, err
+	}
+	return client.New(conn), func() { conn.Close() }, nil
+}
+
+// waitDefaultServiceAccount waits for the controller-manager to create
+// default/default: until then the ServiceAccount admission plugin refuses
+// every pod of the namespace, as upstream's does (its e2e framework waits
+// the same way).
+func (c *Cluster) waitDefaultServiceAccount(ctx context.Context, timeout time.Duration) error {
+	cl, done, err := c.client()
+	if err != nil {
+		return err
+	}
+	defer done()
+	sas := client.For[*corev1.ServiceAccount](cl, "default")
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := sas.Get(ctx, "default")
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no ServiceAccount default/default after %s (last error: %v)", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

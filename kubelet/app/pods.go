@@ -21,6 +21,7 @@ import (
 	"skiff.dev/kubelet/internal/qos"
 	"skiff.dev/kubelet/internal/status"
 	"skiff.dev/kubelet/internal/volumes"
+	authenticationv1 "skiff.dev/proto/api/authentication/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
 )
 
@@ -53,9 +54,7 @@ func (p *podParts) Run(ctx context.Context) error {
 // newPodWorkers builds the pods manager over k's client, runtime, pod
 // lister and recorder, with the hooks of the other internal packages.
 //
-// Left for later: serviceAccountToken projections (the client has no
-// TokenRequest call yet, so volumes fail them with a message saying so),
-// NodeAllocatable for downward API limits (the Node is not known when this
+// Left for later: NodeAllocatable for downward API limits (the Node is not known when this
 // is built), and --pod-manifest-path (static pods are not read yet).
 func newPodWorkers(k *Kubelet) (podWorkers, error) {
 	o, c := k.cfg.Options, k.cfg.Client
@@ -116,7 +115,7 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		Recorder: k.recorder, Logger: k.log.With("component", "pods"), Registerer: k.cfg.Registry,
 		RootDir: o.RootDir, PodLogsDir: o.PodLogsDir, SandboxImage: o.PodInfraContainerImage, CgroupRoot: o.CgroupRoot,
 		Env: env, Command: envvars.Command,
-		Volumes: volumes.New(o.RootDir, volumes.Sources{ConfigMap: configMap, Secret: secret, Env: env}),
+		Volumes: volumes.New(o.RootDir, volumes.Sources{ConfigMap: configMap, Secret: secret, Env: env, Token: token(c)}),
 		DNS:     d.Config, Hosts: d.Hosts,
 		Status:       status.Compute,
 		Resources:    qos.ContainerResources,
@@ -130,4 +129,27 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		return nil, err
 	}
 	return &podParts{Manager: m, services: services, prober: pr}, nil
+}
+
+// token asks the apiserver for a token of the pod's service account bound to
+// the pod (the serviceAccountToken projection of kube-api-access-…); the
+// volume manager refreshes it before it expires.
+func token(c *client.Client) func(ctx context.Context, pod *corev1.Pod, audience string, expirationSeconds int64) (string, error) {
+	return func(ctx context.Context, pod *corev1.Pod, audience string, expirationSeconds int64) (string, error) {
+		m := pod.GetMetadata()
+		sa := pod.GetSpec().GetServiceAccountName()
+		if sa == "" {
+			sa = "default"
+		}
+		spec := &authenticationv1.TokenRequestSpec{ExpirationSeconds: &expirationSeconds,
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", ApiVersion: "v1", Name: m.GetName(), UID: m.GetUid()}}
+		if audience != "" {
+			spec.Audiences = []string{audience}
+		}
+		tr, err := c.CreateToken(ctx, m.GetNamespace(), sa, &authenticationv1.TokenRequest{Spec: spec})
+		if err != nil {
+			return "", err
+		}
+		return tr.GetStatus().GetToken(), nil
+	}
 }

@@ -1,0 +1,276 @@
+package nodes
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"skiff.dev/client"
+	"skiff.dev/client/config"
+	"skiff.dev/e2e/local"
+	appsv1 "skiff.dev/proto/api/apps/v1"
+	corev1 "skiff.dev/proto/api/core/v1"
+	metav1 "skiff.dev/proto/api/meta/v1"
+	"skiff.dev/proto/apierrors"
+)
+
+const agnhostImage = "skiff.local/agnhost:2.53"
+
+// kubeletCluster brings up two nodes with their kubelets, or skips naming
+// what this machine lacks.
+func kubeletCluster(t *testing.T) (*local.Cluster, *client.Client) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("nodes need root (network and mount namespaces, veths, nftables)")
+	}
+	if _, err := exec.LookPath("containerd"); err != nil {
+		t.Skip("containerd is not installed: run hack/install-deps.sh")
+	}
+	binDir, _ := filepath.Abs("../../bin")
+	for _, b := range []string{"skiff-apiserver", "skiff-scheduler", "skiff-controller-manager", "skiff-kubelet", "images/agnhost-2.53.tar", "images/busybox-1.35.tar", "images/pause-3.10.tar"} {
+		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
+			t.Fatalf("%s/%s is missing: run `make build images` (or `make e2e`) first", binDir, b)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := local.Up(ctx, local.Options{Dir: t.TempDir(), BinDir: binDir, Nodes: 2, Log: logWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Down(); err != nil {
+			t.Error(err)
+		}
+	})
+	kc, err := config.Load(c.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := kc.Resolve("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := r.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return c, client.New(conn)
+}
+
+// eventually polls cond for up to d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %s", what, d, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// podGet asks a pod's agnhost netexec, from the host, for path.
+func podGet(ip, path string) (string, error) {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + ip + ":8080" + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func agnhost(name string) *corev1.Container {
+	return &corev1.Container{Name: name, Image: agnhostImage, Args: []string{"netexec", "--http-port=8080", "--udp-port=-1"},
+		Ports:          []*corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: "TCP"}},
+		ReadinessProbe: &corev1.Probe{Handler: &corev1.ProbeHandler{HttpGet: &corev1.HTTPGetAction{Path: "/healthz", Port: &metav1.IntOrString{IntVal: 8080}}}, PeriodSeconds: 1}}
+}
+
+func condition(p *corev1.Pod, typ string) string {
+	for _, c := range p.GetStatus().GetConditions() {
+		if c.Type == typ {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+func TestKubeletRunsPods(t *testing.T) {
+	c, cl := kubeletCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	nodes := client.For[*corev1.Node](cl, "")
+	eventually(t, 60*time.Second, "both nodes Ready with a podCIDR", func() (bool, string) {
+		l, err := nodes.List(ctx, client.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		ready := 0
+		for _, n := range l.Items {
+			for _, cond := range n.GetStatus().GetConditions() {
+				if cond.Type == "Ready" && cond.Status == "True" && n.GetSpec().GetPodCIDR() != "" {
+					ready++
+				}
+			}
+		}
+		return ready == 2, fmt.Sprintf("%d of %d nodes ready", ready, len(l.Items))
+	})
+	pods := client.For[*corev1.Pod](cl, "default")
+
+	t.Run("a pod with an init container, two containers, a probe and configMap, secret and emptyDir volumes", func(t *testing.T) {
+		if _, err := client.For[*corev1.ConfigMap](cl, "default").Create(ctx, &corev1.ConfigMap{
+			Metadata: &metav1.ObjectMeta{Name: "cfg"}, Data: map[string]string{"greeting": "hello"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.For[*corev1.Secret](cl, "default").Create(ctx, &corev1.Secret{
+			Metadata: &metav1.ObjectMeta{Name: "sec"}, Data: map[string][]byte{"password": []byte("s3cret")}}); err != nil {
+			t.Fatal(err)
+		}
+		work := &corev1.VolumeMount{Name: "work", MountPath: "/work"}
+		side := &corev1.Container{Name: "side", Image: busyboxImage, Command: []string{"sh", "-c",
+			"cat /etc/cfg/greeting /etc/sec/password /work/init.txt > /work/out.txt; exec sleep 3600"},
+			VolumeMounts: []*corev1.VolumeMount{work, {Name: "cfg", MountPath: "/etc/cfg"}, {Name: "sec", MountPath: "/etc/sec"}}}
+		web := agnhost("web")
+		web.VolumeMounts = []*corev1.VolumeMount{work}
+		// sleep as the container's first process ignores SIGTERM: a short
+		// grace period keeps the deletion's SIGKILL near.
+		grace := int64(2)
+		p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "full"}, Spec: &corev1.PodSpec{
+			TerminationGracePeriodSeconds: &grace,
+			InitContainers: []*corev1.Container{{Name: "init", Image: busyboxImage, Command: []string{"sh", "-c", "echo init > /work/init.txt"},
+				VolumeMounts: []*corev1.VolumeMount{work}}},
+			Containers: []*corev1.Container{web, side},
+			Volumes: []*corev1.Volume{
+				{Name: "work", VolumeSource: &corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+				{Name: "cfg", VolumeSource: &corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: &corev1.LocalObjectReference{Name: "cfg"}}}},
+				{Name: "sec", VolumeSource: &corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec"}}},
+			}}}
+		if _, err := pods.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		var got *corev1.Pod
+		eventually(t, 60*time.Second, "full Running and Ready", func() (bool, string) {
+			var err error
+			got, err = pods.Get(ctx, "full")
+			if err != nil {
+				return false, err.Error()
+			}
+			return got.GetStatus().GetPhase() == "Running" && condition(got, "Ready") == "True", got.GetStatus().String()
+		})
+		st := got.Status
+		if condition(got, "Initialized") != "True" || condition(got, "ContainersReady") != "True" || condition(got, "PodScheduled") != "True" {
+			t.Errorf("conditions: %v", st.Conditions)
+		}
+		if len(st.InitContainerStatuses) != 1 || st.InitContainerStatuses[0].GetState().GetTerminated().GetReason() != "Completed" {
+			t.Errorf("init container status: %v", st.InitContainerStatuses)
+		}
+		if len(st.ContainerStatuses) != 2 || !st.ContainerStatuses[0].Ready || !st.ContainerStatuses[1].Ready ||
+			!strings.HasPrefix(st.ContainerStatuses[0].ContainerID, "containerd://") {
+			t.Errorf("container statuses: %v", st.ContainerStatuses)
+		}
+		if !strings.HasPrefix(st.PodIP, "10.244.") || st.QosClass != "BestEffort" || st.StartTime == nil || st.HostIP == "" {
+			t.Errorf("podIP %q qosClass %q startTime %v hostIP %q", st.PodIP, st.QosClass, st.StartTime, st.HostIP)
+		}
+		eventually(t, 20*time.Second, "the sidecar's file, read through agnhost's shell", func() (bool, string) {
+			body, err := podGet(st.PodIP, "/shell?cmd="+url.QueryEscape("cat /work/out.txt"))
+			return err == nil && strings.Contains(body, `hello`) && strings.Contains(body, `s3cret`) && strings.Contains(body, `init`), fmt.Sprint(body, err)
+		})
+		// The ServiceAccount admission plugin gave it a bound token, which
+		// the kubelet mounted.
+		body, err := podGet(st.PodIP, "/shell?cmd="+url.QueryEscape("cat /var/run/secrets/kubernetes.io/serviceaccount/namespace"))
+		if err != nil || !strings.Contains(body, `"output":"default"`) {
+			t.Errorf("the service account volume's namespace file: %q (%v)", body, err)
+		}
+		// Deleting it stops it and the kubelet removes it for good.
+		if _, err := pods.Delete(ctx, "full", client.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 45*time.Second, "full gone after its graceful deletion", func() (bool, string) {
+			_, err := pods.Get(ctx, "full")
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+	})
+
+	t.Run("a Deployment spreads over both nodes and its pods reach each other across them", func(t *testing.T) {
+		replicas := int32(4)
+		labels := map[string]string{"app": "spread"}
+		d := &appsv1.Deployment{Metadata: &metav1.ObjectMeta{Name: "spread"}, Spec: &appsv1.DeploymentSpec{
+			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: &corev1.PodTemplateSpec{Metadata: &metav1.ObjectMeta{Labels: labels}, Spec: &corev1.PodSpec{
+				Containers: []*corev1.Container{agnhost("web")},
+				TopologySpreadConstraints: []*corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+					WhenUnsatisfiable: "DoNotSchedule", LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
+			}}}}
+		if _, err := client.For[*appsv1.Deployment](cl, "default").Create(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		byNode := map[string]*corev1.Pod{}
+		eventually(t, 90*time.Second, "4 ready pods on both nodes", func() (bool, string) {
+			l, err := pods.List(ctx, client.ListOptions{LabelSelector: "app=spread"})
+			if err != nil {
+				return false, err.Error()
+			}
+			ready := 0
+			for _, p := range l.Items {
+				if condition(p, "Ready") == "True" {
+					ready++
+					byNode[p.Spec.NodeName] = p
+				}
+			}
+			return ready == 4 && len(byNode) == 2, fmt.Sprintf("%d ready on %d nodes", ready, len(byNode))
+		})
+		a, b := byNode[c.Nodes[0].Name], byNode[c.Nodes[1].Name]
+		for _, p := range []*corev1.Pod{a, b} {
+			if body, err := podGet(p.Status.PodIP, "/hostname"); err != nil || body != p.Metadata.Name {
+				t.Errorf("%s at %s answers /hostname %q (%v)", p.Metadata.Name, p.Status.PodIP, body, err)
+			}
+		}
+		// a on node 1 asks b on node 2: the request crosses from one node's
+		// namespace to the other's.
+		q := url.Values{"request": {"hostname"}, "protocol": {"http"}, "host": {b.Status.PodIP}, "port": {"8080"}, "tries": {"1"}}
+		body, err := podGet(a.Status.PodIP, "/dial?"+q.Encode())
+		var dial struct {
+			Responses []string `json:"responses"`
+		}
+		if err != nil || json.Unmarshal([]byte(body), &dial) != nil || len(dial.Responses) != 1 || dial.Responses[0] != b.Metadata.Name {
+			t.Errorf("%s dialing %s: %q (%v)", a.Metadata.Name, b.Metadata.Name, body, err)
+		}
+	})
+
+	t.Run("a crashing container backs off", func(t *testing.T) {
+		p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "crash"}, Spec: &corev1.PodSpec{
+			Containers: []*corev1.Container{{Name: "c", Image: busyboxImage, Command: []string{"sh", "-c", "exit 3"}}}}}
+		if _, err := pods.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 60*time.Second, "CrashLoopBackOff after a restart", func() (bool, string) {
+			got, err := pods.Get(ctx, "crash")
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, cs := range got.GetStatus().GetContainerStatuses() {
+				last := cs.GetLastState().GetTerminated()
+				if cs.RestartCount >= 1 && cs.GetState().GetWaiting().GetReason() == "CrashLoopBackOff" && last.GetExitCode() == 3 && last.GetReason() == "Error" {
+					return true, ""
+				}
+			}
+			return false, got.GetStatus().String()
+		})
+	})
+}
