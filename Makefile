@@ -68,7 +68,7 @@ run: deps build images
 
 # Benchmarks print their figures (ratios to raw etcd measured in the same run).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/ ./e2e/controllermanager/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/ ./e2e/controllermanager/bench/ ./e2e/nodes/
 
 # The images nodes run (no public registry is reachable): OCI image tarballs
 # for the kubelet's --image-preload-dir. skiff-images builds its Go binaries

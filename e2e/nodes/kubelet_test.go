@@ -21,13 +21,21 @@ import (
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/scheme"
 )
 
 const agnhostImage = "skiff.local/agnhost:2.53"
 
+var podKind, _ = scheme.ForResource("", "pods")
+
 // kubeletCluster brings up two nodes with their kubelets, or skips naming
 // what this machine lacks.
 func kubeletCluster(t *testing.T) (*local.Cluster, *client.Client) {
+	t.Helper()
+	return kubeletClusterN(t, 2)
+}
+
+func kubeletClusterN(t testing.TB, nodes int) (*local.Cluster, *client.Client) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("nodes need root (network and mount namespaces, veths, nftables)")
@@ -43,7 +51,7 @@ func kubeletCluster(t *testing.T) (*local.Cluster, *client.Client) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := local.Up(ctx, local.Options{Dir: t.TempDir(), BinDir: binDir, Nodes: 2, Log: logWriter{t}})
+	c, err := local.Up(ctx, local.Options{Dir: t.TempDir(), BinDir: binDir, Nodes: nodes, Log: logWriter{t}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ import (
 
 const busyboxImage = "skiff.local/busybox:1.35"
 
-type logWriter struct{ t *testing.T }
+type logWriter struct{ t testing.TB }
 
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -257,7 +257,7 @@ func TestTwoNodes(t *testing.T) {
 	})
 }
 
-func criClient(t *testing.T, n *local.Node) runtimeapi.RuntimeServiceClient {
+func criClient(t testing.TB, n *local.Node) runtimeapi.RuntimeServiceClient {
 	t.Helper()
 	conn, err := local.DialCRI(n.ContainerdSocket())
 	if err != nil {
@@ -399,7 +399,7 @@ func outsideNamespace(t *testing.T) outsideNS {
 	return outsideNS{ns: "/run/netns/" + name, ip: "10.251.0.2"}
 }
 
-func importImages(t *testing.T, n *local.Node, tars []string) {
+func importImages(t testing.TB, n *local.Node, tars []string) {
 	t.Helper()
 	for _, tar := range tars {
 		out, err := exec.Command("ctr", "--address", n.ContainerdSocket(), "-n", "k8s.io", "images", "import", tar).CombinedOutput()
@@ -417,7 +417,7 @@ func importImages(t *testing.T, n *local.Node, tars []string) {
 
 // writeCNIConfig is what the kubelet will write: a bridge with host-local
 // IPAM over the node's pod CIDR, leases in the node's own directory.
-func writeCNIConfig(t *testing.T, n *local.Node, podCIDR string) {
+func writeCNIConfig(t testing.TB, n *local.Node, podCIDR string) {
 	t.Helper()
 	conf := `{
   "cniVersion": "1.0.0",
