@@ -281,4 +281,57 @@ func TestKubeletRunsPods(t *testing.T) {
 			return false, got.GetStatus().String()
 		})
 	})
+
+	t.Run("a pod over its memory limit is OOMKilled", func(t *testing.T) {
+		p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "hog"}, Spec: &corev1.PodSpec{RestartPolicy: "Never",
+			Containers: []*corev1.Container{{Name: "c", Image: busyboxImage,
+				// 64 MiB held in a shell variable, under a 16 MiB limit.
+				Command:   []string{"sh", "-c", "x=$(head -c 67108864 /dev/zero | tr '\\0' a); sleep 5"},
+				Resources: &corev1.ResourceRequirements{Limits: map[string]*metav1.Quantity{"memory": {String_: "16Mi"}}}}}}}
+		if _, err := pods.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 60*time.Second, "hog OOMKilled and Failed", func() (bool, string) {
+			got, err := pods.Get(ctx, "hog")
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, cs := range got.GetStatus().GetContainerStatuses() {
+				if cs.GetState().GetTerminated().GetReason() == "OOMKilled" && got.Status.Phase == "Failed" {
+					return true, ""
+				}
+			}
+			return false, got.GetStatus().String()
+		})
+		if st := func() string { p, _ := pods.Get(ctx, "hog"); return fmt.Sprint(p.GetStatus().GetQosClass()) }(); st != "Burstable" {
+			t.Errorf("qosClass %s, want Burstable", st)
+		}
+	})
+
+	t.Run("deleting a pod runs its preStop hook, then SIGTERM", func(t *testing.T) {
+		marker := t.TempDir()
+		hostPath := "Directory"
+		grace := int64(10)
+		p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "graceful"}, Spec: &corev1.PodSpec{TerminationGracePeriodSeconds: &grace,
+			Containers: []*corev1.Container{{Name: "c", Image: busyboxImage,
+				Command:      []string{"sh", "-c", "trap 'echo term >> /marker/log; exit 0' TERM; echo started >> /marker/log; while true; do sleep 0.1; done"},
+				Lifecycle:    &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "echo prestop >> /marker/log"}}}},
+				VolumeMounts: []*corev1.VolumeMount{{Name: "marker", MountPath: "/marker"}}}},
+			Volumes: []*corev1.Volume{{Name: "marker", VolumeSource: &corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: marker, Type: &hostPath}}}}}}
+		if _, err := pods.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		read := func() string { b, _ := os.ReadFile(filepath.Join(marker, "log")); return string(b) }
+		eventually(t, 60*time.Second, "graceful started", func() (bool, string) { return read() == "started\n", read() })
+		if _, err := pods.Delete(ctx, "graceful", client.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "graceful gone", func() (bool, string) {
+			_, err := pods.Get(ctx, "graceful")
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+		if got := read(); got != "started\nprestop\nterm\n" {
+			t.Errorf("the container's record of its end: %q, want started, prestop, term", got)
+		}
+	})
 }
