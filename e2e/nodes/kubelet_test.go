@@ -259,6 +259,41 @@ func TestKubeletRunsPods(t *testing.T) {
 		if err != nil || json.Unmarshal([]byte(body), &dial) != nil || len(dial.Responses) != 1 || dial.Responses[0] != b.Metadata.Name {
 			t.Errorf("%s dialing %s: %q (%v)", a.Metadata.Name, b.Metadata.Name, body, err)
 		}
+
+		// A rolling update replaces every pod, on both nodes.
+		old := map[string]bool{}
+		for _, p := range byNode {
+			old[p.Metadata.Name] = true
+		}
+		deploys := client.For[*appsv1.Deployment](cl, "default")
+		patch := []byte(`{"spec":{"template":{"metadata":{"annotations":{"rollout":"2"}}}}}`)
+		if _, err := deploys.Patch(ctx, "spread", "merge", patch, ""); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 120*time.Second, "the rollout replaced every pod on both nodes", func() (bool, string) {
+			d, err := deploys.Get(ctx, "spread")
+			if err != nil {
+				return false, err.Error()
+			}
+			st := d.GetStatus()
+			if st.GetObservedGeneration() != d.Metadata.Generation || st.GetUpdatedReplicas() != 4 || st.GetAvailableReplicas() != 4 || st.GetReplicas() != 4 {
+				return false, st.String()
+			}
+			l, err := pods.List(ctx, client.ListOptions{LabelSelector: "app=spread"})
+			if err != nil {
+				return false, err.Error()
+			}
+			nodes := map[string]bool{}
+			for _, p := range l.Items {
+				if old[p.Metadata.Name] && p.Metadata.DeletionTimestamp == nil {
+					return false, "old pod " + p.Metadata.Name + " still there"
+				}
+				if p.Metadata.Annotations["rollout"] == "2" && condition(p, "Ready") == "True" {
+					nodes[p.Spec.NodeName] = true
+				}
+			}
+			return len(nodes) == 2, fmt.Sprintf("new ready pods on %d nodes", len(nodes))
+		})
 	})
 
 	t.Run("a crashing container backs off", func(t *testing.T) {
@@ -333,5 +368,68 @@ func TestKubeletRunsPods(t *testing.T) {
 		if got := read(); got != "started\nprestop\nterm\n" {
 			t.Errorf("the container's record of its end: %q, want started, prestop, term", got)
 		}
+	})
+
+	// Last: it stops a kubelet for good.
+	t.Run("a node whose kubelet stops is tainted and its pods replaced on the other", func(t *testing.T) {
+		dead := c.Nodes[1]
+		one := int64(1)
+		replicas := int32(2)
+		labels := map[string]string{"app": "survivor"}
+		d := &appsv1.Deployment{Metadata: &metav1.ObjectMeta{Name: "survivor"}, Spec: &appsv1.DeploymentSpec{
+			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: &corev1.PodTemplateSpec{Metadata: &metav1.ObjectMeta{Labels: labels}, Spec: &corev1.PodSpec{
+				Containers: []*corev1.Container{agnhost("web")},
+				// Evicted a second after the taint, not the default five minutes.
+				Tolerations: []*corev1.Toleration{{Key: "node.kubernetes.io/unreachable", Operator: "Exists", Effect: "NoExecute", TolerationSeconds: &one}},
+				TopologySpreadConstraints: []*corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
+					WhenUnsatisfiable: "ScheduleAnyway", LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
+			}}}}
+		if _, err := client.For[*appsv1.Deployment](cl, "default").Create(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		onDead := func() (ready, total int, where map[string]int) {
+			where = map[string]int{}
+			l, err := pods.List(ctx, client.ListOptions{LabelSelector: "app=survivor"})
+			if err != nil {
+				return 0, 0, where
+			}
+			for _, p := range l.Items {
+				if p.Metadata.DeletionTimestamp != nil {
+					continue
+				}
+				total++
+				if condition(p, "Ready") == "True" {
+					ready++
+					where[p.Spec.NodeName]++
+				}
+			}
+			return ready, total, where
+		}
+		eventually(t, 60*time.Second, "a ready survivor pod on the node that will stop", func() (bool, string) {
+			ready, _, where := onDead()
+			return ready == 2 && where[dead.Name] > 0, fmt.Sprint(where)
+		})
+		proc, err := os.FindProcess(dead.Kubelet.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := proc.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		// 40 s of silence (--node-monitor-grace-period), then the taint,
+		// then the eviction a second later, then a replacement elsewhere.
+		eventually(t, 120*time.Second, dead.Name+" unreachable and its survivor pods replaced on the other node", func() (bool, string) {
+			n, err := nodes.Get(ctx, dead.Name)
+			if err != nil {
+				return false, err.Error()
+			}
+			tainted := false
+			for _, tt := range n.GetSpec().GetTaints() {
+				tainted = tainted || tt.Key == "node.kubernetes.io/unreachable" && tt.Effect == "NoExecute"
+			}
+			ready, _, where := onDead()
+			return tainted && ready == 2 && where[dead.Name] == 0, fmt.Sprintf("tainted %v, ready pods by node %v", tainted, where)
+		})
 	})
 }
