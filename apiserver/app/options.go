@@ -31,10 +31,15 @@ type Options struct {
 	TLSPrivateKeyFile      string
 	ClientCAFile           string
 	TLSSANs                []string
-	LogFormat              string
-	Verbosity              int
-	ShutdownTimeout        time.Duration
-	Profiling              bool
+	// How the apiserver reaches kubelets for logs, exec, attach and
+	// port-forward, upstream's flags.
+	KubeletClientCertificate    string
+	KubeletClientKey            string
+	KubeletCertificateAuthority string
+	LogFormat                   string
+	Verbosity                   int
+	ShutdownTimeout             time.Duration
+	Profiling                   bool
 	// Service-account tokens, upstream's flags: the key that signs them,
 	// the keys that verify them, who issues them and who they are for.
 	ServiceAccountSigningKeyFile string
@@ -95,6 +100,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", o.TLSPrivateKeyFile, "Serving certificate's key.")
 	fs.StringVar(&o.ClientCAFile, "client-ca-file", o.ClientCAFile, "CA bundle that signs client certificates; empty uses <data-dir>/pki/ca.crt.")
 	fs.StringSliceVar(&o.TLSSANs, "tls-san", o.TLSSANs, "Extra names or IPs for the generated serving certificate (repeatable).")
+	fs.StringVar(&o.KubeletClientCertificate, "kubelet-client-certificate", o.KubeletClientCertificate,
+		"Client certificate presented to kubelets; empty uses <data-dir>/pki/apiserver-kubelet-client.crt, generated if missing.")
+	fs.StringVar(&o.KubeletClientKey, "kubelet-client-key", o.KubeletClientKey, "The kubelet client certificate's key.")
+	fs.StringVar(&o.KubeletCertificateAuthority, "kubelet-certificate-authority", o.KubeletCertificateAuthority,
+		"CA bundle that verifies kubelets' serving certificates; empty does not verify them (kubelets serve self-signed ones by default).")
 	fs.StringVar(&o.LogFormat, "log-format", o.LogFormat, "Log format: text or json.")
 	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (0 info, 1+ debug).")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "How long SIGTERM waits for in-flight requests.")
@@ -132,6 +142,9 @@ func (o *Options) Validate() error {
 	}
 	if o.TLSCertFile != "" && o.ClientCAFile == "" {
 		errs = append(errs, errors.New("--client-ca-file: required with --tls-cert-file"))
+	}
+	if (o.KubeletClientCertificate == "") != (o.KubeletClientKey == "") {
+		errs = append(errs, errors.New("--kubelet-client-certificate and --kubelet-client-key: give both or neither"))
 	}
 	if !strings.HasPrefix(o.EtcdPrefix, "/") {
 		errs = append(errs, fmt.Errorf("--etcd-prefix: %q must start with /", o.EtcdPrefix))

@@ -28,6 +28,7 @@ import (
 	"skiff.dev/apiserver/internal/admission/namespacelifecycle"
 	saadmission "skiff.dev/apiserver/internal/admission/serviceaccount"
 	"skiff.dev/apiserver/internal/etcd"
+	"skiff.dev/apiserver/internal/kubeletclient"
 	"skiff.dev/apiserver/internal/pki"
 	"skiff.dev/apiserver/internal/registry"
 	"skiff.dev/apiserver/internal/server"
@@ -133,6 +134,11 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 	authn := &server.Authentication{Tokens: tokens, APIAudiences: o.apiAudiences()}
 	s.service = server.NewService(s.reg, nil, log, s.Registry)
 	s.service.SetAuthentication(authn)
+	kcert, kkey := o.KubeletClientCertificate, o.KubeletClientKey
+	if kcert == "" && s.bundle != nil {
+		kcert, kkey = s.bundle.KubeletClientCert, s.bundle.KubeletClientKey
+	}
+	s.service.SetKubeletClient(kubeletclient.New(kubeletclient.Config{CertFile: kcert, KeyFile: kkey, CAFile: o.KubeletCertificateAuthority}))
 
 	s.grpc = grpc.NewServer(append(server.ServerOptions(log, s.Registry, authn), grpc.Creds(credentials.NewTLS(tlsCfg)))...)
 	apipb.RegisterAPIServer(s.grpc, s.service)

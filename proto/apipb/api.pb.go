@@ -29,6 +29,709 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PodLogsRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Namespace    string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name         string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Container    string                 `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	Follow       bool                   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	Previous     bool                   `protobuf:"varint,5,opt,name=previous,proto3" json:"previous,omitempty"`
+	SinceSeconds *int64                 `protobuf:"varint,6,opt,name=since_seconds,json=sinceSeconds,proto3,oneof" json:"since_seconds,omitempty"`
+	// since_time is RFC 3339.
+	SinceTime     string `protobuf:"bytes,7,opt,name=since_time,json=sinceTime,proto3" json:"since_time,omitempty"`
+	Timestamps    bool   `protobuf:"varint,8,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	TailLines     *int64 `protobuf:"varint,9,opt,name=tail_lines,json=tailLines,proto3,oneof" json:"tail_lines,omitempty"`
+	LimitBytes    *int64 `protobuf:"varint,10,opt,name=limit_bytes,json=limitBytes,proto3,oneof" json:"limit_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodLogsRequest) Reset() {
+	*x = PodLogsRequest{}
+	mi := &file_apipb_api_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodLogsRequest) ProtoMessage() {}
+
+func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
+func (*PodLogsRequest) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PodLogsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PodLogsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PodLogsRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *PodLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *PodLogsRequest) GetPrevious() bool {
+	if x != nil {
+		return x.Previous
+	}
+	return false
+}
+
+func (x *PodLogsRequest) GetSinceSeconds() int64 {
+	if x != nil && x.SinceSeconds != nil {
+		return *x.SinceSeconds
+	}
+	return 0
+}
+
+func (x *PodLogsRequest) GetSinceTime() string {
+	if x != nil {
+		return x.SinceTime
+	}
+	return ""
+}
+
+func (x *PodLogsRequest) GetTimestamps() bool {
+	if x != nil {
+		return x.Timestamps
+	}
+	return false
+}
+
+func (x *PodLogsRequest) GetTailLines() int64 {
+	if x != nil && x.TailLines != nil {
+		return *x.TailLines
+	}
+	return 0
+}
+
+func (x *PodLogsRequest) GetLimitBytes() int64 {
+	if x != nil && x.LimitBytes != nil {
+		return *x.LimitBytes
+	}
+	return 0
+}
+
+type PodLogsChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodLogsChunk) Reset() {
+	*x = PodLogsChunk{}
+	mi := &file_apipb_api_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodLogsChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodLogsChunk) ProtoMessage() {}
+
+func (x *PodLogsChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodLogsChunk.ProtoReflect.Descriptor instead.
+func (*PodLogsChunk) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PodLogsChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type ExecStart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Container     string                 `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	Command       []string               `protobuf:"bytes,4,rep,name=command,proto3" json:"command,omitempty"`
+	Stdin         bool                   `protobuf:"varint,5,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout        bool                   `protobuf:"varint,6,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr        bool                   `protobuf:"varint,7,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Tty           bool                   `protobuf:"varint,8,opt,name=tty,proto3" json:"tty,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStart) Reset() {
+	*x = ExecStart{}
+	mi := &file_apipb_api_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStart) ProtoMessage() {}
+
+func (x *ExecStart) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
+func (*ExecStart) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ExecStart) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ExecStart) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExecStart) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *ExecStart) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *ExecStart) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *ExecStart) GetStdout() bool {
+	if x != nil {
+		return x.Stdout
+	}
+	return false
+}
+
+func (x *ExecStart) GetStderr() bool {
+	if x != nil {
+		return x.Stderr
+	}
+	return false
+}
+
+func (x *ExecStart) GetTty() bool {
+	if x != nil {
+		return x.Tty
+	}
+	return false
+}
+
+type TerminalSize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Width         uint32                 `protobuf:"varint,1,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32                 `protobuf:"varint,2,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TerminalSize) Reset() {
+	*x = TerminalSize{}
+	mi := &file_apipb_api_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TerminalSize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TerminalSize) ProtoMessage() {}
+
+func (x *TerminalSize) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TerminalSize.ProtoReflect.Descriptor instead.
+func (*TerminalSize) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TerminalSize) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *TerminalSize) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
+// ExitStatus ends an exec or attach: the command's exit code, or a message
+// saying why it could not run (code -1 then).
+type ExitStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExitStatus) Reset() {
+	*x = ExitStatus{}
+	mi := &file_apipb_api_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExitStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExitStatus) ProtoMessage() {}
+
+func (x *ExitStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExitStatus.ProtoReflect.Descriptor instead.
+func (*ExitStatus) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ExitStatus) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ExitStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type StreamFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*StreamFrame_Start
+	//	*StreamFrame_Stdin
+	//	*StreamFrame_Stdout
+	//	*StreamFrame_Stderr
+	//	*StreamFrame_Resize
+	//	*StreamFrame_StdinClose
+	//	*StreamFrame_Exit
+	Kind          isStreamFrame_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamFrame) Reset() {
+	*x = StreamFrame{}
+	mi := &file_apipb_api_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamFrame) ProtoMessage() {}
+
+func (x *StreamFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamFrame.ProtoReflect.Descriptor instead.
+func (*StreamFrame) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StreamFrame) GetKind() isStreamFrame_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetStart() *ExecStart {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamFrame_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamFrame_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetStdout() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamFrame_Stdout); ok {
+			return x.Stdout
+		}
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetStderr() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamFrame_Stderr); ok {
+			return x.Stderr
+		}
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetResize() *TerminalSize {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamFrame_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+func (x *StreamFrame) GetStdinClose() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamFrame_StdinClose); ok {
+			return x.StdinClose
+		}
+	}
+	return false
+}
+
+func (x *StreamFrame) GetExit() *ExitStatus {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamFrame_Exit); ok {
+			return x.Exit
+		}
+	}
+	return nil
+}
+
+type isStreamFrame_Kind interface {
+	isStreamFrame_Kind()
+}
+
+type StreamFrame_Start struct {
+	Start *ExecStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type StreamFrame_Stdin struct {
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type StreamFrame_Stdout struct {
+	Stdout []byte `protobuf:"bytes,3,opt,name=stdout,proto3,oneof"`
+}
+
+type StreamFrame_Stderr struct {
+	Stderr []byte `protobuf:"bytes,4,opt,name=stderr,proto3,oneof"`
+}
+
+type StreamFrame_Resize struct {
+	Resize *TerminalSize `protobuf:"bytes,5,opt,name=resize,proto3,oneof"`
+}
+
+type StreamFrame_StdinClose struct {
+	StdinClose bool `protobuf:"varint,6,opt,name=stdin_close,json=stdinClose,proto3,oneof"`
+}
+
+type StreamFrame_Exit struct {
+	Exit *ExitStatus `protobuf:"bytes,7,opt,name=exit,proto3,oneof"`
+}
+
+func (*StreamFrame_Start) isStreamFrame_Kind() {}
+
+func (*StreamFrame_Stdin) isStreamFrame_Kind() {}
+
+func (*StreamFrame_Stdout) isStreamFrame_Kind() {}
+
+func (*StreamFrame_Stderr) isStreamFrame_Kind() {}
+
+func (*StreamFrame_Resize) isStreamFrame_Kind() {}
+
+func (*StreamFrame_StdinClose) isStreamFrame_Kind() {}
+
+func (*StreamFrame_Exit) isStreamFrame_Kind() {}
+
+type PortForwardStart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Port          int32                  `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardStart) Reset() {
+	*x = PortForwardStart{}
+	mi := &file_apipb_api_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardStart) ProtoMessage() {}
+
+func (x *PortForwardStart) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardStart.ProtoReflect.Descriptor instead.
+func (*PortForwardStart) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PortForwardStart) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PortForwardStart) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PortForwardStart) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+type PortForwardFrame struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*PortForwardFrame_Start
+	//	*PortForwardFrame_Data
+	//	*PortForwardFrame_Error
+	//	*PortForwardFrame_Close
+	Kind          isPortForwardFrame_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PortForwardFrame) Reset() {
+	*x = PortForwardFrame{}
+	mi := &file_apipb_api_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PortForwardFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PortForwardFrame) ProtoMessage() {}
+
+func (x *PortForwardFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PortForwardFrame.ProtoReflect.Descriptor instead.
+func (*PortForwardFrame) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PortForwardFrame) GetKind() isPortForwardFrame_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *PortForwardFrame) GetStart() *PortForwardStart {
+	if x != nil {
+		if x, ok := x.Kind.(*PortForwardFrame_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *PortForwardFrame) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*PortForwardFrame_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *PortForwardFrame) GetError() string {
+	if x != nil {
+		if x, ok := x.Kind.(*PortForwardFrame_Error); ok {
+			return x.Error
+		}
+	}
+	return ""
+}
+
+func (x *PortForwardFrame) GetClose() bool {
+	if x != nil {
+		if x, ok := x.Kind.(*PortForwardFrame_Close); ok {
+			return x.Close
+		}
+	}
+	return false
+}
+
+type isPortForwardFrame_Kind interface {
+	isPortForwardFrame_Kind()
+}
+
+type PortForwardFrame_Start struct {
+	Start *PortForwardStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type PortForwardFrame_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+type PortForwardFrame_Error struct {
+	Error string `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+type PortForwardFrame_Close struct {
+	Close bool `protobuf:"varint,4,opt,name=close,proto3,oneof"`
+}
+
+func (*PortForwardFrame_Start) isPortForwardFrame_Kind() {}
+
+func (*PortForwardFrame_Data) isPortForwardFrame_Kind() {}
+
+func (*PortForwardFrame_Error) isPortForwardFrame_Kind() {}
+
+func (*PortForwardFrame_Close) isPortForwardFrame_Kind() {}
+
 // Resource names a kind by API group and plural resource name ("apps", "deployments").
 type Resource struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -41,7 +744,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_apipb_api_proto_msgTypes[0]
+	mi := &file_apipb_api_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +756,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[0]
+	mi := &file_apipb_api_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +769,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{0}
+	return file_apipb_api_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Resource) GetGroup() string {
@@ -102,7 +805,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_apipb_api_proto_msgTypes[1]
+	mi := &file_apipb_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -114,7 +817,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[1]
+	mi := &file_apipb_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -127,7 +830,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{1}
+	return file_apipb_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateRequest) GetResource() *Resource {
@@ -172,7 +875,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_apipb_api_proto_msgTypes[2]
+	mi := &file_apipb_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -184,7 +887,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[2]
+	mi := &file_apipb_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -197,7 +900,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{2}
+	return file_apipb_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetRequest) GetResource() *Resource {
@@ -247,7 +950,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_apipb_api_proto_msgTypes[3]
+	mi := &file_apipb_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +962,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[3]
+	mi := &file_apipb_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +975,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{3}
+	return file_apipb_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListRequest) GetResource() *Resource {
@@ -343,7 +1046,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_apipb_api_proto_msgTypes[4]
+	mi := &file_apipb_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +1058,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[4]
+	mi := &file_apipb_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +1071,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{4}
+	return file_apipb_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListResponse) GetItems() []*anypb.Any {
@@ -411,7 +1114,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_apipb_api_proto_msgTypes[5]
+	mi := &file_apipb_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +1126,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[5]
+	mi := &file_apipb_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +1139,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{5}
+	return file_apipb_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateRequest) GetResource() *Resource {
@@ -484,7 +1187,7 @@ type PatchRequest struct {
 
 func (x *PatchRequest) Reset() {
 	*x = PatchRequest{}
-	mi := &file_apipb_api_proto_msgTypes[6]
+	mi := &file_apipb_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +1199,7 @@ func (x *PatchRequest) String() string {
 func (*PatchRequest) ProtoMessage() {}
 
 func (x *PatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[6]
+	mi := &file_apipb_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +1212,7 @@ func (x *PatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatchRequest.ProtoReflect.Descriptor instead.
 func (*PatchRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{6}
+	return file_apipb_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PatchRequest) GetResource() *Resource {
@@ -571,7 +1274,7 @@ type Preconditions struct {
 
 func (x *Preconditions) Reset() {
 	*x = Preconditions{}
-	mi := &file_apipb_api_proto_msgTypes[7]
+	mi := &file_apipb_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +1286,7 @@ func (x *Preconditions) String() string {
 func (*Preconditions) ProtoMessage() {}
 
 func (x *Preconditions) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[7]
+	mi := &file_apipb_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +1299,7 @@ func (x *Preconditions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Preconditions.ProtoReflect.Descriptor instead.
 func (*Preconditions) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{7}
+	return file_apipb_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Preconditions) GetUid() string {
@@ -629,7 +1332,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_apipb_api_proto_msgTypes[8]
+	mi := &file_apipb_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +1344,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[8]
+	mi := &file_apipb_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +1357,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{8}
+	return file_apipb_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteRequest) GetResource() *Resource {
@@ -722,7 +1425,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_apipb_api_proto_msgTypes[9]
+	mi := &file_apipb_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +1437,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[9]
+	mi := &file_apipb_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +1450,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{9}
+	return file_apipb_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchRequest) GetResource() *Resource {
@@ -806,7 +1509,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_apipb_api_proto_msgTypes[10]
+	mi := &file_apipb_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1521,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[10]
+	mi := &file_apipb_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1534,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{10}
+	return file_apipb_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchEvent) GetType() string {
@@ -863,7 +1566,7 @@ type DiscoveryRequest struct {
 
 func (x *DiscoveryRequest) Reset() {
 	*x = DiscoveryRequest{}
-	mi := &file_apipb_api_proto_msgTypes[11]
+	mi := &file_apipb_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1578,7 @@ func (x *DiscoveryRequest) String() string {
 func (*DiscoveryRequest) ProtoMessage() {}
 
 func (x *DiscoveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[11]
+	mi := &file_apipb_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1591,7 @@ func (x *DiscoveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoveryRequest.ProtoReflect.Descriptor instead.
 func (*DiscoveryRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{11}
+	return file_apipb_api_proto_rawDescGZIP(), []int{19}
 }
 
 type APIResource struct {
@@ -910,7 +1613,7 @@ type APIResource struct {
 
 func (x *APIResource) Reset() {
 	*x = APIResource{}
-	mi := &file_apipb_api_proto_msgTypes[12]
+	mi := &file_apipb_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1625,7 @@ func (x *APIResource) String() string {
 func (*APIResource) ProtoMessage() {}
 
 func (x *APIResource) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[12]
+	mi := &file_apipb_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1638,7 @@ func (x *APIResource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIResource.ProtoReflect.Descriptor instead.
 func (*APIResource) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{12}
+	return file_apipb_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *APIResource) GetGroup() string {
@@ -1019,7 +1722,7 @@ type DiscoveryResponse struct {
 
 func (x *DiscoveryResponse) Reset() {
 	*x = DiscoveryResponse{}
-	mi := &file_apipb_api_proto_msgTypes[13]
+	mi := &file_apipb_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1734,7 @@ func (x *DiscoveryResponse) String() string {
 func (*DiscoveryResponse) ProtoMessage() {}
 
 func (x *DiscoveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[13]
+	mi := &file_apipb_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1747,7 @@ func (x *DiscoveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoveryResponse.ProtoReflect.Descriptor instead.
 func (*DiscoveryResponse) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{13}
+	return file_apipb_api_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DiscoveryResponse) GetResources() []*APIResource {
@@ -1070,7 +1773,7 @@ type BindRequest struct {
 
 func (x *BindRequest) Reset() {
 	*x = BindRequest{}
-	mi := &file_apipb_api_proto_msgTypes[14]
+	mi := &file_apipb_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1785,7 @@ func (x *BindRequest) String() string {
 func (*BindRequest) ProtoMessage() {}
 
 func (x *BindRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[14]
+	mi := &file_apipb_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1798,7 @@ func (x *BindRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindRequest.ProtoReflect.Descriptor instead.
 func (*BindRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{14}
+	return file_apipb_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BindRequest) GetBinding() *v1.Binding {
@@ -1114,7 +1817,7 @@ type EvictRequest struct {
 
 func (x *EvictRequest) Reset() {
 	*x = EvictRequest{}
-	mi := &file_apipb_api_proto_msgTypes[15]
+	mi := &file_apipb_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1829,7 @@ func (x *EvictRequest) String() string {
 func (*EvictRequest) ProtoMessage() {}
 
 func (x *EvictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[15]
+	mi := &file_apipb_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1842,7 @@ func (x *EvictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictRequest.ProtoReflect.Descriptor instead.
 func (*EvictRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{15}
+	return file_apipb_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EvictRequest) GetEviction() *v11.Eviction {
@@ -1162,7 +1865,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_apipb_api_proto_msgTypes[16]
+	mi := &file_apipb_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1877,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[16]
+	mi := &file_apipb_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1890,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{16}
+	return file_apipb_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateTokenRequest) GetNamespace() string {
@@ -1231,7 +1934,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_apipb_api_proto_msgTypes[17]
+	mi := &file_apipb_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1946,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[17]
+	mi := &file_apipb_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1959,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{17}
+	return file_apipb_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HistoryRequest) GetResource() *Resource {
@@ -1300,7 +2003,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_apipb_api_proto_msgTypes[18]
+	mi := &file_apipb_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +2015,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[18]
+	mi := &file_apipb_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +2028,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{18}
+	return file_apipb_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HistoryResponse) GetItems() []*HistoryItem {
@@ -1353,7 +2056,7 @@ type HistoryItem struct {
 
 func (x *HistoryItem) Reset() {
 	*x = HistoryItem{}
-	mi := &file_apipb_api_proto_msgTypes[19]
+	mi := &file_apipb_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +2068,7 @@ func (x *HistoryItem) String() string {
 func (*HistoryItem) ProtoMessage() {}
 
 func (x *HistoryItem) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[19]
+	mi := &file_apipb_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +2081,7 @@ func (x *HistoryItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryItem.ProtoReflect.Descriptor instead.
 func (*HistoryItem) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{19}
+	return file_apipb_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HistoryItem) GetObject() *anypb.Any {
@@ -1406,7 +2109,65 @@ var File_apipb_api_proto protoreflect.FileDescriptor
 
 const file_apipb_api_proto_rawDesc = "" +
 	"\n" +
-	"\x0fapipb/api.proto\x12\vskiff.apipb\x1a\x19google/protobuf/any.proto\x1a%api/authentication/v1/generated.proto\x1a\x1bapi/core/v1/generated.proto\x1a\x1dapi/policy/v1/generated.proto\"V\n" +
+	"\x0fapipb/api.proto\x12\vskiff.apipb\x1a\x19google/protobuf/any.proto\x1a%api/authentication/v1/generated.proto\x1a\x1bapi/core/v1/generated.proto\x1a\x1dapi/policy/v1/generated.proto\"\xf8\x02\n" +
+	"\x0ePodLogsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\x12\x16\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x1a\n" +
+	"\bprevious\x18\x05 \x01(\bR\bprevious\x12(\n" +
+	"\rsince_seconds\x18\x06 \x01(\x03H\x00R\fsinceSeconds\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"since_time\x18\a \x01(\tR\tsinceTime\x12\x1e\n" +
+	"\n" +
+	"timestamps\x18\b \x01(\bR\n" +
+	"timestamps\x12\"\n" +
+	"\n" +
+	"tail_lines\x18\t \x01(\x03H\x01R\ttailLines\x88\x01\x01\x12$\n" +
+	"\vlimit_bytes\x18\n" +
+	" \x01(\x03H\x02R\n" +
+	"limitBytes\x88\x01\x01B\x10\n" +
+	"\x0e_since_secondsB\r\n" +
+	"\v_tail_linesB\x0e\n" +
+	"\f_limit_bytes\"\"\n" +
+	"\fPodLogsChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\xcd\x01\n" +
+	"\tExecStart\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\x12\x18\n" +
+	"\acommand\x18\x04 \x03(\tR\acommand\x12\x14\n" +
+	"\x05stdin\x18\x05 \x01(\bR\x05stdin\x12\x16\n" +
+	"\x06stdout\x18\x06 \x01(\bR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\a \x01(\bR\x06stderr\x12\x10\n" +
+	"\x03tty\x18\b \x01(\bR\x03tty\"<\n" +
+	"\fTerminalSize\x12\x14\n" +
+	"\x05width\x18\x01 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x02 \x01(\rR\x06height\":\n" +
+	"\n" +
+	"ExitStatus\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x98\x02\n" +
+	"\vStreamFrame\x12.\n" +
+	"\x05start\x18\x01 \x01(\v2\x16.skiff.apipb.ExecStartH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12\x18\n" +
+	"\x06stdout\x18\x03 \x01(\fH\x00R\x06stdout\x12\x18\n" +
+	"\x06stderr\x18\x04 \x01(\fH\x00R\x06stderr\x123\n" +
+	"\x06resize\x18\x05 \x01(\v2\x19.skiff.apipb.TerminalSizeH\x00R\x06resize\x12!\n" +
+	"\vstdin_close\x18\x06 \x01(\bH\x00R\n" +
+	"stdinClose\x12-\n" +
+	"\x04exit\x18\a \x01(\v2\x17.skiff.apipb.ExitStatusH\x00R\x04exitB\x06\n" +
+	"\x04kind\"X\n" +
+	"\x10PortForwardStart\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\x05R\x04port\"\x97\x01\n" +
+	"\x10PortForwardFrame\x125\n" +
+	"\x05start\x18\x01 \x01(\v2\x1d.skiff.apipb.PortForwardStartH\x00R\x05start\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x12\x16\n" +
+	"\x05error\x18\x03 \x01(\tH\x00R\x05error\x12\x16\n" +
+	"\x05close\x18\x04 \x01(\bH\x00R\x05closeB\x06\n" +
+	"\x04kind\"V\n" +
 	"\bResource\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -1518,7 +2279,7 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\vHistoryItem\x12,\n" +
 	"\x06object\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\x06object\x12)\n" +
 	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersion\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted2\xb1\x06\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted2\xd2\b\n" +
 	"\x03API\x12:\n" +
 	"\x06Create\x12\x1a.skiff.apipb.CreateRequest\x1a\x14.google.protobuf.Any\x124\n" +
 	"\x03Get\x12\x17.skiff.apipb.GetRequest\x1a\x14.google.protobuf.Any\x12;\n" +
@@ -1532,7 +2293,11 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\x04Bind\x12\x18.skiff.apipb.BindRequest\x1a\x14.google.protobuf.Any\x128\n" +
 	"\x05Evict\x12\x19.skiff.apipb.EvictRequest\x1a\x14.google.protobuf.Any\x12D\n" +
 	"\vCreateToken\x12\x1f.skiff.apipb.CreateTokenRequest\x1a\x14.google.protobuf.Any\x12D\n" +
-	"\aHistory\x12\x1b.skiff.apipb.HistoryRequest\x1a\x1c.skiff.apipb.HistoryResponseB\x1dZ\x1bskiff.dev/proto/apipb;apipbb\x06proto3"
+	"\aHistory\x12\x1b.skiff.apipb.HistoryRequest\x1a\x1c.skiff.apipb.HistoryResponse\x12C\n" +
+	"\aPodLogs\x12\x1b.skiff.apipb.PodLogsRequest\x1a\x19.skiff.apipb.PodLogsChunk0\x01\x12A\n" +
+	"\aPodExec\x12\x18.skiff.apipb.StreamFrame\x1a\x18.skiff.apipb.StreamFrame(\x010\x01\x12C\n" +
+	"\tPodAttach\x12\x18.skiff.apipb.StreamFrame\x1a\x18.skiff.apipb.StreamFrame(\x010\x01\x12R\n" +
+	"\x0ePodPortForward\x12\x1d.skiff.apipb.PortForwardFrame\x1a\x1d.skiff.apipb.PortForwardFrame(\x010\x01B\x1dZ\x1bskiff.dev/proto/apipb;apipbb\x06proto3"
 
 var (
 	file_apipb_api_proto_rawDescOnce sync.Once
@@ -1546,84 +2311,104 @@ func file_apipb_api_proto_rawDescGZIP() []byte {
 	return file_apipb_api_proto_rawDescData
 }
 
-var file_apipb_api_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_apipb_api_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_apipb_api_proto_goTypes = []any{
-	(*Resource)(nil),           // 0: skiff.apipb.Resource
-	(*CreateRequest)(nil),      // 1: skiff.apipb.CreateRequest
-	(*GetRequest)(nil),         // 2: skiff.apipb.GetRequest
-	(*ListRequest)(nil),        // 3: skiff.apipb.ListRequest
-	(*ListResponse)(nil),       // 4: skiff.apipb.ListResponse
-	(*UpdateRequest)(nil),      // 5: skiff.apipb.UpdateRequest
-	(*PatchRequest)(nil),       // 6: skiff.apipb.PatchRequest
-	(*Preconditions)(nil),      // 7: skiff.apipb.Preconditions
-	(*DeleteRequest)(nil),      // 8: skiff.apipb.DeleteRequest
-	(*WatchRequest)(nil),       // 9: skiff.apipb.WatchRequest
-	(*WatchEvent)(nil),         // 10: skiff.apipb.WatchEvent
-	(*DiscoveryRequest)(nil),   // 11: skiff.apipb.DiscoveryRequest
-	(*APIResource)(nil),        // 12: skiff.apipb.APIResource
-	(*DiscoveryResponse)(nil),  // 13: skiff.apipb.DiscoveryResponse
-	(*BindRequest)(nil),        // 14: skiff.apipb.BindRequest
-	(*EvictRequest)(nil),       // 15: skiff.apipb.EvictRequest
-	(*CreateTokenRequest)(nil), // 16: skiff.apipb.CreateTokenRequest
-	(*HistoryRequest)(nil),     // 17: skiff.apipb.HistoryRequest
-	(*HistoryResponse)(nil),    // 18: skiff.apipb.HistoryResponse
-	(*HistoryItem)(nil),        // 19: skiff.apipb.HistoryItem
-	(*anypb.Any)(nil),          // 20: google.protobuf.Any
-	(*v1.Binding)(nil),         // 21: skiff.api.core.v1.Binding
-	(*v11.Eviction)(nil),       // 22: skiff.api.policy.v1.Eviction
-	(*v12.TokenRequest)(nil),   // 23: skiff.api.authentication.v1.TokenRequest
+	(*PodLogsRequest)(nil),     // 0: skiff.apipb.PodLogsRequest
+	(*PodLogsChunk)(nil),       // 1: skiff.apipb.PodLogsChunk
+	(*ExecStart)(nil),          // 2: skiff.apipb.ExecStart
+	(*TerminalSize)(nil),       // 3: skiff.apipb.TerminalSize
+	(*ExitStatus)(nil),         // 4: skiff.apipb.ExitStatus
+	(*StreamFrame)(nil),        // 5: skiff.apipb.StreamFrame
+	(*PortForwardStart)(nil),   // 6: skiff.apipb.PortForwardStart
+	(*PortForwardFrame)(nil),   // 7: skiff.apipb.PortForwardFrame
+	(*Resource)(nil),           // 8: skiff.apipb.Resource
+	(*CreateRequest)(nil),      // 9: skiff.apipb.CreateRequest
+	(*GetRequest)(nil),         // 10: skiff.apipb.GetRequest
+	(*ListRequest)(nil),        // 11: skiff.apipb.ListRequest
+	(*ListResponse)(nil),       // 12: skiff.apipb.ListResponse
+	(*UpdateRequest)(nil),      // 13: skiff.apipb.UpdateRequest
+	(*PatchRequest)(nil),       // 14: skiff.apipb.PatchRequest
+	(*Preconditions)(nil),      // 15: skiff.apipb.Preconditions
+	(*DeleteRequest)(nil),      // 16: skiff.apipb.DeleteRequest
+	(*WatchRequest)(nil),       // 17: skiff.apipb.WatchRequest
+	(*WatchEvent)(nil),         // 18: skiff.apipb.WatchEvent
+	(*DiscoveryRequest)(nil),   // 19: skiff.apipb.DiscoveryRequest
+	(*APIResource)(nil),        // 20: skiff.apipb.APIResource
+	(*DiscoveryResponse)(nil),  // 21: skiff.apipb.DiscoveryResponse
+	(*BindRequest)(nil),        // 22: skiff.apipb.BindRequest
+	(*EvictRequest)(nil),       // 23: skiff.apipb.EvictRequest
+	(*CreateTokenRequest)(nil), // 24: skiff.apipb.CreateTokenRequest
+	(*HistoryRequest)(nil),     // 25: skiff.apipb.HistoryRequest
+	(*HistoryResponse)(nil),    // 26: skiff.apipb.HistoryResponse
+	(*HistoryItem)(nil),        // 27: skiff.apipb.HistoryItem
+	(*anypb.Any)(nil),          // 28: google.protobuf.Any
+	(*v1.Binding)(nil),         // 29: skiff.api.core.v1.Binding
+	(*v11.Eviction)(nil),       // 30: skiff.api.policy.v1.Eviction
+	(*v12.TokenRequest)(nil),   // 31: skiff.api.authentication.v1.TokenRequest
 }
 var file_apipb_api_proto_depIdxs = []int32{
-	0,  // 0: skiff.apipb.CreateRequest.resource:type_name -> skiff.apipb.Resource
-	20, // 1: skiff.apipb.CreateRequest.object:type_name -> google.protobuf.Any
-	0,  // 2: skiff.apipb.GetRequest.resource:type_name -> skiff.apipb.Resource
-	0,  // 3: skiff.apipb.ListRequest.resource:type_name -> skiff.apipb.Resource
-	20, // 4: skiff.apipb.ListResponse.items:type_name -> google.protobuf.Any
-	0,  // 5: skiff.apipb.UpdateRequest.resource:type_name -> skiff.apipb.Resource
-	20, // 6: skiff.apipb.UpdateRequest.object:type_name -> google.protobuf.Any
-	0,  // 7: skiff.apipb.PatchRequest.resource:type_name -> skiff.apipb.Resource
-	0,  // 8: skiff.apipb.DeleteRequest.resource:type_name -> skiff.apipb.Resource
-	7,  // 9: skiff.apipb.DeleteRequest.preconditions:type_name -> skiff.apipb.Preconditions
-	0,  // 10: skiff.apipb.WatchRequest.resource:type_name -> skiff.apipb.Resource
-	20, // 11: skiff.apipb.WatchEvent.object:type_name -> google.protobuf.Any
-	12, // 12: skiff.apipb.DiscoveryResponse.resources:type_name -> skiff.apipb.APIResource
-	21, // 13: skiff.apipb.BindRequest.binding:type_name -> skiff.api.core.v1.Binding
-	22, // 14: skiff.apipb.EvictRequest.eviction:type_name -> skiff.api.policy.v1.Eviction
-	23, // 15: skiff.apipb.CreateTokenRequest.token_request:type_name -> skiff.api.authentication.v1.TokenRequest
-	0,  // 16: skiff.apipb.HistoryRequest.resource:type_name -> skiff.apipb.Resource
-	19, // 17: skiff.apipb.HistoryResponse.items:type_name -> skiff.apipb.HistoryItem
-	20, // 18: skiff.apipb.HistoryItem.object:type_name -> google.protobuf.Any
-	1,  // 19: skiff.apipb.API.Create:input_type -> skiff.apipb.CreateRequest
-	2,  // 20: skiff.apipb.API.Get:input_type -> skiff.apipb.GetRequest
-	3,  // 21: skiff.apipb.API.List:input_type -> skiff.apipb.ListRequest
-	5,  // 22: skiff.apipb.API.Update:input_type -> skiff.apipb.UpdateRequest
-	5,  // 23: skiff.apipb.API.UpdateStatus:input_type -> skiff.apipb.UpdateRequest
-	6,  // 24: skiff.apipb.API.Patch:input_type -> skiff.apipb.PatchRequest
-	8,  // 25: skiff.apipb.API.Delete:input_type -> skiff.apipb.DeleteRequest
-	9,  // 26: skiff.apipb.API.Watch:input_type -> skiff.apipb.WatchRequest
-	11, // 27: skiff.apipb.API.Discovery:input_type -> skiff.apipb.DiscoveryRequest
-	14, // 28: skiff.apipb.API.Bind:input_type -> skiff.apipb.BindRequest
-	15, // 29: skiff.apipb.API.Evict:input_type -> skiff.apipb.EvictRequest
-	16, // 30: skiff.apipb.API.CreateToken:input_type -> skiff.apipb.CreateTokenRequest
-	17, // 31: skiff.apipb.API.History:input_type -> skiff.apipb.HistoryRequest
-	20, // 32: skiff.apipb.API.Create:output_type -> google.protobuf.Any
-	20, // 33: skiff.apipb.API.Get:output_type -> google.protobuf.Any
-	4,  // 34: skiff.apipb.API.List:output_type -> skiff.apipb.ListResponse
-	20, // 35: skiff.apipb.API.Update:output_type -> google.protobuf.Any
-	20, // 36: skiff.apipb.API.UpdateStatus:output_type -> google.protobuf.Any
-	20, // 37: skiff.apipb.API.Patch:output_type -> google.protobuf.Any
-	20, // 38: skiff.apipb.API.Delete:output_type -> google.protobuf.Any
-	10, // 39: skiff.apipb.API.Watch:output_type -> skiff.apipb.WatchEvent
-	13, // 40: skiff.apipb.API.Discovery:output_type -> skiff.apipb.DiscoveryResponse
-	20, // 41: skiff.apipb.API.Bind:output_type -> google.protobuf.Any
-	20, // 42: skiff.apipb.API.Evict:output_type -> google.protobuf.Any
-	20, // 43: skiff.apipb.API.CreateToken:output_type -> google.protobuf.Any
-	18, // 44: skiff.apipb.API.History:output_type -> skiff.apipb.HistoryResponse
-	32, // [32:45] is the sub-list for method output_type
-	19, // [19:32] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	2,  // 0: skiff.apipb.StreamFrame.start:type_name -> skiff.apipb.ExecStart
+	3,  // 1: skiff.apipb.StreamFrame.resize:type_name -> skiff.apipb.TerminalSize
+	4,  // 2: skiff.apipb.StreamFrame.exit:type_name -> skiff.apipb.ExitStatus
+	6,  // 3: skiff.apipb.PortForwardFrame.start:type_name -> skiff.apipb.PortForwardStart
+	8,  // 4: skiff.apipb.CreateRequest.resource:type_name -> skiff.apipb.Resource
+	28, // 5: skiff.apipb.CreateRequest.object:type_name -> google.protobuf.Any
+	8,  // 6: skiff.apipb.GetRequest.resource:type_name -> skiff.apipb.Resource
+	8,  // 7: skiff.apipb.ListRequest.resource:type_name -> skiff.apipb.Resource
+	28, // 8: skiff.apipb.ListResponse.items:type_name -> google.protobuf.Any
+	8,  // 9: skiff.apipb.UpdateRequest.resource:type_name -> skiff.apipb.Resource
+	28, // 10: skiff.apipb.UpdateRequest.object:type_name -> google.protobuf.Any
+	8,  // 11: skiff.apipb.PatchRequest.resource:type_name -> skiff.apipb.Resource
+	8,  // 12: skiff.apipb.DeleteRequest.resource:type_name -> skiff.apipb.Resource
+	15, // 13: skiff.apipb.DeleteRequest.preconditions:type_name -> skiff.apipb.Preconditions
+	8,  // 14: skiff.apipb.WatchRequest.resource:type_name -> skiff.apipb.Resource
+	28, // 15: skiff.apipb.WatchEvent.object:type_name -> google.protobuf.Any
+	20, // 16: skiff.apipb.DiscoveryResponse.resources:type_name -> skiff.apipb.APIResource
+	29, // 17: skiff.apipb.BindRequest.binding:type_name -> skiff.api.core.v1.Binding
+	30, // 18: skiff.apipb.EvictRequest.eviction:type_name -> skiff.api.policy.v1.Eviction
+	31, // 19: skiff.apipb.CreateTokenRequest.token_request:type_name -> skiff.api.authentication.v1.TokenRequest
+	8,  // 20: skiff.apipb.HistoryRequest.resource:type_name -> skiff.apipb.Resource
+	27, // 21: skiff.apipb.HistoryResponse.items:type_name -> skiff.apipb.HistoryItem
+	28, // 22: skiff.apipb.HistoryItem.object:type_name -> google.protobuf.Any
+	9,  // 23: skiff.apipb.API.Create:input_type -> skiff.apipb.CreateRequest
+	10, // 24: skiff.apipb.API.Get:input_type -> skiff.apipb.GetRequest
+	11, // 25: skiff.apipb.API.List:input_type -> skiff.apipb.ListRequest
+	13, // 26: skiff.apipb.API.Update:input_type -> skiff.apipb.UpdateRequest
+	13, // 27: skiff.apipb.API.UpdateStatus:input_type -> skiff.apipb.UpdateRequest
+	14, // 28: skiff.apipb.API.Patch:input_type -> skiff.apipb.PatchRequest
+	16, // 29: skiff.apipb.API.Delete:input_type -> skiff.apipb.DeleteRequest
+	17, // 30: skiff.apipb.API.Watch:input_type -> skiff.apipb.WatchRequest
+	19, // 31: skiff.apipb.API.Discovery:input_type -> skiff.apipb.DiscoveryRequest
+	22, // 32: skiff.apipb.API.Bind:input_type -> skiff.apipb.BindRequest
+	23, // 33: skiff.apipb.API.Evict:input_type -> skiff.apipb.EvictRequest
+	24, // 34: skiff.apipb.API.CreateToken:input_type -> skiff.apipb.CreateTokenRequest
+	25, // 35: skiff.apipb.API.History:input_type -> skiff.apipb.HistoryRequest
+	0,  // 36: skiff.apipb.API.PodLogs:input_type -> skiff.apipb.PodLogsRequest
+	5,  // 37: skiff.apipb.API.PodExec:input_type -> skiff.apipb.StreamFrame
+	5,  // 38: skiff.apipb.API.PodAttach:input_type -> skiff.apipb.StreamFrame
+	7,  // 39: skiff.apipb.API.PodPortForward:input_type -> skiff.apipb.PortForwardFrame
+	28, // 40: skiff.apipb.API.Create:output_type -> google.protobuf.Any
+	28, // 41: skiff.apipb.API.Get:output_type -> google.protobuf.Any
+	12, // 42: skiff.apipb.API.List:output_type -> skiff.apipb.ListResponse
+	28, // 43: skiff.apipb.API.Update:output_type -> google.protobuf.Any
+	28, // 44: skiff.apipb.API.UpdateStatus:output_type -> google.protobuf.Any
+	28, // 45: skiff.apipb.API.Patch:output_type -> google.protobuf.Any
+	28, // 46: skiff.apipb.API.Delete:output_type -> google.protobuf.Any
+	18, // 47: skiff.apipb.API.Watch:output_type -> skiff.apipb.WatchEvent
+	21, // 48: skiff.apipb.API.Discovery:output_type -> skiff.apipb.DiscoveryResponse
+	28, // 49: skiff.apipb.API.Bind:output_type -> google.protobuf.Any
+	28, // 50: skiff.apipb.API.Evict:output_type -> google.protobuf.Any
+	28, // 51: skiff.apipb.API.CreateToken:output_type -> google.protobuf.Any
+	26, // 52: skiff.apipb.API.History:output_type -> skiff.apipb.HistoryResponse
+	1,  // 53: skiff.apipb.API.PodLogs:output_type -> skiff.apipb.PodLogsChunk
+	5,  // 54: skiff.apipb.API.PodExec:output_type -> skiff.apipb.StreamFrame
+	5,  // 55: skiff.apipb.API.PodAttach:output_type -> skiff.apipb.StreamFrame
+	7,  // 56: skiff.apipb.API.PodPortForward:output_type -> skiff.apipb.PortForwardFrame
+	40, // [40:57] is the sub-list for method output_type
+	23, // [23:40] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_apipb_api_proto_init() }
@@ -1631,16 +2416,32 @@ func file_apipb_api_proto_init() {
 	if File_apipb_api_proto != nil {
 		return
 	}
-	file_apipb_api_proto_msgTypes[4].OneofWrappers = []any{}
-	file_apipb_api_proto_msgTypes[7].OneofWrappers = []any{}
-	file_apipb_api_proto_msgTypes[8].OneofWrappers = []any{}
+	file_apipb_api_proto_msgTypes[0].OneofWrappers = []any{}
+	file_apipb_api_proto_msgTypes[5].OneofWrappers = []any{
+		(*StreamFrame_Start)(nil),
+		(*StreamFrame_Stdin)(nil),
+		(*StreamFrame_Stdout)(nil),
+		(*StreamFrame_Stderr)(nil),
+		(*StreamFrame_Resize)(nil),
+		(*StreamFrame_StdinClose)(nil),
+		(*StreamFrame_Exit)(nil),
+	}
+	file_apipb_api_proto_msgTypes[7].OneofWrappers = []any{
+		(*PortForwardFrame_Start)(nil),
+		(*PortForwardFrame_Data)(nil),
+		(*PortForwardFrame_Error)(nil),
+		(*PortForwardFrame_Close)(nil),
+	}
+	file_apipb_api_proto_msgTypes[12].OneofWrappers = []any{}
+	file_apipb_api_proto_msgTypes[15].OneofWrappers = []any{}
+	file_apipb_api_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_apipb_api_proto_rawDesc), len(file_apipb_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

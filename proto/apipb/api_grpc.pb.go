@@ -24,19 +24,23 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	API_Create_FullMethodName       = "/skiff.apipb.API/Create"
-	API_Get_FullMethodName          = "/skiff.apipb.API/Get"
-	API_List_FullMethodName         = "/skiff.apipb.API/List"
-	API_Update_FullMethodName       = "/skiff.apipb.API/Update"
-	API_UpdateStatus_FullMethodName = "/skiff.apipb.API/UpdateStatus"
-	API_Patch_FullMethodName        = "/skiff.apipb.API/Patch"
-	API_Delete_FullMethodName       = "/skiff.apipb.API/Delete"
-	API_Watch_FullMethodName        = "/skiff.apipb.API/Watch"
-	API_Discovery_FullMethodName    = "/skiff.apipb.API/Discovery"
-	API_Bind_FullMethodName         = "/skiff.apipb.API/Bind"
-	API_Evict_FullMethodName        = "/skiff.apipb.API/Evict"
-	API_CreateToken_FullMethodName  = "/skiff.apipb.API/CreateToken"
-	API_History_FullMethodName      = "/skiff.apipb.API/History"
+	API_Create_FullMethodName         = "/skiff.apipb.API/Create"
+	API_Get_FullMethodName            = "/skiff.apipb.API/Get"
+	API_List_FullMethodName           = "/skiff.apipb.API/List"
+	API_Update_FullMethodName         = "/skiff.apipb.API/Update"
+	API_UpdateStatus_FullMethodName   = "/skiff.apipb.API/UpdateStatus"
+	API_Patch_FullMethodName          = "/skiff.apipb.API/Patch"
+	API_Delete_FullMethodName         = "/skiff.apipb.API/Delete"
+	API_Watch_FullMethodName          = "/skiff.apipb.API/Watch"
+	API_Discovery_FullMethodName      = "/skiff.apipb.API/Discovery"
+	API_Bind_FullMethodName           = "/skiff.apipb.API/Bind"
+	API_Evict_FullMethodName          = "/skiff.apipb.API/Evict"
+	API_CreateToken_FullMethodName    = "/skiff.apipb.API/CreateToken"
+	API_History_FullMethodName        = "/skiff.apipb.API/History"
+	API_PodLogs_FullMethodName        = "/skiff.apipb.API/PodLogs"
+	API_PodExec_FullMethodName        = "/skiff.apipb.API/PodExec"
+	API_PodAttach_FullMethodName      = "/skiff.apipb.API/PodAttach"
+	API_PodPortForward_FullMethodName = "/skiff.apipb.API/PodPortForward"
 )
 
 // APIClient is the client API for API service.
@@ -66,6 +70,21 @@ type APIClient interface {
 	// History lists the past revisions of one object that etcd still holds
 	// (until compaction), newest first.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// The pods/log, pods/exec, pods/attach and pods/portforward streams: the
+	// apiserver relays each to the kubelet of the pod's node.
+	// PodLogs streams a container's log, as `kubectl logs` reads it.
+	PodLogs(ctx context.Context, in *PodLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PodLogsChunk], error)
+	// PodExec runs a command in a container. The client's first frame is
+	// `start`; then stdin, resize and stdin_close frames; the server sends
+	// stdout and stderr, then one `exit` frame and ends the stream.
+	PodExec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamFrame, StreamFrame], error)
+	// PodAttach attaches to a container's main process, framed as PodExec
+	// (start.command is empty).
+	PodAttach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamFrame, StreamFrame], error)
+	// PodPortForward carries one connection to one port of a pod: the
+	// client's first frame is `start`, then data both ways until either side
+	// sends close (or an error).
+	PodPortForward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PortForwardFrame, PortForwardFrame], error)
 }
 
 type aPIClient struct {
@@ -215,6 +234,64 @@ func (c *aPIClient) History(ctx context.Context, in *HistoryRequest, opts ...grp
 	return out, nil
 }
 
+func (c *aPIClient) PodLogs(ctx context.Context, in *PodLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PodLogsChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &API_ServiceDesc.Streams[1], API_PodLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PodLogsRequest, PodLogsChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type API_PodLogsClient = grpc.ServerStreamingClient[PodLogsChunk]
+
+func (c *aPIClient) PodExec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamFrame, StreamFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &API_ServiceDesc.Streams[2], API_PodExec_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamFrame, StreamFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type API_PodExecClient = grpc.BidiStreamingClient[StreamFrame, StreamFrame]
+
+func (c *aPIClient) PodAttach(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamFrame, StreamFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &API_ServiceDesc.Streams[3], API_PodAttach_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamFrame, StreamFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type API_PodAttachClient = grpc.BidiStreamingClient[StreamFrame, StreamFrame]
+
+func (c *aPIClient) PodPortForward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PortForwardFrame, PortForwardFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &API_ServiceDesc.Streams[4], API_PodPortForward_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PortForwardFrame, PortForwardFrame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type API_PodPortForwardClient = grpc.BidiStreamingClient[PortForwardFrame, PortForwardFrame]
+
 // APIServer is the server API for API service.
 // All implementations must embed UnimplementedAPIServer
 // for forward compatibility.
@@ -242,6 +319,21 @@ type APIServer interface {
 	// History lists the past revisions of one object that etcd still holds
 	// (until compaction), newest first.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// The pods/log, pods/exec, pods/attach and pods/portforward streams: the
+	// apiserver relays each to the kubelet of the pod's node.
+	// PodLogs streams a container's log, as `kubectl logs` reads it.
+	PodLogs(*PodLogsRequest, grpc.ServerStreamingServer[PodLogsChunk]) error
+	// PodExec runs a command in a container. The client's first frame is
+	// `start`; then stdin, resize and stdin_close frames; the server sends
+	// stdout and stderr, then one `exit` frame and ends the stream.
+	PodExec(grpc.BidiStreamingServer[StreamFrame, StreamFrame]) error
+	// PodAttach attaches to a container's main process, framed as PodExec
+	// (start.command is empty).
+	PodAttach(grpc.BidiStreamingServer[StreamFrame, StreamFrame]) error
+	// PodPortForward carries one connection to one port of a pod: the
+	// client's first frame is `start`, then data both ways until either side
+	// sends close (or an error).
+	PodPortForward(grpc.BidiStreamingServer[PortForwardFrame, PortForwardFrame]) error
 	mustEmbedUnimplementedAPIServer()
 }
 
@@ -290,6 +382,18 @@ func (UnimplementedAPIServer) CreateToken(context.Context, *CreateTokenRequest) 
 }
 func (UnimplementedAPIServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedAPIServer) PodLogs(*PodLogsRequest, grpc.ServerStreamingServer[PodLogsChunk]) error {
+	return status.Error(codes.Unimplemented, "method PodLogs not implemented")
+}
+func (UnimplementedAPIServer) PodExec(grpc.BidiStreamingServer[StreamFrame, StreamFrame]) error {
+	return status.Error(codes.Unimplemented, "method PodExec not implemented")
+}
+func (UnimplementedAPIServer) PodAttach(grpc.BidiStreamingServer[StreamFrame, StreamFrame]) error {
+	return status.Error(codes.Unimplemented, "method PodAttach not implemented")
+}
+func (UnimplementedAPIServer) PodPortForward(grpc.BidiStreamingServer[PortForwardFrame, PortForwardFrame]) error {
+	return status.Error(codes.Unimplemented, "method PodPortForward not implemented")
 }
 func (UnimplementedAPIServer) mustEmbedUnimplementedAPIServer() {}
 func (UnimplementedAPIServer) testEmbeddedByValue()             {}
@@ -539,6 +643,38 @@ func _API_History_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _API_PodLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PodLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(APIServer).PodLogs(m, &grpc.GenericServerStream[PodLogsRequest, PodLogsChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type API_PodLogsServer = grpc.ServerStreamingServer[PodLogsChunk]
+
+func _API_PodExec_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(APIServer).PodExec(&grpc.GenericServerStream[StreamFrame, StreamFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type API_PodExecServer = grpc.BidiStreamingServer[StreamFrame, StreamFrame]
+
+func _API_PodAttach_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(APIServer).PodAttach(&grpc.GenericServerStream[StreamFrame, StreamFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type API_PodAttachServer = grpc.BidiStreamingServer[StreamFrame, StreamFrame]
+
+func _API_PodPortForward_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(APIServer).PodPortForward(&grpc.GenericServerStream[PortForwardFrame, PortForwardFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type API_PodPortForwardServer = grpc.BidiStreamingServer[PortForwardFrame, PortForwardFrame]
+
 // API_ServiceDesc is the grpc.ServiceDesc for API service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -600,6 +736,29 @@ var API_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Watch",
 			Handler:       _API_Watch_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "PodLogs",
+			Handler:       _API_PodLogs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "PodExec",
+			Handler:       _API_PodExec_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "PodAttach",
+			Handler:       _API_PodAttach_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "PodPortForward",
+			Handler:       _API_PodPortForward_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "apipb/api.proto",

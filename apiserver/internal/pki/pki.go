@@ -35,6 +35,9 @@ type Bundle struct {
 	CACert, CAKey         string
 	ServerCert, ServerKey string
 	AdminCert, AdminKey   string
+	// KubeletClientCert is what the apiserver presents to kubelets
+	// (kubeadm's apiserver-kubelet-client.crt).
+	KubeletClientCert, KubeletClientKey string
 }
 
 func bundle(dir string) *Bundle {
@@ -43,13 +46,16 @@ func bundle(dir string) *Bundle {
 		CACert: p("ca.crt"), CAKey: p("ca.key"),
 		ServerCert: p("apiserver.crt"), ServerKey: p("apiserver.key"),
 		AdminCert: p("admin.crt"), AdminKey: p("admin.key"),
+		KubeletClientCert: p("apiserver-kubelet-client.crt"), KubeletClientKey: p("apiserver-kubelet-client.key"),
 	}
 }
 
 // Ensure creates what is missing in dir: the CA (10 years), the apiserver's
 // serving certificate (1 year; SANs 127.0.0.1, ::1, localhost, the host's
-// name and addresses, and extraSANs) and the admin client certificate
-// (CN admin, O system:masters, 1 year). Existing files are kept, except a
+// name and addresses, and extraSANs), the admin client certificate
+// (CN admin, O system:masters, 1 year) and the apiserver's client
+// certificate to kubelets (CN kube-apiserver-kubelet-client, O
+// system:masters, 1 year). Existing files are kept, except a
 // serving certificate that lacks a wanted name, which is re-issued.
 func Ensure(dir string, extraSANs []string) (*Bundle, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -81,8 +87,19 @@ func Ensure(dir string, extraSANs []string) (*Bundle, error) {
 			return nil, fmt.Errorf("issue admin certificate: %w", err)
 		}
 	}
+	// The kubelets' client CA is this CA: a certificate from an older one
+	// would be refused by every kubelet.
+	if cur, _, err := loadPair(b.KubeletClientCert, b.KubeletClientKey); err != nil || cur.CheckSignatureFrom(ca) != nil || !time.Now().Before(cur.NotAfter.Add(-24*time.Hour)) {
+		tmpl := leaf(KubeletClientUser, []string{"system:masters"}, x509.ExtKeyUsageClientAuth, 365*24*time.Hour)
+		if err := issue(tmpl, ca, caKey, b.KubeletClientCert, b.KubeletClientKey); err != nil {
+			return nil, fmt.Errorf("issue kubelet client certificate: %w", err)
+		}
+	}
 	return b, nil
 }
+
+// KubeletClientUser is the apiserver's name to kubelets, kubeadm's.
+const KubeletClientUser = "kube-apiserver-kubelet-client"
 
 // IssueClient signs a client certificate for user in groups.
 func IssueClient(b *Bundle, user string, groups []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {

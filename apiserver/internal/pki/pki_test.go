@@ -313,6 +313,8 @@ func TestExpiry(t *testing.T) {
 		"ca":        {true, 9 * year, 11 * year},
 		"apiserver": {false, year - 24*time.Hour, year + 24*time.Hour},
 		"admin":     {false, year - 24*time.Hour, year + 24*time.Hour},
+
+		"apiserver-kubelet-client": {false, year - 24*time.Hour, year + 24*time.Hour},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("Expiry = %+v, want %d entries", got, len(want))
@@ -329,5 +331,39 @@ func TestExpiry(t *testing.T) {
 	}
 	if _, err := Expiry(filepath.Join(dir, "missing")); err == nil {
 		t.Error("Expiry of a missing directory returned no error")
+	}
+}
+
+// The apiserver's certificate to kubelets is a client certificate of the
+// cluster CA (the kubelets' --client-ca-file), CN and O as kubeadm's.
+func TestKubeletClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	b, err := Ensure(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := loadPair(b.KubeletClientCert, b.KubeletClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _, err := loadPair(b.CACert, b.CAKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("not a client certificate of the CA: %v", err)
+	}
+	if u := UserFromCert(c); u.Name != "kube-apiserver-kubelet-client" || len(u.Groups) != 1 || u.Groups[0] != "system:masters" {
+		t.Errorf("user = %+v", u)
+	}
+	// A second Ensure keeps it.
+	before, _ := os.ReadFile(b.KubeletClientCert)
+	if _, err := Ensure(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(b.KubeletClientCert); string(after) != string(before) {
+		t.Error("Ensure re-issued a valid kubelet client certificate")
 	}
 }
