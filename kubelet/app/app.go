@@ -68,7 +68,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	srv, err := k.APIServer(k.HealthChecks())
+	if err != nil {
+		return err
+	}
 	g, _ := component.NewGroup(ctx)
+	g.Go("server", srv.Run)
 	if o.MetricsBindAddress != "" {
 		ms := &component.Server{Addr: o.MetricsBindAddress, Registry: reg, Logger: log, Health: k.HealthChecks()}
 		g.Go("metrics", ms.Start)

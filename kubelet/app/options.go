@@ -45,8 +45,14 @@ type Options struct {
 	PodManifestPath string
 	ImagePreloadDir string
 	Port            int32
-	CNIConfDir      string
-	CNIBinDir       string
+	// The kubelet API's address and TLS (upstream's --address,
+	// --tls-cert-file, --tls-private-key-file, --client-ca-file).
+	Address           string
+	TLSCertFile       string
+	TLSPrivateKeyFile string
+	ClientCAFile      string
+	CNIConfDir        string
+	CNIBinDir         string
 
 	MetricsBindAddress string
 	LogFormat          string
@@ -70,6 +76,7 @@ func NewOptions() *Options {
 		NodeStatusReportFrequency: 5 * time.Minute,
 		NodeStatusUpdateFrequency: 10 * time.Second,
 		Port:                      10250,
+		Address:                   "0.0.0.0",
 		CNIConfDir:                "/etc/cni/net.d",
 		CNIBinDir:                 "/usr/lib/cni",
 		MetricsBindAddress:        "127.0.0.1:10248",
@@ -101,6 +108,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.PodManifestPath, "pod-manifest-path", o.PodManifestPath, "Directory of static pod manifests, run without the apiserver.")
 	fs.StringVar(&o.ImagePreloadDir, "image-preload-dir", o.ImagePreloadDir, "Directory of image tarballs imported into the runtime at start (air-gapped nodes).")
 	fs.Int32Var(&o.Port, "port", o.Port, "Port of the kubelet's HTTPS API.")
+	fs.StringVar(&o.Address, "address", o.Address, "The IP address the kubelet's HTTPS API listens on (0.0.0.0 for all).")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "Serving certificate of the kubelet API; empty generates a self-signed one in <root-dir>/pki.")
+	fs.StringVar(&o.TLSPrivateKeyFile, "tls-private-key-file", o.TLSPrivateKeyFile, "Serving certificate's key.")
+	fs.StringVar(&o.ClientCAFile, "client-ca-file", o.ClientCAFile, "CA bundle that signs the client certificates the kubelet API requires (empty: clients are not authenticated).")
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "Directory the node's CNI conflist is written to (the runtime's CNI conf_dir).")
 	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "Directory of the CNI plugin binaries.")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "Plain-HTTP address of /metrics, /healthz, /readyz (empty disables).")
@@ -189,6 +200,20 @@ func (o *Options) Validate() error {
 	}
 	if o.Port < 1 || o.Port > 65535 {
 		return fmt.Errorf("--port: %d is not a port (1-65535)", o.Port)
+	}
+	if net.ParseIP(o.Address) == nil {
+		return fmt.Errorf("--address: %q is not an IP address", o.Address)
+	}
+	if (o.TLSCertFile == "") != (o.TLSPrivateKeyFile == "") {
+		return fmt.Errorf("--tls-cert-file and --tls-private-key-file: give both or neither")
+	}
+	for _, f := range []struct{ flag, path string }{{"tls-cert-file", o.TLSCertFile}, {"tls-private-key-file", o.TLSPrivateKeyFile}, {"client-ca-file", o.ClientCAFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("--%s: %w", f.flag, err)
+		}
 	}
 	if o.MetricsBindAddress != "" {
 		if _, _, err := net.SplitHostPort(o.MetricsBindAddress); err != nil {

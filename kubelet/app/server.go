@@ -1,0 +1,48 @@
+package app
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"skiff.dev/kubelet/internal/nodestatus"
+	"skiff.dev/kubelet/internal/server"
+	"skiff.dev/kubelet/internal/streaming"
+	corev1 "skiff.dev/proto/api/core/v1"
+)
+
+// pod finds one of the node's pods in the informer's cache.
+func (k *Kubelet) pod(namespace, name string) (*corev1.Pod, bool) {
+	p, err := k.podLister.Get(namespace, name)
+	return p, err == nil
+}
+
+// APIServer is the kubelet's HTTPS API on --address:--port. The command
+// runs it; embedders (many hollow nodes in one process) need not.
+func (k *Kubelet) APIServer(health map[string]func(context.Context) error) (*server.Server, error) {
+	o := k.cfg.Options
+	hosts := []string{k.nodeName, "localhost", "127.0.0.1"}
+	hosts = append(hosts, o.NodeIPs...)
+	if len(o.NodeIPs) == 0 {
+		if ip, err := nodestatus.HostIP(); err == nil {
+			hosts = append(hosts, ip)
+		}
+	}
+	return server.New(server.Config{
+		Addr:     net.JoinHostPort(o.Address, strconv.Itoa(int(o.Port))),
+		CertFile: o.TLSCertFile, KeyFile: o.TLSPrivateKeyFile,
+		CertDir: filepath.Join(o.RootDir, "pki"), Hosts: hosts,
+		ClientCAFile: o.ClientCAFile,
+		Runtime:      k.cfg.Runtime,
+		Pod:          k.pod,
+		Pods:         func() []*corev1.Pod { return k.podLister.List(labels.Everything()) },
+		PodLogsDir:   o.PodLogsDir,
+		Registry:     k.cfg.Registry,
+		Health:       health,
+		Streaming:    streaming.Handler(k.cfg.Runtime, k.pod, k.log.With("component", "streaming")),
+		Logger:       k.log.With("component", "server"),
+	})
+}
