@@ -104,7 +104,9 @@ func NewRoot(s Streams, dial Dialer) *cobra.Command {
 		newMetaCommand(o, "label", "labels", "labeled"), newMetaCommand(o, "annotate", "annotations", "annotated"),
 		newPatch(o), newScale(o), newCordon(o, true), newCordon(o, false), newHistory(o), newDescribe(o), newRollout(o), newSet(o), newWait(o), newDrain(o), newEdit(o), newDiff(o), newExplain(o),
 	)
-	for _, name := range []string{"logs", "exec", "top", "port-forward"} {
+	root.AddCommand(newLogs(o))
+	root.AddCommand(newExec(o), newAttach(o), newPortForward(o), newCp(o), newRun(o))
+	for _, name := range []string{"top"} {
 		root.AddCommand(&cobra.Command{
 			Use:                name,
 			Short:              "Arrives with skiff-kubelet",
