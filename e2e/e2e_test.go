@@ -6,8 +6,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +24,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"skiff.dev/client/config"
 	"skiff.dev/e2e/local"
 	"skiff.dev/proto/codec"
 )
@@ -400,4 +403,30 @@ func TestControllerManagerDrivesTheCluster(t *testing.T) {
 		out := mustSkiffctl(t, "get", "node", "e2e-cidr", "-o", "jsonpath={.spec.podCIDR}")
 		return strings.HasPrefix(out, "10.244.") && strings.HasSuffix(out, "/24"), out
 	})
+}
+
+// Each component authenticates with upstream's identity, minted by
+// skiff-local from the cluster CA (the scheduler and controller-manager
+// tests above prove those identities are accepted).
+func TestComponentIdentities(t *testing.T) {
+	for file, want := range map[string]string{
+		"scheduler.conf":          "CN=system:kube-scheduler",
+		"controller-manager.conf": "CN=system:kube-controller-manager",
+	} {
+		cfg, err := config.Load(filepath.Join(cluster.Dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(cfg.Users[0].User.ClientCertificateData)
+		if block == nil {
+			t.Fatalf("%s: no client certificate", file)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cert.Subject.String(); got != want {
+			t.Errorf("%s: subject %s, want %s", file, got, want)
+		}
+	}
 }

@@ -87,7 +87,6 @@ func freePort() (int, error) {
 // components lists the cluster's processes in start order. Later issues add
 // the kubelet and proxy here.
 func components(o Options, nodes []*Node, port, metricsPort, schedulerPort, cmPort int) []Component {
-	admin := filepath.Join(o.Dir, "apiserver", "admin.conf")
 	apiserverArgs := []string{
 		"--data-dir", filepath.Join(o.Dir, "apiserver"),
 		"--bind-address", "127.0.0.1",
@@ -113,7 +112,7 @@ func components(o Options, nodes []*Node, port, metricsPort, schedulerPort, cmPo
 		Name:   "skiff-scheduler",
 		Binary: "skiff-scheduler",
 		Args: []string{
-			"--kubeconfig", admin,
+			"--kubeconfig", schedulerKubeconfig(o.Dir),
 			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(schedulerPort),
 		},
 		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", schedulerPort),
@@ -121,12 +120,18 @@ func components(o Options, nodes []*Node, port, metricsPort, schedulerPort, cmPo
 		Name:   "skiff-controller-manager",
 		Binary: "skiff-controller-manager",
 		Args: []string{
-			"--kubeconfig", admin,
+			"--kubeconfig", controllerManagerKubeconfig(o.Dir),
 			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(cmPort),
 			"--allocate-node-cidrs", "--cluster-cidr", "10.244.0.0/16",
 		},
 		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", cmPort),
 	}}
+}
+
+func schedulerKubeconfig(dir string) string { return filepath.Join(dir, "scheduler.conf") }
+
+func controllerManagerKubeconfig(dir string) string {
+	return filepath.Join(dir, "controller-manager.conf")
 }
 
 // Up starts the cluster and returns once every component is ready.
@@ -190,6 +195,19 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 			return nil, fmt.Errorf("%s: %w\n%s", comp.Name, err, tail(p.Log, 20))
 		}
 		fmt.Fprintf(o.Log, "%s ready (pid %d, log %s)\n", comp.Name, p.PID, p.Log)
+		if comp.Binary == "skiff-apiserver" {
+			// The apiserver made the cluster CA: each component gets a
+			// client certificate with upstream's identity.
+			server := "https://127.0.0.1:" + strconv.Itoa(port)
+			for _, id := range []struct{ user, path string }{
+				{schedulerUser, schedulerKubeconfig(dir)}, {controllerManagerUser, controllerManagerKubeconfig(dir)},
+			} {
+				if err := writeIdentityKubeconfig(dir, server, id.user, nil, id.path); err != nil {
+					c.Down()
+					return nil, fmt.Errorf("%s: %w", id.user, err)
+				}
+			}
+		}
 	}
 	src := filepath.Join(dir, "apiserver", "admin.conf")
 	data, err := os.ReadFile(src)

@@ -149,18 +149,11 @@ func inode(path string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// writeNodeKubeconfig gives the node the admin config with the server
-// address the node can reach: its gateway. The node identities
-// (system:node:<name>) replace the admin user later.
-func writeNodeKubeconfig(n *Node, admin string, port int) error {
-	cfg, err := config.Load(admin)
-	if err != nil {
-		return err
-	}
-	for i := range cfg.Clusters {
-		cfg.Clusters[i].Cluster.Server = "https://" + n.HostIP + ":" + strconv.Itoa(port)
-	}
-	return cfg.Write(n.Kubeconfig())
+// writeNodeKubeconfig gives the node's kubelet its identity,
+// system:node:<name> in system:nodes, and the server address the node can
+// reach: its gateway.
+func writeNodeKubeconfig(dir string, n *Node, port int) error {
+	return writeIdentityKubeconfig(dir, "https://"+n.HostIP+":"+strconv.Itoa(port), nodeUser(n.Name), []string{nodesGroup}, n.Kubeconfig())
 }
 
 // kubeletMetrics is where the node's kubelet serves /healthz: on the node's
@@ -219,7 +212,7 @@ func (c *Cluster) startNodes(ctx context.Context, o Options) error {
 		return nil
 	}
 	for _, n := range c.Nodes {
-		if err := writeNodeKubeconfig(n, filepath.Join(c.Dir, "apiserver", "admin.conf"), c.Port); err != nil {
+		if err := writeNodeKubeconfig(c.Dir, n, c.Port); err != nil {
 			return err
 		}
 		if err := os.MkdirAll(filepath.Join(n.Dir, "manifests"), 0o755); err != nil {
