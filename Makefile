@@ -11,6 +11,7 @@ BINARIES := \
 	skiff-scheduler=./scheduler/cmd/skiff-scheduler \
 	skiff-controller-manager=./controller-manager/cmd/skiff-controller-manager \
 	skiff-kubelet=./kubelet/cmd/skiff-kubelet \
+	skiff-hollow-nodes=./kubelet/cmd/skiff-hollow-nodes \
 	skiff-local=./e2e/cmd/skiff-local
 
 UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/... ./controller-manager/... \
@@ -22,7 +23,7 @@ RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \
 	./client/informer/ ./client/informers/ ./client/record/ ./client/controller/ \
 	./client/fake/ ./client/workqueue/ ./client/leaderelection/ \
 	./scheduler/internal/queue/ ./scheduler/internal/cache/ \
-	./controller-manager/internal/... ./kubelet/internal/...
+	./controller-manager/internal/... ./kubelet/internal/... ./kubelet/hollow/
 FUZZTIME ?= 30s
 
 .PHONY: all build test unit race fuzz e2e test-race run bench proto lint clean deps
@@ -68,7 +69,7 @@ run: deps build images
 
 # Benchmarks print their figures (ratios to raw etcd measured in the same run).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/ ./e2e/controllermanager/bench/ ./e2e/nodes/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/ ./e2e/controllermanager/bench/ ./e2e/nodes/ ./e2e/hollow/
 
 # The images nodes run (no public registry is reachable): OCI image tarballs
 # for the kubelet's --image-preload-dir. skiff-images builds its Go binaries

@@ -7,6 +7,7 @@ replace (
 	skiff.dev/client => ../client
 	skiff.dev/controller-manager => ../controller-manager
 	skiff.dev/ctl => ../ctl
+	skiff.dev/kubelet => ../kubelet
 	skiff.dev/proto => ../proto
 	skiff.dev/scheduler => ../scheduler
 )
@@ -25,6 +26,7 @@ require (
 	skiff.dev/client v0.0.0-00010101000000-000000000000
 	skiff.dev/controller-manager v0.0.0-00010101000000-000000000000
 	skiff.dev/ctl v0.0.0-00010101000000-000000000000
+	skiff.dev/kubelet v0.0.0-00010101000000-000000000000
 	skiff.dev/proto v0.0.0-00010101000000-000000000000
 	skiff.dev/scheduler v0.0.0-00010101000000-000000000000
 )
@@ -34,6 +36,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/containernetworking/cni v1.3.0 // indirect
 	github.com/coreos/go-semver v0.3.1 // indirect
 	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
@@ -79,6 +82,7 @@ require (
 	github.com/sirupsen/logrus v1.9.4 // indirect
 	github.com/soheilhy/cmux v0.1.5 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
+	github.com/stretchr/testify v1.12.1 // indirect
 	github.com/tmc/grpc-websocket-proxy v0.0.0-20220101234140-673ab2c3ae75 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	github.com/xiang90/probing v0.0.0-20221125231312-a49e3df8f510 // indirect
