@@ -257,7 +257,11 @@ func (t *Tracker) updateLocked(k *scheme.Kind, obj scheme.Object, want string, s
 func (t *Tracker) write(k *scheme.Kind, key string, next, old scheme.Object, dryRun bool) scheme.Object {
 	nm := next.GetMetadata()
 	nm.ResourceVersion = old.GetMetadata().GetResourceVersion()
-	if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 && !namespaceFinalizing(next) {
+	// As the apiserver's (upstream's shouldDeleteDuringUpdate): not while
+	// the object is in its grace period.
+	om := old.GetMetadata()
+	inGrace := om.DeletionGracePeriodSeconds != nil && *om.DeletionGracePeriodSeconds > 0
+	if om.GetDeletionTimestamp() != nil && len(nm.Finalizers) == 0 && !namespaceFinalizing(next) && !inGrace {
 		if dryRun {
 			return clone(next)
 		}

@@ -250,3 +250,40 @@ func TestGenerateNameRetriesCollisions(t *testing.T) {
 		t.Errorf("create of a taken chosen name = %v, want AlreadyExists", err)
 	}
 }
+
+// A pod in its grace period stays while its kubelet writes its status; the
+// kubelet's final delete, with grace 0, removes it (upstream's
+// shouldDeleteDuringUpdate).
+func TestGracefulPodSurvivesStatusWrites(t *testing.T) {
+	r := newRegistry(t)
+	ctx := context.Background()
+	podKind, _ := scheme.ForResource("", "pods")
+	pod := &corev1.Pod{Metadata: &metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: &corev1.PodSpec{NodeName: "n1", Containers: []*corev1.Container{{Name: "c", Image: "x"}}}}
+	if _, err := r.Create(ctx, podKind, "default", pod, false); err != nil {
+		t.Fatal(err)
+	}
+	o, err := r.Delete(ctx, podKind, "default", "web", DeleteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleting := o.Msg.(*corev1.Pod)
+	if deleting.Metadata.DeletionTimestamp == nil || deleting.Metadata.GetDeletionGracePeriodSeconds() != 30 {
+		t.Fatalf("a bound pod's delete: deletionTimestamp %v, grace %d", deleting.Metadata.DeletionTimestamp, deleting.Metadata.GetDeletionGracePeriodSeconds())
+	}
+	next := proto.Clone(deleting).(*corev1.Pod)
+	next.Status = &corev1.PodStatus{Phase: "Running"}
+	if _, err := r.UpdateStatus(ctx, podKind, "default", next, false); err != nil {
+		t.Fatalf("status write during the grace period: %v", err)
+	}
+	if _, err := r.Get(ctx, podKind, "default", "web", ""); err != nil {
+		t.Fatalf("the pod went with its status write, before its grace period: %v", err)
+	}
+	zero := int64(0)
+	if _, err := r.Delete(ctx, podKind, "default", "web", DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get(ctx, podKind, "default", "web", ""); !apierrors.IsNotFound(err) {
+		t.Fatalf("after the final delete: %v, want NotFound", err)
+	}
+}

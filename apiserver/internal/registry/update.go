@@ -117,7 +117,7 @@ func (r *Registry) updateOnce(ctx context.Context, res *resource, key string, ob
 // last finalizer is gone. An unchanged object is not written, as upstream.
 func (r *Registry) write(ctx context.Context, res *resource, key string, next scheme.Object, old *watchcache.Object, dryRun bool) (*watchcache.Object, error) {
 	nm := next.GetMetadata()
-	if nm.DeletionTimestamp != nil && len(nm.Finalizers) == 0 && !namespaceFinalizing(next) {
+	if deleteDuringUpdate(next, old.Msg.(scheme.Object)) {
 		if dryRun {
 			return &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: old.Rev, Msg: next}, nil
 		}
@@ -391,6 +391,18 @@ func jsonDepth(b []byte) int {
 		}
 	}
 	return deepest
+}
+
+// deleteDuringUpdate is upstream's shouldDeleteDuringUpdate: an update
+// that leaves no finalizer on an object being deleted removes it, unless
+// the object is still in its grace period (a pod the kubelet is stopping
+// writes its status meanwhile; the kubelet's final delete removes it).
+func deleteDuringUpdate(next, old scheme.Object) bool {
+	om := old.GetMetadata()
+	if len(next.GetMetadata().GetFinalizers()) > 0 || om.GetDeletionTimestamp() == nil || namespaceFinalizing(next) {
+		return false
+	}
+	return om.DeletionGracePeriodSeconds == nil || *om.DeletionGracePeriodSeconds == 0
 }
 
 // namespaceFinalizing: a namespace stays until its spec finalizers are gone too.
