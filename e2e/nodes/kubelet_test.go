@@ -370,6 +370,52 @@ func TestKubeletRunsPods(t *testing.T) {
 		}
 	})
 
+	t.Run("a static pod runs from its node's manifest directory, with a mirror pod in the API", func(t *testing.T) {
+		n := c.Nodes[0]
+		dir := filepath.Join(n.Dir, "manifests")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		manifest := "apiVersion: v1\nkind: Pod\nmetadata: {name: static-web}\nspec:\n  containers:\n  - name: web\n    image: " + agnhostImage +
+			"\n    args: [netexec, --http-port=8080, --udp-port=-1]\n"
+		if err := os.WriteFile(filepath.Join(dir, "static-web.yaml"), []byte(manifest), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mirror := "static-web-" + n.Name
+		var uid string
+		eventually(t, 60*time.Second, "mirror pod "+mirror+" Running", func() (bool, string) {
+			p, err := pods.Get(ctx, mirror)
+			if err != nil {
+				return false, err.Error()
+			}
+			uid = p.Metadata.Uid
+			ok := p.Metadata.Annotations["kubernetes.io/config.mirror"] != "" && p.GetStatus().GetPhase() == "Running" && p.Spec.NodeName == n.Name
+			return ok, p.GetStatus().String()
+		})
+		p, _ := pods.Get(ctx, mirror)
+		// Its name, and so its hostname, carries the node's, as upstream.
+		if body, err := podGet(p.Status.PodIP, "/hostname"); err != nil || body != mirror {
+			t.Errorf("the static pod answers /hostname %q (%v), want %s", body, err, mirror)
+		}
+		// A deleted mirror comes back; the pod itself kept running.
+		zero := int64(0)
+		if _, err := pods.Delete(ctx, mirror, client.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "the mirror pod recreated", func() (bool, string) {
+			p, err := pods.Get(ctx, mirror)
+			return err == nil && p.Metadata.Uid != uid, fmt.Sprint(err)
+		})
+		// Removing the manifest stops the pod and deletes its mirror.
+		if err := os.Remove(filepath.Join(dir, "static-web.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 60*time.Second, "the mirror pod gone with its manifest", func() (bool, string) {
+			_, err := pods.Get(ctx, mirror)
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+	})
+
 	// Last: it stops a kubelet for good.
 	t.Run("a node whose kubelet stops is tainted and its pods replaced on the other", func(t *testing.T) {
 		dead := c.Nodes[1]

@@ -19,6 +19,7 @@ import (
 	"skiff.dev/kubelet/internal/pods"
 	"skiff.dev/kubelet/internal/prober"
 	"skiff.dev/kubelet/internal/qos"
+	"skiff.dev/kubelet/internal/staticpods"
 	"skiff.dev/kubelet/internal/status"
 	"skiff.dev/kubelet/internal/volumes"
 	authenticationv1 "skiff.dev/proto/api/authentication/v1"
@@ -37,6 +38,7 @@ type podParts struct {
 	*pods.Manager
 	services *informers.Factory
 	prober   *prober.Manager
+	static   *staticpods.Source // nil without --pod-manifest-path
 }
 
 // Run starts the Service informer the environment variables read, then the
@@ -48,14 +50,20 @@ func (p *podParts) Run(ctx context.Context) error {
 	if !p.services.WaitForCacheSync(ctx) {
 		return nil
 	}
+	if p.static != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); _ = p.static.Run(ctx) }()
+		defer func() { <-done }()
+	}
 	return p.Manager.Run(ctx)
 }
 
 // newPodWorkers builds the pods manager over k's client, runtime, pod
 // lister and recorder, with the hooks of the other internal packages.
 //
-// Left for later: NodeAllocatable for downward API limits (the Node is not known when this
-// is built), and --pod-manifest-path (static pods are not read yet).
+// Static pods come from --pod-manifest-path, with their mirror pods in the
+// API. Left for later: NodeAllocatable for downward API limits (the Node is
+// not known when this is built).
 func newPodWorkers(k *Kubelet) (podWorkers, error) {
 	o, c := k.cfg.Options, k.cfg.Client
 	configMap := func(ns, name string) (*corev1.ConfigMap, error) {
@@ -96,13 +104,22 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		}
 		return stdout, stderr, 0, err
 	}, k.recorder, time.Now)
+	var static *staticpods.Source
+	var staticPods <-chan []*corev1.Pod
+	if o.PodManifestPath != "" {
+		static = staticpods.NewSource(o.PodManifestPath, k.nodeName, staticpods.Options{Logger: k.log.With("component", "static-pods")})
+		staticPods = static.Updates()
+	}
+	var m *pods.Manager
 	admit := func(pod *corev1.Pod) (bool, string, string) {
 		node := k.Node()
 		if node == nil {
 			return false, "NodeNotRegistered", "the node is not registered yet"
 		}
 		var others []*corev1.Pod
-		for _, p := range k.podLister.List(labels.Everything()) {
+		// The manager's pods: the lister holds a static pod's mirror, which
+		// would count the pod against itself.
+		for _, p := range m.Pods() {
 			ph := p.GetStatus().GetPhase()
 			if p.GetMetadata().GetUid() != pod.GetMetadata().GetUid() && ph != "Succeeded" && ph != "Failed" {
 				others = append(others, p)
@@ -110,7 +127,8 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		}
 		return admission.Admit(pod, node, others)
 	}
-	m, err := pods.New(pods.Config{
+	var err error
+	m, err = pods.New(pods.Config{
 		Client: c, NodeName: k.nodeName, Runtime: rt, Pods: k.podLister, HasSynced: k.pods.HasSynced,
 		Recorder: k.recorder, Logger: k.log.With("component", "pods"), Registerer: k.cfg.Registry,
 		RootDir: o.RootDir, PodLogsDir: o.PodLogsDir, SandboxImage: o.PodInfraContainerImage, CgroupRoot: o.CgroupRoot,
@@ -124,11 +142,13 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		Prober:       pr,
 		Secret:       secret,
 		HostIPs:      hostIPs,
+		Static:       staticPods,
+		Node:         k.Node,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &podParts{Manager: m, services: services, prober: pr}, nil
+	return &podParts{Manager: m, services: services, prober: pr, static: static}, nil
 }
 
 // token asks the apiserver for a token of the pod's service account bound to

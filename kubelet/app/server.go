@@ -14,10 +14,22 @@ import (
 	corev1 "skiff.dev/proto/api/core/v1"
 )
 
-// pod finds one of the node's pods in the informer's cache.
+// pod finds one of the node's pods: a mirror pod's name finds its static
+// pod, whose UID the containers run under.
 func (k *Kubelet) pod(namespace, name string) (*corev1.Pod, bool) {
+	if w, ok := k.workers.(*podParts); ok {
+		return w.Pod(namespace, name)
+	}
 	p, err := k.podLister.Get(namespace, name)
 	return p, err == nil
+}
+
+// nodePods are the pods the node runs, static ones in place of their mirrors.
+func (k *Kubelet) nodePods() []*corev1.Pod {
+	if w, ok := k.workers.(*podParts); ok {
+		return w.Pods()
+	}
+	return k.podLister.List(labels.Everything())
 }
 
 // APIServer is the kubelet's HTTPS API on --address:--port. The command
@@ -38,7 +50,7 @@ func (k *Kubelet) APIServer(health map[string]func(context.Context) error) (*ser
 		ClientCAFile: o.ClientCAFile,
 		Runtime:      k.cfg.Runtime,
 		Pod:          k.pod,
-		Pods:         func() []*corev1.Pod { return k.podLister.List(labels.Everything()) },
+		Pods:         k.nodePods,
 		PodLogsDir:   o.PodLogsDir,
 		Registry:     k.cfg.Registry,
 		Health:       health,

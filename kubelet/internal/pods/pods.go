@@ -4,6 +4,9 @@
 // sets up its volumes, drives the runtime (kuberuntime) and writes the
 // computed status only when it changed. Deleted pods are stopped within
 // their grace period and then deleted for good (grace 0, UID precondition).
+// Static pods (kubelet/internal/staticpods) run through the same workers,
+// their status written to the mirror pods the workers keep in the API;
+// mirror pods themselves are never run.
 package pods
 
 import (
@@ -26,6 +29,7 @@ import (
 	"skiff.dev/kubelet/internal/kuberuntime"
 	"skiff.dev/kubelet/internal/pleg"
 	"skiff.dev/kubelet/internal/prober"
+	"skiff.dev/kubelet/internal/staticpods"
 	"skiff.dev/kubelet/internal/status"
 	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proto/scheme"
@@ -90,6 +94,16 @@ type Config struct {
 	CrashBackoff, ImageBackoff kuberuntime.Backoff
 	// RelistPeriod (1 s) and ResyncPeriod (10 s) are upstream's.
 	RelistPeriod, ResyncPeriod time.Duration
+
+	// Static carries the static pods (staticpods.Source.Updates), each
+	// value the whole set replacing the last; nil if there is no such
+	// source. They run as API pods do, but are never deleted through the
+	// API and their status goes to their mirror pods, which the workers
+	// keep in step.
+	Static <-chan []*corev1.Pod
+	// Node is the registered Node (nil before), whose UID mirror pods'
+	// owner reference names; nil reads it through Client.
+	Node func() *corev1.Node
 }
 
 // Manager is the node's pod workers.
@@ -107,8 +121,14 @@ type Manager struct {
 	// finished holds UIDs terminated for good: late informer events about
 	// them start no worker.
 	finished map[string]time.Time
-	ctx      context.Context
-	wg       sync.WaitGroup
+	// static holds the static pods by UID, the newest set of Static.
+	static map[string]*corev1.Pod
+	// staticSeen says the first set is in: until then neither mirror pods
+	// nor sandboxes of static pods are orphans.
+	staticSeen bool
+	mirrors    *staticpods.Mirrors
+	ctx        context.Context
+	wg         sync.WaitGroup
 }
 
 // New checks cfg and returns a Manager; Run starts it.
@@ -155,8 +175,13 @@ func New(cfg Config) (*Manager, error) {
 		workers:  map[string]*worker{},
 		liveness: map[string]bool{},
 		finished: map[string]time.Time{},
+		static:   map[string]*corev1.Pod{},
+		// Without a static source every mirror pod is an orphan.
+		staticSeen: cfg.Static == nil,
+		mirrors:    &staticpods.Mirrors{Client: cfg.Client, NodeName: cfg.NodeName, Node: cfg.Node},
 	}
-	m.status = &statusManager{client: cfg.Client, pods: cfg.Pods, log: cfg.Logger, written: map[string]*corev1.PodStatus{}}
+	m.status = &statusManager{client: cfg.Client, pods: cfg.Pods, log: cfg.Logger, latest: map[string]*corev1.PodStatus{}, written: map[string]written{},
+		static: m.isStatic}
 	return m, nil
 }
 
@@ -181,6 +206,10 @@ func (m *Manager) podChanged(obj scheme.Object) {
 		return
 	}
 	if n := pod.GetSpec().GetNodeName(); n != "" && m.cfg.NodeName != "" && n != m.cfg.NodeName {
+		return
+	}
+	if staticpods.IsMirrorPod(pod) {
+		m.mirrorChanged(pod)
 		return
 	}
 	m.wake(pod.GetMetadata().GetUid(), pod)
@@ -225,7 +254,17 @@ func (m *Manager) finish(uid string) {
 func (m *Manager) removeWorker(uid string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	w := m.workers[uid]
 	delete(m.workers, uid)
+	if w == nil || !w.static {
+		return
+	}
+	// A newer version of this static pod waits for this one to be gone.
+	for _, o := range m.workers {
+		if o.ns == w.ns && o.name == w.name {
+			o.kick()
+		}
+	}
 }
 
 // Run drives the workers until ctx ends, then waits for them.
@@ -240,7 +279,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	if m.cfg.Prober != nil {
 		liveness, updates = m.cfg.Prober.Liveness(), m.cfg.Prober.Updates()
 	}
-	// Pods the lister already holds start at once, not at the first resync.
+	// Static pods already read and pods the lister already holds start at
+	// once, not at the first resync.
+	select {
+	case pods := <-m.cfg.Static:
+		m.setStatic(pods)
+	default:
+	}
 	m.resync(ctx)
 	t := time.NewTicker(m.cfg.ResyncPeriod)
 	defer t.Stop()
@@ -266,6 +311,8 @@ func (m *Manager) Run(ctx context.Context) error {
 				continue
 			}
 			m.wake(uid, nil)
+		case pods := <-m.cfg.Static:
+			m.setStatic(pods)
 		case <-t.C:
 			m.resync(ctx)
 		}
@@ -280,6 +327,9 @@ func (m *Manager) resync(ctx context.Context) {
 		if n := p.GetSpec().GetNodeName(); m.cfg.NodeName != "" && n != m.cfg.NodeName {
 			continue
 		}
+		if staticpods.IsMirrorPod(p) {
+			continue
+		}
 		m.wake(p.GetMetadata().GetUid(), p)
 	}
 	m.mu.Lock()
@@ -291,6 +341,7 @@ func (m *Manager) resync(ctx context.Context) {
 		return
 	}
 	m.cleanupOrphans(ctx)
+	m.cleanupMirrors(ctx)
 }
 
 func (m *Manager) cleanupOrphans(ctx context.Context) {
@@ -302,6 +353,15 @@ func (m *Manager) cleanupOrphans(ctx context.Context) {
 	known := map[string]bool{}
 	for _, p := range m.cfg.Pods.List(nil) {
 		known[p.GetMetadata().GetUid()] = true
+	}
+	m.mu.Lock()
+	staticSeen := m.staticSeen
+	for uid := range m.static {
+		known[uid] = true
+	}
+	m.mu.Unlock()
+	if !staticSeen {
+		return
 	}
 	seen := map[string]bool{}
 	for _, sb := range sandboxes {

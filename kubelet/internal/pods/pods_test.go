@@ -209,9 +209,14 @@ func TestDeletedPodIsStoppedWithItsGracePeriodThenDeleted(t *testing.T) {
 	if _, err := client.For[*corev1.Pod](h.cs.Client, "default").Delete(context.Background(), "web", client.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "pod gone from the API", func() bool {
+	// The final status write may already remove the pod (the registry
+	// deletes a deleting object on any write): wait for the kubelet's
+	// delete too.
+	eventually(t, "pod gone from the API and deleted by the kubelet", func() bool {
 		_, err := h.get(t, "web")
-		return err != nil
+		h.api.mu.Lock()
+		defer h.api.mu.Unlock()
+		return err != nil && len(h.api.deletes) > 0
 	})
 	h.rt.mu.Lock()
 	stops := append([]int64(nil), h.rt.stops...)

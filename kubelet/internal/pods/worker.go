@@ -25,6 +25,7 @@ type worker struct {
 	wakeCh   chan struct{}
 	mu       sync.Mutex
 	pod      *corev1.Pod // newest known state, from the informer
+	static   bool        // a static pod: its status goes to its mirror pod
 	admitted bool
 	probing  bool
 	terminal bool // containers stopped for good (completed, failed, rejected)
@@ -32,9 +33,14 @@ type worker struct {
 	retry    *time.Timer
 }
 
+// newWorker is called with m.mu held.
 func newWorker(m *Manager, pod *corev1.Pod) *worker {
 	md := pod.GetMetadata()
-	return &worker{m: m, uid: md.GetUid(), ns: md.GetNamespace(), name: md.GetName(), pod: pod, wakeCh: make(chan struct{}, 1)}
+	// Static by where the pod came from, not by its annotations, which an
+	// API pod may carry too.
+	_, static := m.static[md.GetUid()]
+	return &worker{m: m, uid: md.GetUid(), ns: md.GetNamespace(), name: md.GetName(), pod: pod,
+		static: static, wakeCh: make(chan struct{}, 1)}
 }
 
 func (w *worker) setPod(p *corev1.Pod) {
@@ -69,9 +75,18 @@ func (w *worker) run(ctx context.Context) {
 	}
 }
 
-// current is the pod as the lister has it now, or the informer's last
-// state if the lister lost it; gone says the API no longer has this UID.
+// current is the pod as the lister (or for a static pod, the static set)
+// has it now, or the last state known if it lost it; gone says the pod's
+// source no longer has this UID.
 func (w *worker) current() (pod *corev1.Pod, gone bool) {
+	if w.static {
+		if p, ok := w.m.staticPod(w.uid); ok {
+			return p, false
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.pod, true
+	}
 	p, err := w.m.cfg.Pods.Get(w.ns, w.name)
 	if err == nil && p.GetMetadata().GetUid() == w.uid {
 		return p, false
@@ -86,15 +101,31 @@ func (w *worker) sync(ctx context.Context) bool {
 	m := w.m
 	pod, gone := w.current()
 	log := m.log.With("pod", w.ns+"/"+w.name, "uid", w.uid)
+	if gone && w.static {
+		log.Info("static pod removed from its source; stopping it")
+		return w.terminate(ctx, pod, false)
+	}
 	if gone {
 		log.Info("pod deleted from the API while running; stopping it")
 		w.terminate(ctx, pod, false)
 		return true
 	}
+	if w.static {
+		if m.previousRunning(w) {
+			log.Debug("waiting for the previous version of the static pod to stop")
+			return false
+		}
+		w.reconcileMirror(ctx, pod)
+	}
 	if pod.GetMetadata().GetDeletionTimestamp() != nil {
 		return w.terminate(ctx, pod, true)
 	}
 	phase := pod.GetStatus().GetPhase()
+	if w.static {
+		// A static pod's object is as its manifest says; its status is
+		// the kubelet's own.
+		phase = m.status.last(w.uid).GetPhase()
+	}
 	if w.terminal || phase == "Succeeded" || phase == "Failed" {
 		// Upstream keeps a finished pod's dead containers for logs but
 		// never restarts them; its sandbox is stopped.
@@ -103,6 +134,12 @@ func (w *worker) sync(ctx context.Context) bool {
 				_ = m.rt.KillPod(ctx, pod, st, nil)
 			}
 			w.terminal = true
+		}
+		if last := m.status.last(w.uid); w.static && last != nil {
+			// To a mirror pod that came (back) after the pod finished.
+			if err := m.status.write(ctx, pod, last); err != nil {
+				log.Info("writing the status of a finished static pod", "err", err)
+			}
 		}
 		return false
 	}
@@ -293,6 +330,9 @@ func (w *worker) terminate(ctx context.Context, pod *corev1.Pod, inAPI bool) boo
 	m.pleg.Cache().Delete(w.uid)
 	m.status.forget(w.uid)
 	m.finish(w.uid)
+	if w.static {
+		w.deleteMirror(ctx, pod)
+	}
 	if !inAPI {
 		return true
 	}
