@@ -20,6 +20,8 @@ import (
 	"skiff.dev/client/record"
 	"skiff.dev/kubelet/internal/cni"
 	"skiff.dev/kubelet/internal/cri"
+	"skiff.dev/kubelet/internal/imagegc"
+	"skiff.dev/kubelet/internal/logrotate"
 	"skiff.dev/kubelet/internal/nodestatus"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
@@ -54,6 +56,8 @@ type Kubelet struct {
 	nodeName    string
 	broadcaster *record.Broadcaster
 	recorder    record.Recorder
+	imageGC     *imagegc.Manager
+	logRotation *logrotate.Manager
 	status      *nodestatus.Manager
 	pods        *informer.Informer
 	podLister   informers.Lister[*corev1.Pod]
@@ -85,6 +89,17 @@ func New(cfg Config) (*Kubelet, error) {
 	o := cfg.Options
 	k.broadcaster = record.NewBroadcaster(cfg.Client, record.Options{Logger: k.log, Registerer: cfg.Registry, Host: k.nodeName})
 	k.recorder = k.broadcaster.NewRecorder("kubelet")
+	var err error
+	if k.imageGC, err = imagegc.New(imagegc.Config{Runtime: cfg.Runtime,
+		HighThresholdPercent: o.ImageGCHighThresholdPercent, LowThresholdPercent: o.ImageGCLowThresholdPercent,
+		MinAge: o.ImageMinimumGCAge, MaxAge: o.ImageMaximumGCAge, SandboxImage: o.PodInfraContainerImage,
+		NodeName: k.nodeName, Recorder: k.recorder, Registerer: cfg.Registry, Logger: k.log.With("component", "imagegc")}); err != nil {
+		return nil, err
+	}
+	if k.logRotation, err = logrotate.New(logrotate.Config{Runtime: cfg.Runtime, MaxSize: o.ContainerLogMaxSize,
+		MaxFiles: o.ContainerLogMaxFiles, Interval: o.ContainerLogMonitorInterval, Logger: k.log.With("component", "logrotate")}); err != nil {
+		return nil, err
+	}
 
 	nodeName := prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubelet_node_name", Help: "The node's name. The count is always 1.",
 		ConstLabels: prometheus.Labels{"node": k.nodeName}})
@@ -93,7 +108,6 @@ func New(cfg Config) (*Kubelet, error) {
 		return nil, err
 	}
 
-	var err error
 	k.status, err = nodestatus.New(nodestatus.Config{
 		Client: cfg.Client, NodeName: k.nodeName, NodeIPs: o.NodeIPs, Runtime: cfg.Runtime,
 		SystemReserved: reserved(o.SystemReserved), KubeReserved: reserved(o.KubeReserved),
@@ -171,6 +185,16 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		close(preloaded)
 		<-ctx.Done()
 		return nil
+	})
+	g.Go("logrotate", k.logRotation.Run)
+	g.Go("imagegc", func(ctx context.Context) error {
+		// Preloaded images must be in before the first pass judges them.
+		select {
+		case <-preloaded:
+		case <-ctx.Done():
+			return nil
+		}
+		return k.imageGC.Run(ctx)
 	})
 	g.Go("pod-informer", k.pods.Run)
 	if k.workers != nil {

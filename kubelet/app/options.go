@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"skiff.dev/kubelet/internal/imagegc"
+	"skiff.dev/kubelet/internal/logrotate"
 	"skiff.dev/kubelet/internal/nodestatus"
 	metav1 "skiff.dev/proto/api/meta/v1"
 )
@@ -54,6 +56,15 @@ type Options struct {
 	CNIConfDir        string
 	CNIBinDir         string
 
+	// Image garbage collection and container log rotation, upstream's.
+	ImageGCHighThresholdPercent int
+	ImageGCLowThresholdPercent  int
+	ImageMinimumGCAge           time.Duration
+	ImageMaximumGCAge           time.Duration
+	ContainerLogMaxSize         string
+	ContainerLogMaxFiles        int
+	ContainerLogMonitorInterval time.Duration
+
 	MetricsBindAddress string
 	LogFormat          string
 	Verbosity          int
@@ -81,11 +92,23 @@ func NewOptions() *Options {
 		CNIBinDir:                 "/usr/lib/cni",
 		MetricsBindAddress:        "127.0.0.1:10248",
 		LogFormat:                 "text",
+
+		ImageGCHighThresholdPercent: imagegc.DefaultHighThresholdPercent, ImageGCLowThresholdPercent: imagegc.DefaultLowThresholdPercent,
+		ImageMinimumGCAge:   imagegc.DefaultMinAge,
+		ContainerLogMaxSize: logrotate.DefaultMaxSize, ContainerLogMaxFiles: logrotate.DefaultMaxFiles,
+		ContainerLogMonitorInterval: logrotate.DefaultMonitorInterval,
 	}
 }
 
 // AddFlags registers the flags.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.ImageGCHighThresholdPercent, "image-gc-high-threshold", o.ImageGCHighThresholdPercent, "Image filesystem usage (percent) at which unused images are removed; 100 disables.")
+	fs.IntVar(&o.ImageGCLowThresholdPercent, "image-gc-low-threshold", o.ImageGCLowThresholdPercent, "Image filesystem usage (percent) image garbage collection frees down to.")
+	fs.DurationVar(&o.ImageMinimumGCAge, "image-minimum-gc-age", o.ImageMinimumGCAge, "Minimum age of an unused image before it is removed.")
+	fs.DurationVar(&o.ImageMaximumGCAge, "image-maximum-gc-age", o.ImageMaximumGCAge, "Unused images older than this are removed whatever the usage (0 disables).")
+	fs.StringVar(&o.ContainerLogMaxSize, "container-log-max-size", o.ContainerLogMaxSize, "Size (a quantity, e.g. 10Mi) at which a container's log is rotated.")
+	fs.IntVar(&o.ContainerLogMaxFiles, "container-log-max-files", o.ContainerLogMaxFiles, "Files a container's log spans at most, the current one included (at least 2).")
+	fs.DurationVar(&o.ContainerLogMonitorInterval, "container-log-monitor-interval", o.ContainerLogMonitorInterval, "How often containers' logs are checked for rotation.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Client config file (default $SKIFFCONFIG, then ~/.skiff/config).")
 	fs.StringVar(&o.HostnameOverride, "hostname-override", o.HostnameOverride, "The node's name and Hostname address (default: the host name, lowercased).")
 	fs.StringSliceVar(&o.NodeIPs, "node-ip", o.NodeIPs, "The node's InternalIP addresses, one per IP family (default: an address of the default route's interface).")
@@ -139,6 +162,15 @@ func (o *Options) Validate() error {
 	name, err := o.NodeName()
 	if err != nil {
 		return err
+	}
+	if err := imagegc.Validate(o.ImageGCHighThresholdPercent, o.ImageGCLowThresholdPercent, o.ImageMinimumGCAge, o.ImageMaximumGCAge); err != nil {
+		return fmt.Errorf("--image-gc-high-threshold/--image-gc-low-threshold/--image-minimum-gc-age/--image-maximum-gc-age: %w", err)
+	}
+	if err := logrotate.Validate(o.ContainerLogMaxSize, o.ContainerLogMaxFiles); err != nil {
+		return fmt.Errorf("--container-log-max-size/--container-log-max-files: %w", err)
+	}
+	if o.ContainerLogMonitorInterval < 3*time.Second { // upstream's minimum
+		return fmt.Errorf("--container-log-monitor-interval: must be at least 3s, got %s", o.ContainerLogMonitorInterval)
 	}
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
 		return fmt.Errorf("--hostname-override: node name %q: %s", name, strings.Join(errs, "; "))

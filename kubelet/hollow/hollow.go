@@ -209,6 +209,8 @@ func New(cfg Config) (*Nodes, error) {
 		ko.MaxPods = o.MaxPods
 		ko.NodeStatusUpdateFrequency = o.NodeStatusUpdateFrequency
 		ko.MetricsBindAddress = ""
+		// A fake runtime has no image filesystem to collect.
+		ko.ImageGCHighThresholdPercent = 100
 		rt := newRuntime()
 		reg := prometheus.NewRegistry()
 		k, err := app.New(app.Config{Options: ko, NodeName: name, Client: cfg.Client, Runtime: rt, Registry: reg,

@@ -149,7 +149,15 @@ func Read(ctx context.Context, path string, opts Options, running func(context.C
 	if err != nil {
 		return fmt.Errorf("failed to open log file %q: %w", path, err)
 	}
-	defer f.Close()
+	// next is the file the runtime reopened at path after a rotation,
+	// read once f, the renamed one, is read to its end.
+	var next *os.File
+	defer func() {
+		f.Close()
+		if next != nil {
+			next.Close()
+		}
+	}()
 	start, err := TailStart(f, opts.Tail)
 	if err != nil {
 		return fmt.Errorf("failed to tail %d lines of log file %q: %w", opts.Tail, path, err)
@@ -180,13 +188,36 @@ func Read(ctx context.Context, path string, opts Options, running func(context.C
 			return fmt.Errorf("failed to read log file %q: %w", path, err)
 		}
 		pending = append(pending, line...)
-		if !opts.Follow || stopped {
-			if len(pending) > 0 && !opts.Follow {
+		if !opts.Follow {
+			if len(pending) > 0 {
 				// A file cut mid-line (a crash, a full disk): show what is there.
 				if werr := w.line(pending); werr != nil && !errors.Is(werr, errLimit) {
 					return werr
 				}
 			}
+			return nil
+		}
+		if next != nil {
+			// Lines end at a rotation: the runtime reopens between writes.
+			if len(pending) > 0 {
+				if werr := w.line(pending); werr != nil {
+					if errors.Is(werr, errLimit) {
+						return nil
+					}
+					return werr
+				}
+				pending = nil
+			}
+			f.Close()
+			f, next = next, nil
+			r.Reset(f)
+			continue
+		}
+		if next = reopened(f, path); next != nil {
+			// One more pass over f: what was written before the rename.
+			continue
+		}
+		if stopped {
 			return nil
 		}
 		if running != nil && !running(ctx) {
@@ -200,6 +231,24 @@ func Read(ctx context.Context, path string, opts Options, running func(context.C
 		case <-time.After(pollInterval):
 		}
 	}
+}
+
+// reopened is the file now at path when it is no longer f, as after a
+// rotation (logrotate renames the log, the runtime opens a new one at its
+// path); upstream's ReadLogs watches for it with fsnotify.
+func reopened(f *os.File, path string) *os.File {
+	cur, err := os.Stat(path)
+	if err != nil {
+		return nil // not there yet: the runtime is reopening it
+	}
+	if old, err := f.Stat(); err != nil || os.SameFile(old, cur) {
+		return nil
+	}
+	nf, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	return nf
 }
 
 type writer struct {

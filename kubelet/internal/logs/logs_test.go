@@ -225,3 +225,58 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// TestFollowGoesOnAfterRotation: the log is renamed and the runtime opens
+// a new one at its path; a follower reads what is left of the old file,
+// then the new one.
+func TestFollowGoesOnAfterRotation(t *testing.T) {
+	old := pollInterval
+	pollInterval = 5 * time.Millisecond
+	defer func() { pollInterval = old }()
+	p := writeLog(t, "2016-10-06T00:17:09Z stdout F one\n")
+	var mu sync.Mutex
+	alive := true
+	running := func(context.Context) bool { mu.Lock(); defer mu.Unlock(); return alive }
+	o := AllOptions()
+	o.Follow = true
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- Read(context.Background(), p, o, running, out, out) }()
+	waitFor(t, func() bool { return out.String() == "one\n" })
+
+	// The runtime writes a last line to the renamed file before it reopens.
+	rotated, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p, p+".20161006-001710"); err != nil {
+		t.Fatal(err)
+	}
+	rotated.WriteString("2016-10-06T00:17:10Z stdout F two\n")
+	rotated.Close()
+	if err := os.WriteFile(p, []byte("2016-10-06T00:17:11Z stdout F three\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return out.String() == "one\ntwo\nthree\n" })
+
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("2016-10-06T00:17:12Z stdout F four\n")
+	f.Close()
+	mu.Lock()
+	alive = false
+	mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("follow did not end when the container stopped")
+	}
+	if got, want := out.String(), "one\ntwo\nthree\nfour\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
