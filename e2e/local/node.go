@@ -179,6 +179,9 @@ func kubeletArgs(o Options, n *Node) []string {
 		"--cni-conf-dir", n.CNIConfDir(),
 		"--pod-manifest-path", filepath.Join(n.Dir, "manifests"),
 		"--image-preload-dir", filepath.Join(o.BinDir, "images"),
+		// No registry can give back an image collected here: the preloaded
+		// ones must stay, however full the host's disk.
+		"--image-gc-high-threshold", "100",
 		// The kubelet API admits only clients of the cluster CA: the
 		// apiserver with its kubelet client certificate.
 		"--client-ca-file", filepath.Join((&Cluster{Dir: o.Dir}).APIServerDataDir(), "pki", "ca.crt"),
