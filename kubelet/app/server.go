@@ -10,6 +10,7 @@ import (
 
 	"skiff.dev/kubelet/internal/nodestatus"
 	"skiff.dev/kubelet/internal/server"
+	"skiff.dev/kubelet/internal/stats"
 	"skiff.dev/kubelet/internal/streaming"
 	corev1 "skiff.dev/proto/api/core/v1"
 )
@@ -51,6 +52,7 @@ func (k *Kubelet) APIServer(health map[string]func(context.Context) error) (*ser
 		Runtime:      k.cfg.Runtime,
 		Pod:          k.pod,
 		Pods:         k.nodePods,
+		Stats:        stats.New(k.cfg.Runtime, k.nodePods, k.nodeName).WithDirs(o.RootDir, o.PodLogsDir),
 		PodLogsDir:   o.PodLogsDir,
 		Registry:     k.cfg.Registry,
 		Health:       health,

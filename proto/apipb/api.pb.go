@@ -29,6 +29,122 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type NodeProxyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name: the node's.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// path on the kubelet, one of those above.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// query is the URL query, encoded ("only_cpu_and_memory=true").
+	Query         string `protobuf:"bytes,3,opt,name=query,proto3" json:"query,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeProxyRequest) Reset() {
+	*x = NodeProxyRequest{}
+	mi := &file_apipb_api_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeProxyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeProxyRequest) ProtoMessage() {}
+
+func (x *NodeProxyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeProxyRequest.ProtoReflect.Descriptor instead.
+func (*NodeProxyRequest) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *NodeProxyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeProxyRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *NodeProxyRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+type NodeProxyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// content_type is the kubelet's Content-Type.
+	ContentType   string `protobuf:"bytes,1,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	Body          []byte `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeProxyResponse) Reset() {
+	*x = NodeProxyResponse{}
+	mi := &file_apipb_api_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeProxyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeProxyResponse) ProtoMessage() {}
+
+func (x *NodeProxyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_apipb_api_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeProxyResponse.ProtoReflect.Descriptor instead.
+func (*NodeProxyResponse) Descriptor() ([]byte, []int) {
+	return file_apipb_api_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NodeProxyResponse) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *NodeProxyResponse) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type PodLogsRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Namespace    string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -48,7 +164,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_apipb_api_proto_msgTypes[0]
+	mi := &file_apipb_api_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -60,7 +176,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[0]
+	mi := &file_apipb_api_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -73,7 +189,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{0}
+	return file_apipb_api_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PodLogsRequest) GetNamespace() string {
@@ -155,7 +271,7 @@ type PodLogsChunk struct {
 
 func (x *PodLogsChunk) Reset() {
 	*x = PodLogsChunk{}
-	mi := &file_apipb_api_proto_msgTypes[1]
+	mi := &file_apipb_api_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +283,7 @@ func (x *PodLogsChunk) String() string {
 func (*PodLogsChunk) ProtoMessage() {}
 
 func (x *PodLogsChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[1]
+	mi := &file_apipb_api_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +296,7 @@ func (x *PodLogsChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsChunk.ProtoReflect.Descriptor instead.
 func (*PodLogsChunk) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{1}
+	return file_apipb_api_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PodLogsChunk) GetData() []byte {
@@ -206,7 +322,7 @@ type ExecStart struct {
 
 func (x *ExecStart) Reset() {
 	*x = ExecStart{}
-	mi := &file_apipb_api_proto_msgTypes[2]
+	mi := &file_apipb_api_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +334,7 @@ func (x *ExecStart) String() string {
 func (*ExecStart) ProtoMessage() {}
 
 func (x *ExecStart) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[2]
+	mi := &file_apipb_api_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +347,7 @@ func (x *ExecStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
 func (*ExecStart) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{2}
+	return file_apipb_api_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExecStart) GetNamespace() string {
@@ -300,7 +416,7 @@ type TerminalSize struct {
 
 func (x *TerminalSize) Reset() {
 	*x = TerminalSize{}
-	mi := &file_apipb_api_proto_msgTypes[3]
+	mi := &file_apipb_api_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +428,7 @@ func (x *TerminalSize) String() string {
 func (*TerminalSize) ProtoMessage() {}
 
 func (x *TerminalSize) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[3]
+	mi := &file_apipb_api_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +441,7 @@ func (x *TerminalSize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminalSize.ProtoReflect.Descriptor instead.
 func (*TerminalSize) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{3}
+	return file_apipb_api_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TerminalSize) GetWidth() uint32 {
@@ -354,7 +470,7 @@ type ExitStatus struct {
 
 func (x *ExitStatus) Reset() {
 	*x = ExitStatus{}
-	mi := &file_apipb_api_proto_msgTypes[4]
+	mi := &file_apipb_api_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +482,7 @@ func (x *ExitStatus) String() string {
 func (*ExitStatus) ProtoMessage() {}
 
 func (x *ExitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[4]
+	mi := &file_apipb_api_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +495,7 @@ func (x *ExitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExitStatus.ProtoReflect.Descriptor instead.
 func (*ExitStatus) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{4}
+	return file_apipb_api_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExitStatus) GetCode() int32 {
@@ -414,7 +530,7 @@ type StreamFrame struct {
 
 func (x *StreamFrame) Reset() {
 	*x = StreamFrame{}
-	mi := &file_apipb_api_proto_msgTypes[5]
+	mi := &file_apipb_api_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +542,7 @@ func (x *StreamFrame) String() string {
 func (*StreamFrame) ProtoMessage() {}
 
 func (x *StreamFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[5]
+	mi := &file_apipb_api_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +555,7 @@ func (x *StreamFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFrame.ProtoReflect.Descriptor instead.
 func (*StreamFrame) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{5}
+	return file_apipb_api_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StreamFrame) GetKind() isStreamFrame_Kind {
@@ -569,7 +685,7 @@ type PortForwardStart struct {
 
 func (x *PortForwardStart) Reset() {
 	*x = PortForwardStart{}
-	mi := &file_apipb_api_proto_msgTypes[6]
+	mi := &file_apipb_api_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +697,7 @@ func (x *PortForwardStart) String() string {
 func (*PortForwardStart) ProtoMessage() {}
 
 func (x *PortForwardStart) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[6]
+	mi := &file_apipb_api_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +710,7 @@ func (x *PortForwardStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortForwardStart.ProtoReflect.Descriptor instead.
 func (*PortForwardStart) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{6}
+	return file_apipb_api_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PortForwardStart) GetNamespace() string {
@@ -633,7 +749,7 @@ type PortForwardFrame struct {
 
 func (x *PortForwardFrame) Reset() {
 	*x = PortForwardFrame{}
-	mi := &file_apipb_api_proto_msgTypes[7]
+	mi := &file_apipb_api_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +761,7 @@ func (x *PortForwardFrame) String() string {
 func (*PortForwardFrame) ProtoMessage() {}
 
 func (x *PortForwardFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[7]
+	mi := &file_apipb_api_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +774,7 @@ func (x *PortForwardFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortForwardFrame.ProtoReflect.Descriptor instead.
 func (*PortForwardFrame) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{7}
+	return file_apipb_api_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PortForwardFrame) GetKind() isPortForwardFrame_Kind {
@@ -744,7 +860,7 @@ type Resource struct {
 
 func (x *Resource) Reset() {
 	*x = Resource{}
-	mi := &file_apipb_api_proto_msgTypes[8]
+	mi := &file_apipb_api_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +872,7 @@ func (x *Resource) String() string {
 func (*Resource) ProtoMessage() {}
 
 func (x *Resource) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[8]
+	mi := &file_apipb_api_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +885,7 @@ func (x *Resource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resource.ProtoReflect.Descriptor instead.
 func (*Resource) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{8}
+	return file_apipb_api_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Resource) GetGroup() string {
@@ -805,7 +921,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_apipb_api_proto_msgTypes[9]
+	mi := &file_apipb_api_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +933,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[9]
+	mi := &file_apipb_api_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +946,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{9}
+	return file_apipb_api_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateRequest) GetResource() *Resource {
@@ -875,7 +991,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_apipb_api_proto_msgTypes[10]
+	mi := &file_apipb_api_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1003,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[10]
+	mi := &file_apipb_api_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1016,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{10}
+	return file_apipb_api_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetRequest) GetResource() *Resource {
@@ -950,7 +1066,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_apipb_api_proto_msgTypes[11]
+	mi := &file_apipb_api_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1078,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[11]
+	mi := &file_apipb_api_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +1091,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{11}
+	return file_apipb_api_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListRequest) GetResource() *Resource {
@@ -1046,7 +1162,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_apipb_api_proto_msgTypes[12]
+	mi := &file_apipb_api_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1174,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[12]
+	mi := &file_apipb_api_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1187,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{12}
+	return file_apipb_api_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListResponse) GetItems() []*anypb.Any {
@@ -1114,7 +1230,7 @@ type UpdateRequest struct {
 
 func (x *UpdateRequest) Reset() {
 	*x = UpdateRequest{}
-	mi := &file_apipb_api_proto_msgTypes[13]
+	mi := &file_apipb_api_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1242,7 @@ func (x *UpdateRequest) String() string {
 func (*UpdateRequest) ProtoMessage() {}
 
 func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[13]
+	mi := &file_apipb_api_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1255,7 @@ func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{13}
+	return file_apipb_api_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateRequest) GetResource() *Resource {
@@ -1187,7 +1303,7 @@ type PatchRequest struct {
 
 func (x *PatchRequest) Reset() {
 	*x = PatchRequest{}
-	mi := &file_apipb_api_proto_msgTypes[14]
+	mi := &file_apipb_api_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1315,7 @@ func (x *PatchRequest) String() string {
 func (*PatchRequest) ProtoMessage() {}
 
 func (x *PatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[14]
+	mi := &file_apipb_api_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1328,7 @@ func (x *PatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PatchRequest.ProtoReflect.Descriptor instead.
 func (*PatchRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{14}
+	return file_apipb_api_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PatchRequest) GetResource() *Resource {
@@ -1274,7 +1390,7 @@ type Preconditions struct {
 
 func (x *Preconditions) Reset() {
 	*x = Preconditions{}
-	mi := &file_apipb_api_proto_msgTypes[15]
+	mi := &file_apipb_api_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1402,7 @@ func (x *Preconditions) String() string {
 func (*Preconditions) ProtoMessage() {}
 
 func (x *Preconditions) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[15]
+	mi := &file_apipb_api_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1415,7 @@ func (x *Preconditions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Preconditions.ProtoReflect.Descriptor instead.
 func (*Preconditions) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{15}
+	return file_apipb_api_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Preconditions) GetUid() string {
@@ -1332,7 +1448,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_apipb_api_proto_msgTypes[16]
+	mi := &file_apipb_api_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1460,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[16]
+	mi := &file_apipb_api_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1473,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{16}
+	return file_apipb_api_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteRequest) GetResource() *Resource {
@@ -1425,7 +1541,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_apipb_api_proto_msgTypes[17]
+	mi := &file_apipb_api_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1553,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[17]
+	mi := &file_apipb_api_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,7 +1566,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{17}
+	return file_apipb_api_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchRequest) GetResource() *Resource {
@@ -1509,7 +1625,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_apipb_api_proto_msgTypes[18]
+	mi := &file_apipb_api_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1637,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[18]
+	mi := &file_apipb_api_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1650,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{18}
+	return file_apipb_api_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchEvent) GetType() string {
@@ -1566,7 +1682,7 @@ type DiscoveryRequest struct {
 
 func (x *DiscoveryRequest) Reset() {
 	*x = DiscoveryRequest{}
-	mi := &file_apipb_api_proto_msgTypes[19]
+	mi := &file_apipb_api_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1694,7 @@ func (x *DiscoveryRequest) String() string {
 func (*DiscoveryRequest) ProtoMessage() {}
 
 func (x *DiscoveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[19]
+	mi := &file_apipb_api_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1707,7 @@ func (x *DiscoveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoveryRequest.ProtoReflect.Descriptor instead.
 func (*DiscoveryRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{19}
+	return file_apipb_api_proto_rawDescGZIP(), []int{21}
 }
 
 type APIResource struct {
@@ -1613,7 +1729,7 @@ type APIResource struct {
 
 func (x *APIResource) Reset() {
 	*x = APIResource{}
-	mi := &file_apipb_api_proto_msgTypes[20]
+	mi := &file_apipb_api_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1741,7 @@ func (x *APIResource) String() string {
 func (*APIResource) ProtoMessage() {}
 
 func (x *APIResource) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[20]
+	mi := &file_apipb_api_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1754,7 @@ func (x *APIResource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use APIResource.ProtoReflect.Descriptor instead.
 func (*APIResource) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{20}
+	return file_apipb_api_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *APIResource) GetGroup() string {
@@ -1722,7 +1838,7 @@ type DiscoveryResponse struct {
 
 func (x *DiscoveryResponse) Reset() {
 	*x = DiscoveryResponse{}
-	mi := &file_apipb_api_proto_msgTypes[21]
+	mi := &file_apipb_api_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1850,7 @@ func (x *DiscoveryResponse) String() string {
 func (*DiscoveryResponse) ProtoMessage() {}
 
 func (x *DiscoveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[21]
+	mi := &file_apipb_api_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1863,7 @@ func (x *DiscoveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoveryResponse.ProtoReflect.Descriptor instead.
 func (*DiscoveryResponse) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{21}
+	return file_apipb_api_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DiscoveryResponse) GetResources() []*APIResource {
@@ -1773,7 +1889,7 @@ type BindRequest struct {
 
 func (x *BindRequest) Reset() {
 	*x = BindRequest{}
-	mi := &file_apipb_api_proto_msgTypes[22]
+	mi := &file_apipb_api_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1901,7 @@ func (x *BindRequest) String() string {
 func (*BindRequest) ProtoMessage() {}
 
 func (x *BindRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[22]
+	mi := &file_apipb_api_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1914,7 @@ func (x *BindRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindRequest.ProtoReflect.Descriptor instead.
 func (*BindRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{22}
+	return file_apipb_api_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BindRequest) GetBinding() *v1.Binding {
@@ -1817,7 +1933,7 @@ type EvictRequest struct {
 
 func (x *EvictRequest) Reset() {
 	*x = EvictRequest{}
-	mi := &file_apipb_api_proto_msgTypes[23]
+	mi := &file_apipb_api_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1945,7 @@ func (x *EvictRequest) String() string {
 func (*EvictRequest) ProtoMessage() {}
 
 func (x *EvictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[23]
+	mi := &file_apipb_api_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1958,7 @@ func (x *EvictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictRequest.ProtoReflect.Descriptor instead.
 func (*EvictRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{23}
+	return file_apipb_api_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EvictRequest) GetEviction() *v11.Eviction {
@@ -1865,7 +1981,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_apipb_api_proto_msgTypes[24]
+	mi := &file_apipb_api_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +1993,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[24]
+	mi := &file_apipb_api_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2006,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{24}
+	return file_apipb_api_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateTokenRequest) GetNamespace() string {
@@ -1934,7 +2050,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_apipb_api_proto_msgTypes[25]
+	mi := &file_apipb_api_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2062,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[25]
+	mi := &file_apipb_api_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2075,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{25}
+	return file_apipb_api_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HistoryRequest) GetResource() *Resource {
@@ -2003,7 +2119,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_apipb_api_proto_msgTypes[26]
+	mi := &file_apipb_api_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2131,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[26]
+	mi := &file_apipb_api_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2144,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{26}
+	return file_apipb_api_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HistoryResponse) GetItems() []*HistoryItem {
@@ -2056,7 +2172,7 @@ type HistoryItem struct {
 
 func (x *HistoryItem) Reset() {
 	*x = HistoryItem{}
-	mi := &file_apipb_api_proto_msgTypes[27]
+	mi := &file_apipb_api_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2184,7 @@ func (x *HistoryItem) String() string {
 func (*HistoryItem) ProtoMessage() {}
 
 func (x *HistoryItem) ProtoReflect() protoreflect.Message {
-	mi := &file_apipb_api_proto_msgTypes[27]
+	mi := &file_apipb_api_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2197,7 @@ func (x *HistoryItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryItem.ProtoReflect.Descriptor instead.
 func (*HistoryItem) Descriptor() ([]byte, []int) {
-	return file_apipb_api_proto_rawDescGZIP(), []int{27}
+	return file_apipb_api_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HistoryItem) GetObject() *anypb.Any {
@@ -2109,7 +2225,14 @@ var File_apipb_api_proto protoreflect.FileDescriptor
 
 const file_apipb_api_proto_rawDesc = "" +
 	"\n" +
-	"\x0fapipb/api.proto\x12\vskiff.apipb\x1a\x19google/protobuf/any.proto\x1a%api/authentication/v1/generated.proto\x1a\x1bapi/core/v1/generated.proto\x1a\x1dapi/policy/v1/generated.proto\"\xf8\x02\n" +
+	"\x0fapipb/api.proto\x12\vskiff.apipb\x1a\x19google/protobuf/any.proto\x1a%api/authentication/v1/generated.proto\x1a\x1bapi/core/v1/generated.proto\x1a\x1dapi/policy/v1/generated.proto\"P\n" +
+	"\x10NodeProxyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
+	"\x05query\x18\x03 \x01(\tR\x05query\"J\n" +
+	"\x11NodeProxyResponse\x12!\n" +
+	"\fcontent_type\x18\x01 \x01(\tR\vcontentType\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\fR\x04body\"\xf8\x02\n" +
 	"\x0ePodLogsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2279,7 +2402,7 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\vHistoryItem\x12,\n" +
 	"\x06object\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\x06object\x12)\n" +
 	"\x10resource_version\x18\x02 \x01(\tR\x0fresourceVersion\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted2\xd2\b\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted2\x9e\t\n" +
 	"\x03API\x12:\n" +
 	"\x06Create\x12\x1a.skiff.apipb.CreateRequest\x1a\x14.google.protobuf.Any\x124\n" +
 	"\x03Get\x12\x17.skiff.apipb.GetRequest\x1a\x14.google.protobuf.Any\x12;\n" +
@@ -2297,7 +2420,8 @@ const file_apipb_api_proto_rawDesc = "" +
 	"\aPodLogs\x12\x1b.skiff.apipb.PodLogsRequest\x1a\x19.skiff.apipb.PodLogsChunk0\x01\x12A\n" +
 	"\aPodExec\x12\x18.skiff.apipb.StreamFrame\x1a\x18.skiff.apipb.StreamFrame(\x010\x01\x12C\n" +
 	"\tPodAttach\x12\x18.skiff.apipb.StreamFrame\x1a\x18.skiff.apipb.StreamFrame(\x010\x01\x12R\n" +
-	"\x0ePodPortForward\x12\x1d.skiff.apipb.PortForwardFrame\x1a\x1d.skiff.apipb.PortForwardFrame(\x010\x01B\x1dZ\x1bskiff.dev/proto/apipb;apipbb\x06proto3"
+	"\x0ePodPortForward\x12\x1d.skiff.apipb.PortForwardFrame\x1a\x1d.skiff.apipb.PortForwardFrame(\x010\x01\x12J\n" +
+	"\tNodeProxy\x12\x1d.skiff.apipb.NodeProxyRequest\x1a\x1e.skiff.apipb.NodeProxyResponseB\x1dZ\x1bskiff.dev/proto/apipb;apipbb\x06proto3"
 
 var (
 	file_apipb_api_proto_rawDescOnce sync.Once
@@ -2311,101 +2435,105 @@ func file_apipb_api_proto_rawDescGZIP() []byte {
 	return file_apipb_api_proto_rawDescData
 }
 
-var file_apipb_api_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_apipb_api_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_apipb_api_proto_goTypes = []any{
-	(*PodLogsRequest)(nil),     // 0: skiff.apipb.PodLogsRequest
-	(*PodLogsChunk)(nil),       // 1: skiff.apipb.PodLogsChunk
-	(*ExecStart)(nil),          // 2: skiff.apipb.ExecStart
-	(*TerminalSize)(nil),       // 3: skiff.apipb.TerminalSize
-	(*ExitStatus)(nil),         // 4: skiff.apipb.ExitStatus
-	(*StreamFrame)(nil),        // 5: skiff.apipb.StreamFrame
-	(*PortForwardStart)(nil),   // 6: skiff.apipb.PortForwardStart
-	(*PortForwardFrame)(nil),   // 7: skiff.apipb.PortForwardFrame
-	(*Resource)(nil),           // 8: skiff.apipb.Resource
-	(*CreateRequest)(nil),      // 9: skiff.apipb.CreateRequest
-	(*GetRequest)(nil),         // 10: skiff.apipb.GetRequest
-	(*ListRequest)(nil),        // 11: skiff.apipb.ListRequest
-	(*ListResponse)(nil),       // 12: skiff.apipb.ListResponse
-	(*UpdateRequest)(nil),      // 13: skiff.apipb.UpdateRequest
-	(*PatchRequest)(nil),       // 14: skiff.apipb.PatchRequest
-	(*Preconditions)(nil),      // 15: skiff.apipb.Preconditions
-	(*DeleteRequest)(nil),      // 16: skiff.apipb.DeleteRequest
-	(*WatchRequest)(nil),       // 17: skiff.apipb.WatchRequest
-	(*WatchEvent)(nil),         // 18: skiff.apipb.WatchEvent
-	(*DiscoveryRequest)(nil),   // 19: skiff.apipb.DiscoveryRequest
-	(*APIResource)(nil),        // 20: skiff.apipb.APIResource
-	(*DiscoveryResponse)(nil),  // 21: skiff.apipb.DiscoveryResponse
-	(*BindRequest)(nil),        // 22: skiff.apipb.BindRequest
-	(*EvictRequest)(nil),       // 23: skiff.apipb.EvictRequest
-	(*CreateTokenRequest)(nil), // 24: skiff.apipb.CreateTokenRequest
-	(*HistoryRequest)(nil),     // 25: skiff.apipb.HistoryRequest
-	(*HistoryResponse)(nil),    // 26: skiff.apipb.HistoryResponse
-	(*HistoryItem)(nil),        // 27: skiff.apipb.HistoryItem
-	(*anypb.Any)(nil),          // 28: google.protobuf.Any
-	(*v1.Binding)(nil),         // 29: skiff.api.core.v1.Binding
-	(*v11.Eviction)(nil),       // 30: skiff.api.policy.v1.Eviction
-	(*v12.TokenRequest)(nil),   // 31: skiff.api.authentication.v1.TokenRequest
+	(*NodeProxyRequest)(nil),   // 0: skiff.apipb.NodeProxyRequest
+	(*NodeProxyResponse)(nil),  // 1: skiff.apipb.NodeProxyResponse
+	(*PodLogsRequest)(nil),     // 2: skiff.apipb.PodLogsRequest
+	(*PodLogsChunk)(nil),       // 3: skiff.apipb.PodLogsChunk
+	(*ExecStart)(nil),          // 4: skiff.apipb.ExecStart
+	(*TerminalSize)(nil),       // 5: skiff.apipb.TerminalSize
+	(*ExitStatus)(nil),         // 6: skiff.apipb.ExitStatus
+	(*StreamFrame)(nil),        // 7: skiff.apipb.StreamFrame
+	(*PortForwardStart)(nil),   // 8: skiff.apipb.PortForwardStart
+	(*PortForwardFrame)(nil),   // 9: skiff.apipb.PortForwardFrame
+	(*Resource)(nil),           // 10: skiff.apipb.Resource
+	(*CreateRequest)(nil),      // 11: skiff.apipb.CreateRequest
+	(*GetRequest)(nil),         // 12: skiff.apipb.GetRequest
+	(*ListRequest)(nil),        // 13: skiff.apipb.ListRequest
+	(*ListResponse)(nil),       // 14: skiff.apipb.ListResponse
+	(*UpdateRequest)(nil),      // 15: skiff.apipb.UpdateRequest
+	(*PatchRequest)(nil),       // 16: skiff.apipb.PatchRequest
+	(*Preconditions)(nil),      // 17: skiff.apipb.Preconditions
+	(*DeleteRequest)(nil),      // 18: skiff.apipb.DeleteRequest
+	(*WatchRequest)(nil),       // 19: skiff.apipb.WatchRequest
+	(*WatchEvent)(nil),         // 20: skiff.apipb.WatchEvent
+	(*DiscoveryRequest)(nil),   // 21: skiff.apipb.DiscoveryRequest
+	(*APIResource)(nil),        // 22: skiff.apipb.APIResource
+	(*DiscoveryResponse)(nil),  // 23: skiff.apipb.DiscoveryResponse
+	(*BindRequest)(nil),        // 24: skiff.apipb.BindRequest
+	(*EvictRequest)(nil),       // 25: skiff.apipb.EvictRequest
+	(*CreateTokenRequest)(nil), // 26: skiff.apipb.CreateTokenRequest
+	(*HistoryRequest)(nil),     // 27: skiff.apipb.HistoryRequest
+	(*HistoryResponse)(nil),    // 28: skiff.apipb.HistoryResponse
+	(*HistoryItem)(nil),        // 29: skiff.apipb.HistoryItem
+	(*anypb.Any)(nil),          // 30: google.protobuf.Any
+	(*v1.Binding)(nil),         // 31: skiff.api.core.v1.Binding
+	(*v11.Eviction)(nil),       // 32: skiff.api.policy.v1.Eviction
+	(*v12.TokenRequest)(nil),   // 33: skiff.api.authentication.v1.TokenRequest
 }
 var file_apipb_api_proto_depIdxs = []int32{
-	2,  // 0: skiff.apipb.StreamFrame.start:type_name -> skiff.apipb.ExecStart
-	3,  // 1: skiff.apipb.StreamFrame.resize:type_name -> skiff.apipb.TerminalSize
-	4,  // 2: skiff.apipb.StreamFrame.exit:type_name -> skiff.apipb.ExitStatus
-	6,  // 3: skiff.apipb.PortForwardFrame.start:type_name -> skiff.apipb.PortForwardStart
-	8,  // 4: skiff.apipb.CreateRequest.resource:type_name -> skiff.apipb.Resource
-	28, // 5: skiff.apipb.CreateRequest.object:type_name -> google.protobuf.Any
-	8,  // 6: skiff.apipb.GetRequest.resource:type_name -> skiff.apipb.Resource
-	8,  // 7: skiff.apipb.ListRequest.resource:type_name -> skiff.apipb.Resource
-	28, // 8: skiff.apipb.ListResponse.items:type_name -> google.protobuf.Any
-	8,  // 9: skiff.apipb.UpdateRequest.resource:type_name -> skiff.apipb.Resource
-	28, // 10: skiff.apipb.UpdateRequest.object:type_name -> google.protobuf.Any
-	8,  // 11: skiff.apipb.PatchRequest.resource:type_name -> skiff.apipb.Resource
-	8,  // 12: skiff.apipb.DeleteRequest.resource:type_name -> skiff.apipb.Resource
-	15, // 13: skiff.apipb.DeleteRequest.preconditions:type_name -> skiff.apipb.Preconditions
-	8,  // 14: skiff.apipb.WatchRequest.resource:type_name -> skiff.apipb.Resource
-	28, // 15: skiff.apipb.WatchEvent.object:type_name -> google.protobuf.Any
-	20, // 16: skiff.apipb.DiscoveryResponse.resources:type_name -> skiff.apipb.APIResource
-	29, // 17: skiff.apipb.BindRequest.binding:type_name -> skiff.api.core.v1.Binding
-	30, // 18: skiff.apipb.EvictRequest.eviction:type_name -> skiff.api.policy.v1.Eviction
-	31, // 19: skiff.apipb.CreateTokenRequest.token_request:type_name -> skiff.api.authentication.v1.TokenRequest
-	8,  // 20: skiff.apipb.HistoryRequest.resource:type_name -> skiff.apipb.Resource
-	27, // 21: skiff.apipb.HistoryResponse.items:type_name -> skiff.apipb.HistoryItem
-	28, // 22: skiff.apipb.HistoryItem.object:type_name -> google.protobuf.Any
-	9,  // 23: skiff.apipb.API.Create:input_type -> skiff.apipb.CreateRequest
-	10, // 24: skiff.apipb.API.Get:input_type -> skiff.apipb.GetRequest
-	11, // 25: skiff.apipb.API.List:input_type -> skiff.apipb.ListRequest
-	13, // 26: skiff.apipb.API.Update:input_type -> skiff.apipb.UpdateRequest
-	13, // 27: skiff.apipb.API.UpdateStatus:input_type -> skiff.apipb.UpdateRequest
-	14, // 28: skiff.apipb.API.Patch:input_type -> skiff.apipb.PatchRequest
-	16, // 29: skiff.apipb.API.Delete:input_type -> skiff.apipb.DeleteRequest
-	17, // 30: skiff.apipb.API.Watch:input_type -> skiff.apipb.WatchRequest
-	19, // 31: skiff.apipb.API.Discovery:input_type -> skiff.apipb.DiscoveryRequest
-	22, // 32: skiff.apipb.API.Bind:input_type -> skiff.apipb.BindRequest
-	23, // 33: skiff.apipb.API.Evict:input_type -> skiff.apipb.EvictRequest
-	24, // 34: skiff.apipb.API.CreateToken:input_type -> skiff.apipb.CreateTokenRequest
-	25, // 35: skiff.apipb.API.History:input_type -> skiff.apipb.HistoryRequest
-	0,  // 36: skiff.apipb.API.PodLogs:input_type -> skiff.apipb.PodLogsRequest
-	5,  // 37: skiff.apipb.API.PodExec:input_type -> skiff.apipb.StreamFrame
-	5,  // 38: skiff.apipb.API.PodAttach:input_type -> skiff.apipb.StreamFrame
-	7,  // 39: skiff.apipb.API.PodPortForward:input_type -> skiff.apipb.PortForwardFrame
-	28, // 40: skiff.apipb.API.Create:output_type -> google.protobuf.Any
-	28, // 41: skiff.apipb.API.Get:output_type -> google.protobuf.Any
-	12, // 42: skiff.apipb.API.List:output_type -> skiff.apipb.ListResponse
-	28, // 43: skiff.apipb.API.Update:output_type -> google.protobuf.Any
-	28, // 44: skiff.apipb.API.UpdateStatus:output_type -> google.protobuf.Any
-	28, // 45: skiff.apipb.API.Patch:output_type -> google.protobuf.Any
-	28, // 46: skiff.apipb.API.Delete:output_type -> google.protobuf.Any
-	18, // 47: skiff.apipb.API.Watch:output_type -> skiff.apipb.WatchEvent
-	21, // 48: skiff.apipb.API.Discovery:output_type -> skiff.apipb.DiscoveryResponse
-	28, // 49: skiff.apipb.API.Bind:output_type -> google.protobuf.Any
-	28, // 50: skiff.apipb.API.Evict:output_type -> google.protobuf.Any
-	28, // 51: skiff.apipb.API.CreateToken:output_type -> google.protobuf.Any
-	26, // 52: skiff.apipb.API.History:output_type -> skiff.apipb.HistoryResponse
-	1,  // 53: skiff.apipb.API.PodLogs:output_type -> skiff.apipb.PodLogsChunk
-	5,  // 54: skiff.apipb.API.PodExec:output_type -> skiff.apipb.StreamFrame
-	5,  // 55: skiff.apipb.API.PodAttach:output_type -> skiff.apipb.StreamFrame
-	7,  // 56: skiff.apipb.API.PodPortForward:output_type -> skiff.apipb.PortForwardFrame
-	40, // [40:57] is the sub-list for method output_type
-	23, // [23:40] is the sub-list for method input_type
+	4,  // 0: skiff.apipb.StreamFrame.start:type_name -> skiff.apipb.ExecStart
+	5,  // 1: skiff.apipb.StreamFrame.resize:type_name -> skiff.apipb.TerminalSize
+	6,  // 2: skiff.apipb.StreamFrame.exit:type_name -> skiff.apipb.ExitStatus
+	8,  // 3: skiff.apipb.PortForwardFrame.start:type_name -> skiff.apipb.PortForwardStart
+	10, // 4: skiff.apipb.CreateRequest.resource:type_name -> skiff.apipb.Resource
+	30, // 5: skiff.apipb.CreateRequest.object:type_name -> google.protobuf.Any
+	10, // 6: skiff.apipb.GetRequest.resource:type_name -> skiff.apipb.Resource
+	10, // 7: skiff.apipb.ListRequest.resource:type_name -> skiff.apipb.Resource
+	30, // 8: skiff.apipb.ListResponse.items:type_name -> google.protobuf.Any
+	10, // 9: skiff.apipb.UpdateRequest.resource:type_name -> skiff.apipb.Resource
+	30, // 10: skiff.apipb.UpdateRequest.object:type_name -> google.protobuf.Any
+	10, // 11: skiff.apipb.PatchRequest.resource:type_name -> skiff.apipb.Resource
+	10, // 12: skiff.apipb.DeleteRequest.resource:type_name -> skiff.apipb.Resource
+	17, // 13: skiff.apipb.DeleteRequest.preconditions:type_name -> skiff.apipb.Preconditions
+	10, // 14: skiff.apipb.WatchRequest.resource:type_name -> skiff.apipb.Resource
+	30, // 15: skiff.apipb.WatchEvent.object:type_name -> google.protobuf.Any
+	22, // 16: skiff.apipb.DiscoveryResponse.resources:type_name -> skiff.apipb.APIResource
+	31, // 17: skiff.apipb.BindRequest.binding:type_name -> skiff.api.core.v1.Binding
+	32, // 18: skiff.apipb.EvictRequest.eviction:type_name -> skiff.api.policy.v1.Eviction
+	33, // 19: skiff.apipb.CreateTokenRequest.token_request:type_name -> skiff.api.authentication.v1.TokenRequest
+	10, // 20: skiff.apipb.HistoryRequest.resource:type_name -> skiff.apipb.Resource
+	29, // 21: skiff.apipb.HistoryResponse.items:type_name -> skiff.apipb.HistoryItem
+	30, // 22: skiff.apipb.HistoryItem.object:type_name -> google.protobuf.Any
+	11, // 23: skiff.apipb.API.Create:input_type -> skiff.apipb.CreateRequest
+	12, // 24: skiff.apipb.API.Get:input_type -> skiff.apipb.GetRequest
+	13, // 25: skiff.apipb.API.List:input_type -> skiff.apipb.ListRequest
+	15, // 26: skiff.apipb.API.Update:input_type -> skiff.apipb.UpdateRequest
+	15, // 27: skiff.apipb.API.UpdateStatus:input_type -> skiff.apipb.UpdateRequest
+	16, // 28: skiff.apipb.API.Patch:input_type -> skiff.apipb.PatchRequest
+	18, // 29: skiff.apipb.API.Delete:input_type -> skiff.apipb.DeleteRequest
+	19, // 30: skiff.apipb.API.Watch:input_type -> skiff.apipb.WatchRequest
+	21, // 31: skiff.apipb.API.Discovery:input_type -> skiff.apipb.DiscoveryRequest
+	24, // 32: skiff.apipb.API.Bind:input_type -> skiff.apipb.BindRequest
+	25, // 33: skiff.apipb.API.Evict:input_type -> skiff.apipb.EvictRequest
+	26, // 34: skiff.apipb.API.CreateToken:input_type -> skiff.apipb.CreateTokenRequest
+	27, // 35: skiff.apipb.API.History:input_type -> skiff.apipb.HistoryRequest
+	2,  // 36: skiff.apipb.API.PodLogs:input_type -> skiff.apipb.PodLogsRequest
+	7,  // 37: skiff.apipb.API.PodExec:input_type -> skiff.apipb.StreamFrame
+	7,  // 38: skiff.apipb.API.PodAttach:input_type -> skiff.apipb.StreamFrame
+	9,  // 39: skiff.apipb.API.PodPortForward:input_type -> skiff.apipb.PortForwardFrame
+	0,  // 40: skiff.apipb.API.NodeProxy:input_type -> skiff.apipb.NodeProxyRequest
+	30, // 41: skiff.apipb.API.Create:output_type -> google.protobuf.Any
+	30, // 42: skiff.apipb.API.Get:output_type -> google.protobuf.Any
+	14, // 43: skiff.apipb.API.List:output_type -> skiff.apipb.ListResponse
+	30, // 44: skiff.apipb.API.Update:output_type -> google.protobuf.Any
+	30, // 45: skiff.apipb.API.UpdateStatus:output_type -> google.protobuf.Any
+	30, // 46: skiff.apipb.API.Patch:output_type -> google.protobuf.Any
+	30, // 47: skiff.apipb.API.Delete:output_type -> google.protobuf.Any
+	20, // 48: skiff.apipb.API.Watch:output_type -> skiff.apipb.WatchEvent
+	23, // 49: skiff.apipb.API.Discovery:output_type -> skiff.apipb.DiscoveryResponse
+	30, // 50: skiff.apipb.API.Bind:output_type -> google.protobuf.Any
+	30, // 51: skiff.apipb.API.Evict:output_type -> google.protobuf.Any
+	30, // 52: skiff.apipb.API.CreateToken:output_type -> google.protobuf.Any
+	28, // 53: skiff.apipb.API.History:output_type -> skiff.apipb.HistoryResponse
+	3,  // 54: skiff.apipb.API.PodLogs:output_type -> skiff.apipb.PodLogsChunk
+	7,  // 55: skiff.apipb.API.PodExec:output_type -> skiff.apipb.StreamFrame
+	7,  // 56: skiff.apipb.API.PodAttach:output_type -> skiff.apipb.StreamFrame
+	9,  // 57: skiff.apipb.API.PodPortForward:output_type -> skiff.apipb.PortForwardFrame
+	1,  // 58: skiff.apipb.API.NodeProxy:output_type -> skiff.apipb.NodeProxyResponse
+	41, // [41:59] is the sub-list for method output_type
+	23, // [23:41] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
 	23, // [23:23] is the sub-list for extension extendee
 	0,  // [0:23] is the sub-list for field type_name
@@ -2416,8 +2544,8 @@ func file_apipb_api_proto_init() {
 	if File_apipb_api_proto != nil {
 		return
 	}
-	file_apipb_api_proto_msgTypes[0].OneofWrappers = []any{}
-	file_apipb_api_proto_msgTypes[5].OneofWrappers = []any{
+	file_apipb_api_proto_msgTypes[2].OneofWrappers = []any{}
+	file_apipb_api_proto_msgTypes[7].OneofWrappers = []any{
 		(*StreamFrame_Start)(nil),
 		(*StreamFrame_Stdin)(nil),
 		(*StreamFrame_Stdout)(nil),
@@ -2426,22 +2554,22 @@ func file_apipb_api_proto_init() {
 		(*StreamFrame_StdinClose)(nil),
 		(*StreamFrame_Exit)(nil),
 	}
-	file_apipb_api_proto_msgTypes[7].OneofWrappers = []any{
+	file_apipb_api_proto_msgTypes[9].OneofWrappers = []any{
 		(*PortForwardFrame_Start)(nil),
 		(*PortForwardFrame_Data)(nil),
 		(*PortForwardFrame_Error)(nil),
 		(*PortForwardFrame_Close)(nil),
 	}
-	file_apipb_api_proto_msgTypes[12].OneofWrappers = []any{}
-	file_apipb_api_proto_msgTypes[15].OneofWrappers = []any{}
-	file_apipb_api_proto_msgTypes[16].OneofWrappers = []any{}
+	file_apipb_api_proto_msgTypes[14].OneofWrappers = []any{}
+	file_apipb_api_proto_msgTypes[17].OneofWrappers = []any{}
+	file_apipb_api_proto_msgTypes[18].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_apipb_api_proto_rawDesc), len(file_apipb_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

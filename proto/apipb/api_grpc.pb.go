@@ -41,6 +41,7 @@ const (
 	API_PodExec_FullMethodName        = "/skiff.apipb.API/PodExec"
 	API_PodAttach_FullMethodName      = "/skiff.apipb.API/PodAttach"
 	API_PodPortForward_FullMethodName = "/skiff.apipb.API/PodPortForward"
+	API_NodeProxy_FullMethodName      = "/skiff.apipb.API/NodeProxy"
 )
 
 // APIClient is the client API for API service.
@@ -85,6 +86,11 @@ type APIClient interface {
 	// client's first frame is `start`, then data both ways until either side
 	// sends close (or an error).
 	PodPortForward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PortForwardFrame, PortForwardFrame], error)
+	// NodeProxy is the read side of upstream's nodes/proxy subresource: a GET
+	// of one of the kubelet's read-only paths (/stats/summary, /metrics,
+	// /metrics/resource, /pods, /healthz), relayed to the node's kubelet and
+	// answered whole. `top` reads the kubelets' summaries through it.
+	NodeProxy(ctx context.Context, in *NodeProxyRequest, opts ...grpc.CallOption) (*NodeProxyResponse, error)
 }
 
 type aPIClient struct {
@@ -292,6 +298,16 @@ func (c *aPIClient) PodPortForward(ctx context.Context, opts ...grpc.CallOption)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type API_PodPortForwardClient = grpc.BidiStreamingClient[PortForwardFrame, PortForwardFrame]
 
+func (c *aPIClient) NodeProxy(ctx context.Context, in *NodeProxyRequest, opts ...grpc.CallOption) (*NodeProxyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NodeProxyResponse)
+	err := c.cc.Invoke(ctx, API_NodeProxy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // APIServer is the server API for API service.
 // All implementations must embed UnimplementedAPIServer
 // for forward compatibility.
@@ -334,6 +350,11 @@ type APIServer interface {
 	// client's first frame is `start`, then data both ways until either side
 	// sends close (or an error).
 	PodPortForward(grpc.BidiStreamingServer[PortForwardFrame, PortForwardFrame]) error
+	// NodeProxy is the read side of upstream's nodes/proxy subresource: a GET
+	// of one of the kubelet's read-only paths (/stats/summary, /metrics,
+	// /metrics/resource, /pods, /healthz), relayed to the node's kubelet and
+	// answered whole. `top` reads the kubelets' summaries through it.
+	NodeProxy(context.Context, *NodeProxyRequest) (*NodeProxyResponse, error)
 	mustEmbedUnimplementedAPIServer()
 }
 
@@ -394,6 +415,9 @@ func (UnimplementedAPIServer) PodAttach(grpc.BidiStreamingServer[StreamFrame, St
 }
 func (UnimplementedAPIServer) PodPortForward(grpc.BidiStreamingServer[PortForwardFrame, PortForwardFrame]) error {
 	return status.Error(codes.Unimplemented, "method PodPortForward not implemented")
+}
+func (UnimplementedAPIServer) NodeProxy(context.Context, *NodeProxyRequest) (*NodeProxyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NodeProxy not implemented")
 }
 func (UnimplementedAPIServer) mustEmbedUnimplementedAPIServer() {}
 func (UnimplementedAPIServer) testEmbeddedByValue()             {}
@@ -675,6 +699,24 @@ func _API_PodPortForward_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type API_PodPortForwardServer = grpc.BidiStreamingServer[PortForwardFrame, PortForwardFrame]
 
+func _API_NodeProxy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NodeProxyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(APIServer).NodeProxy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: API_NodeProxy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(APIServer).NodeProxy(ctx, req.(*NodeProxyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // API_ServiceDesc is the grpc.ServiceDesc for API service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -729,6 +771,10 @@ var API_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "History",
 			Handler:    _API_History_Handler,
+		},
+		{
+			MethodName: "NodeProxy",
+			Handler:    _API_NodeProxy_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

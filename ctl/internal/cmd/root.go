@@ -106,16 +106,7 @@ func NewRoot(s Streams, dial Dialer) *cobra.Command {
 	)
 	root.AddCommand(newLogs(o))
 	root.AddCommand(newExec(o), newAttach(o), newPortForward(o), newCp(o), newRun(o))
-	for _, name := range []string{"top"} {
-		root.AddCommand(&cobra.Command{
-			Use:                name,
-			Short:              "Arrives with skiff-kubelet",
-			DisableFlagParsing: true,
-			RunE: func(*cobra.Command, []string) error {
-				return fmt.Errorf("%q needs skiff-kubelet, which this version of Skiff does not ship yet", name)
-			},
-		})
-	}
+	root.AddCommand(newTop(o))
 	return root
 }
 

@@ -27,6 +27,7 @@ import (
 	"skiff.dev/kubelet/internal/cri"
 	"skiff.dev/kubelet/internal/kuberuntime"
 	"skiff.dev/kubelet/internal/logs"
+	"skiff.dev/kubelet/internal/stats"
 	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proto/codec"
 )
@@ -58,7 +59,10 @@ type Config struct {
 	// Streaming serves /exec/, /attach/ and /portForward/; nil answers
 	// 501 there.
 	Streaming http.Handler
-	Logger    *slog.Logger
+	// Stats serves /stats/summary and /metrics/resource; nil answers 501
+	// there.
+	Stats  *stats.Provider
+	Logger *slog.Logger
 	// Now is the clock of sinceSeconds (time.Now if nil).
 	Now func() time.Time
 }
@@ -101,6 +105,16 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/containerLogs/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing container name: want /containerLogs/{namespace}/{pod}/{container}", http.StatusBadRequest)
 	})
+	if st := s.cfg.Stats; st != nil {
+		mux.HandleFunc("GET /stats/summary", s.statsSummary)
+		mux.Handle("GET /metrics/resource", st.ResourceMetricsHandler())
+	} else {
+		unavailable := func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "stats are not available on this kubelet", http.StatusNotImplemented)
+		}
+		mux.HandleFunc("GET /stats/summary", unavailable)
+		mux.HandleFunc("GET /metrics/resource", unavailable)
+	}
 	streams := s.cfg.Streaming
 	if streams == nil {
 		streams = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -178,6 +192,30 @@ func (s *Server) pods(w http.ResponseWriter, _ *http.Request) {
 		Metadata   struct{}          `json:"metadata"`
 		Items      []json.RawMessage `json:"items"`
 	}{Kind: "PodList", APIVersion: "v1", Items: items})
+}
+
+// statsSummary is upstream's /stats/summary: the Summary API's JSON, cut
+// to CPU and memory with ?only_cpu_and_memory=true.
+func (s *Server) statsSummary(w http.ResponseWriter, r *http.Request) {
+	only := false
+	if v := r.URL.Query().Get("only_cpu_and_memory"); v != "" {
+		var err error
+		if only, err = strconv.ParseBool(v); err != nil {
+			http.Error(w, fmt.Sprintf("only_cpu_and_memory: %q is not a boolean", v), http.StatusBadRequest)
+			return
+		}
+	}
+	sum, err := s.cfg.Stats.Summary(r.Context())
+	if err != nil {
+		s.log.Debug("Computing the stats summary", "err", err)
+		http.Error(w, "Internal Error: failed to get summary stats: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if only {
+		sum = sum.OnlyCPUAndMemory()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(sum)
 }
 
 // containerLogs is upstream's GET /containerLogs/{namespace}/{pod}/{container}
