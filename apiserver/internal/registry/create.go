@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"skiff.dev/apiserver/internal/admission"
-	"skiff.dev/apiserver/internal/defaults"
 	"skiff.dev/apiserver/internal/request"
 	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/apiserver/internal/watchcache"
@@ -23,6 +22,7 @@ import (
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/codec"
+	"skiff.dev/proto/defaults"
 	"skiff.dev/proto/scheme"
 )
 

@@ -13,12 +13,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"skiff.dev/apiserver/internal/admission"
-	"skiff.dev/apiserver/internal/defaults"
 	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/apiserver/internal/watchcache"
 	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/codec"
+	"skiff.dev/proto/defaults"
 	"skiff.dev/proto/scheme"
 	"skiff.dev/proto/strategic"
 )

@@ -8,8 +8,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"skiff.dev/apiserver/internal/defaults"
 	"skiff.dev/proto/codec"
+	"skiff.dev/proto/defaults"
 	"skiff.dev/proto/scheme"
 )
 

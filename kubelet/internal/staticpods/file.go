@@ -19,6 +19,7 @@ import (
 
 	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proto/codec"
+	"skiff.dev/proto/defaults"
 )
 
 // DefaultPeriod is upstream's fileCheckFrequency: without inotify the
@@ -240,7 +241,10 @@ func onePod(docs []codec.Document, err error) (*corev1.Pod, error) {
 // annotations, a toleration of every NoExecute taint (node problems do not
 // evict static pods) and phase Pending.
 func (s *Source) applyDefaults(pod *corev1.Pod, path string) {
-	setDefaults(pod)
+	// Upstream's v1 defaults, which the apiserver applies to a created pod:
+	// a static pod never passes through it, yet the workers read its
+	// restartPolicy, grace period, imagePullPolicy and probe timings.
+	defaults.Apply(pod)
 	md := pod.Metadata
 	if md.Uid == "" {
 		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(pod)
