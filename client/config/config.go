@@ -295,3 +295,22 @@ func (r *Resolved) Dial(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	opts = append(base, opts...)
 	return grpc.NewClient(r.Server, opts...)
 }
+
+// Open loads the client config at flag's path (Path: $SKIFFCONFIG, then
+// ~/.skiff/config when flag is empty), resolves its current context and
+// dials it: what each component's Run does first.
+func Open(flag string, opts ...grpc.DialOption) (*Resolved, *grpc.ClientConn, error) {
+	c, err := Load(Path(flag))
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := c.Resolve("")
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := r.Dial(opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, conn, nil
+}

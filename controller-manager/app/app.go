@@ -8,8 +8,6 @@ import (
 	"os"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"skiff.dev/client"
@@ -47,28 +45,19 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	kc, err := config.Load(config.Path(o.Kubeconfig))
+	r, conn, err := config.Open(o.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	r, err := kc.Resolve("")
-	if err != nil {
-		return err
-	}
+	defer conn.Close()
 	rootCA := r.CA
 	if o.RootCAFile != "" {
 		if rootCA, err = os.ReadFile(o.RootCAFile); err != nil {
 			return fmt.Errorf("--root-ca-file: %w", err)
 		}
 	}
-	conn, err := r.Dial()
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
 	c := client.New(conn)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := component.NewRegistry()
 	m, err := manager.New(manager.Config{Client: c, Controllers: o.Controllers, Options: o.ControllerOptions(rootCA),
 		Registerer: reg, Logger: log})
 	if err != nil {

@@ -608,15 +608,7 @@ func (c *Cluster) setupNodes(o Options, apiPort int) error {
 
 // client is an admin client of the cluster, and what closes it.
 func (c *Cluster) client() (*client.Client, func(), error) {
-	cfg, err := config.Load(c.Kubeconfig())
-	if err != nil {
-		return nil, nil, err
-	}
-	r, err := cfg.Resolve("")
-	if err != nil {
-		return nil, nil, err
-	}
-	conn, err := r.Dial()
+	_, conn, err := config.Open(c.Kubeconfig())
 	if err != nil {
 		return nil, nil, err
 	}

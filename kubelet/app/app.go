@@ -7,8 +7,6 @@ import (
 	"context"
 	"os"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"skiff.dev/client"
@@ -45,15 +43,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	kc, err := config.Load(config.Path(o.Kubeconfig))
-	if err != nil {
-		return err
-	}
-	r, err := kc.Resolve("")
-	if err != nil {
-		return err
-	}
-	conn, err := r.Dial()
+	_, conn, err := config.Open(o.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -62,8 +52,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := component.NewRegistry()
 	k, err := New(Config{Options: o, Client: client.New(conn), Runtime: rt, Registry: reg, Logger: log})
 	if err != nil {
 		return err

@@ -25,15 +25,8 @@ import (
 // dial connects to the apiserver of the kubeconfig at path (the default
 // path if empty).
 func dial(path string) (*grpc.ClientConn, error) {
-	kc, err := config.Load(config.Path(path))
-	if err != nil {
-		return nil, err
-	}
-	r, err := kc.Resolve("")
-	if err != nil {
-		return nil, err
-	}
-	return r.Dial()
+	_, conn, err := config.Open(path)
+	return conn, err
 }
 
 // Gatherer is every node's metrics, each series labelled node=<name>.

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/yaml"
@@ -119,22 +117,13 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
-	kc, err := config.Load(config.Path(o.Kubeconfig))
-	if err != nil {
-		return err
-	}
-	r, err := kc.Resolve("")
-	if err != nil {
-		return err
-	}
-	conn, err := r.Dial()
+	_, conn, err := config.Open(o.Kubeconfig)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	c := client.New(conn)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := component.NewRegistry()
 	sc := scheduler.Config{Client: c, Profiles: cfg.Profiles, Parallelism: o.Parallelism, Registerer: reg, Logger: log}
 	if cfg.PercentageOfNodesToScore != nil {
 		sc.PercentageOfNodesToScore = *cfg.PercentageOfNodesToScore
