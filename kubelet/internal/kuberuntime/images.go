@@ -107,7 +107,7 @@ func (m *Manager) EnsureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Co
 	if err != nil {
 		m.o.ImageBackoff.Next(key, now)
 		m.o.Recorder.Eventf(pod, record.Warning, "Failed", "Failed to pull image %q: %v", image, err)
-		return "", &syncError{Waiting{ReasonErrImagePull, fmt.Sprintf("failed to pull and unpack image %q: %v", image, err)}, m.o.ImageBackoff.Get(key)}
+		return "", &syncError{Waiting{ReasonErrImagePull, err.Error()}, m.o.ImageBackoff.Get(key)}
 	}
 	took := time.Since(start).Round(time.Millisecond)
 	var size uint64
@@ -178,7 +178,9 @@ func (m *Manager) pullAuths(pod *corev1.Pod, image string) []*runtimeapi.AuthCon
 			if ref != key && !strings.HasPrefix(ref, key+"/") {
 				continue
 			}
-			a := &runtimeapi.AuthConfig{Username: e.Username, Password: e.Password, ServerAddress: registry}
+			// No ServerAddress, as upstream's keyring: containerd 1.6 parses
+			// it as a URL, and a bare "host:port" key does not parse.
+			a := &runtimeapi.AuthConfig{Username: e.Username, Password: e.Password}
 			if e.Auth != "" && a.Username == "" {
 				if b, err := base64.StdEncoding.DecodeString(e.Auth); err == nil {
 					if u, p, ok := strings.Cut(string(b), ":"); ok {
