@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,8 +25,9 @@ const SandboxImage = "skiff.local/pause:3.10"
 
 // containerdConfig is node n's config.toml (containerd 1.6, version 2):
 // every path its own, so that nodes share nothing but the kernel.
-// No registry section: setting both mirrors and config_path makes the CRI
-// plugin fail to load.
+// The registry section has config_path and nothing else: setting mirrors
+// too makes the CRI plugin fail to load. Hosts under it (TrustRegistry) are
+// read at every pull, so tests add them to a running node.
 func containerdConfig(n *Node) string {
 	d := func(p string) string { return strconv.Quote(filepath.Join(n.Dir, p)) }
 	return `version = 2
@@ -70,7 +72,37 @@ disabled_plugins = [
     bin_dir = "/usr/lib/cni"
     conf_dir = ` + strconv.Quote(n.CNIConfDir()) + `
     max_conf_num = 1
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = ` + strconv.Quote(n.RegistryConfigDir()) + `
 `
+}
+
+// RegistryConfigDir is the node's containerd registry hosts directory
+// (certs.d): one directory per registry host, named host[:port], holding
+// that registry's hosts.toml.
+func (n *Node) RegistryConfigDir() string { return filepath.Join(n.Dir, "certs.d") }
+
+// TrustRegistry lets the node's containerd pull from the plain-HTTP registry
+// at hostPort (for instance the node's gateway and a port opened with
+// AllowHostPort): containerd speaks HTTPS to every registry not on
+// localhost unless its hosts.toml names an http:// server.
+func (n *Node) TrustRegistry(hostPort string) error {
+	if _, _, err := net.SplitHostPort(hostPort); err != nil {
+		return fmt.Errorf("registry %q: %w", hostPort, err)
+	}
+	dir := filepath.Join(n.RegistryConfigDir(), hostPort)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	server := strconv.Quote("http://" + hostPort)
+	hosts := fmt.Sprintf(`server = %s
+
+[host.%s]
+  capabilities = ["pull", "resolve"]
+  skip_verify = true
+`, server, server)
+	return os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(hosts), 0o644)
 }
 
 // startContainerd writes the node's config and starts containerd inside the
@@ -79,6 +111,9 @@ func startContainerd(o Options, n *Node) (*Process, error) {
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
 		return nil, errors.New("containerd is not installed (hack/install-deps.sh)")
+	}
+	if err := os.MkdirAll(n.RegistryConfigDir(), 0o755); err != nil {
+		return nil, err
 	}
 	cfg := filepath.Join(n.Dir, "containerd.toml")
 	if err := os.WriteFile(cfg, []byte(containerdConfig(n)), 0o644); err != nil {

@@ -106,12 +106,48 @@ func nftRules(apiPort int) string {
 	fmt.Fprintf(&b, "\t\toifname \"%s*\" drop\n\t}\n", hostIfPrefix)
 	if apiPort > 0 {
 		fmt.Fprintf(&b, "\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
-		fmt.Fprintf(&b, "\t\tiifname \"lo\" tcp dport %d accept\n", apiPort)
-		fmt.Fprintf(&b, "\t\tiifname \"%s*\" tcp dport %d accept\n", hostIfPrefix, apiPort)
-		fmt.Fprintf(&b, "\t\ttcp dport %d drop\n\t}\n", apiPort)
+		for _, r := range hostPortRules(apiPort) {
+			fmt.Fprintf(&b, "\t\t%s\n", r)
+		}
+		b.WriteString("\t}\n")
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+// hostPortRules admit a host TCP port from loopback and the node veths and
+// drop it from everywhere else: what the host serves to its nodes stays
+// unreachable from outside the machine even when it listens on 0.0.0.0.
+func hostPortRules(port int) []string {
+	return []string{
+		fmt.Sprintf("iifname \"lo\" tcp dport %d accept", port),
+		fmt.Sprintf("iifname \"%s*\" tcp dport %d accept", hostIfPrefix, port),
+		fmt.Sprintf("tcp dport %d drop", port),
+	}
+}
+
+// AllowHostPort opens the host's TCP port to the nodes, as the apiserver's
+// is, for a server a test runs on the host (say a registry on 0.0.0.0:port,
+// reached by node N at its gateway 10.250.N.1); the port stays closed to
+// everything but loopback and the nodes. The rules go with the table at Down.
+func (c *Cluster) AllowHostPort(port int) error {
+	if !c.NFTable || len(c.Nodes) == 0 {
+		return errors.New("AllowHostPort: the cluster has no nodes, so no nftables guard to open")
+	}
+	if port <= 0 || port > 65535 {
+		return fmt.Errorf("AllowHostPort: port %d out of range", port)
+	}
+	var b strings.Builder
+	for _, r := range hostPortRules(port) {
+		fmt.Fprintf(&b, "add rule inet %s input %s\n", nftTable, r)
+	}
+	// One nft transaction: the three rules land together or not at all.
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 // setupGuard installs the nftables table (replacing one left behind) and
