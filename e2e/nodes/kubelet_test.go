@@ -370,6 +370,32 @@ func TestKubeletRunsPods(t *testing.T) {
 		}
 	})
 
+	t.Run("a hostPort reaches the pod through its node's address (portmap)", func(t *testing.T) {
+		web := agnhost("web")
+		web.Ports[0].HostPort = 18081
+		p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "hostport"}, Spec: &corev1.PodSpec{
+			NodeName: c.Nodes[0].Name, Containers: []*corev1.Container{web}}}
+		if _, err := pods.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 60*time.Second, "hostport Ready", func() (bool, string) {
+			got, err := pods.Get(ctx, "hostport")
+			return err == nil && condition(got, "Ready") == "True", fmt.Sprint(err)
+		})
+		hc := &http.Client{Timeout: 5 * time.Second}
+		var body string
+		eventually(t, 20*time.Second, "GET node:18081/hostname", func() (bool, string) {
+			resp, err := hc.Get("http://" + c.Nodes[0].IP + ":18081/hostname")
+			if err != nil {
+				return false, err.Error()
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+			return body == "hostport", body
+		})
+	})
+
 	t.Run("a static pod runs from its node's manifest directory, with a mirror pod in the API", func(t *testing.T) {
 		n := c.Nodes[0]
 		dir := filepath.Join(n.Dir, "manifests")
