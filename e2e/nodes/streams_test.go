@@ -60,10 +60,17 @@ func TestStreamsThroughSkiffctl(t *testing.T) {
 		if code != 3 || out != "" || errOut != "command terminated with exit code 3\n" {
 			t.Errorf("exec exit 3: %d %q %q", code, out, errOut)
 		}
-		// head stops at its count: stdin cannot be closed alone on v4.channel.k8s.io.
-		out, errOut, code = skiffctl("abc", "exec", "-i", "streams", "--", "head", "-c", "3")
-		if code != 0 || out != "abc" {
-			t.Errorf("exec -i: %d %q %q", code, out, errOut)
+		// echo hello | skiffctl exec -i streams -- cat: the end of skiffctl's
+		// stdin closes the command's, so cat ends.
+		// A cat left waiting is cut off by the deadline and fails.
+		catCtx, catCancel := context.WithTimeout(ctx, 10*time.Second)
+		var catOut, catErr bytes.Buffer
+		code = app.Run(catCtx, app.Streams{In: strings.NewReader("hello\n"), Out: &catOut, Err: &catErr},
+			[]string{"--kubeconfig", c.Kubeconfig(), "exec", "-i", "streams", "--", "cat"})
+		late := catCtx.Err()
+		catCancel()
+		if code != 0 || catOut.String() != "hello\n" || late != nil {
+			t.Errorf("echo hello | exec -i cat: %d %q %q (%v)", code, catOut.String(), catErr.String(), late)
 		}
 		out, errOut, code = skiffctl("", "exec", "streams", "--", "/no/such/binary")
 		if code != 1 || !strings.Contains(errOut, "no/such/binary") {

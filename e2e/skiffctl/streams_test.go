@@ -17,8 +17,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
 
 	"skiff.dev/client"
 	corev1 "skiff.dev/proto/api/core/v1"
@@ -26,8 +29,9 @@ import (
 )
 
 // streamKubelet is node n1's kubelet with containerd's stream server
-// behind it, speaking v4.channel.k8s.io: a few scripted commands and a
-// port that answers one HTTP request.
+// behind it: exec as v4.channel.k8s.io over SPDY running a few scripted
+// commands, port-forward over a websocket to a port that answers one HTTP
+// request.
 type streamKubelet struct {
 	mu       sync.Mutex
 	paths    []string
@@ -51,32 +55,57 @@ func exitStatusJSON(code int) []byte {
 	return fmt.Appendf(nil, `{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"%d"}]}}`, code)
 }
 
-// readStdin reads n bytes of the websocket's stdin channel.
-func readStdin(ws *websocket.Conn, n int) []byte {
-	var in []byte
-	for len(in) < n {
-		_, m, err := ws.ReadMessage()
-		if err != nil {
-			break
-		}
-		if len(m) > 0 && m[0] == 0 {
-			in = append(in, m[1:]...)
+// acceptExec is the stream server's side of an SPDY exec, as upstream's
+// createHTTPStreamStreams: the protocol negotiated, then the streams the
+// query asks for, by streamType.
+func acceptExec(w http.ResponseWriter, r *http.Request) (httpstream.Connection, map[string]httpstream.Stream) {
+	if _, err := httpstream.Handshake(r, w, []string{"v4.channel.k8s.io"}); err != nil {
+		return nil, nil
+	}
+	type created struct {
+		s    httpstream.Stream
+		sent <-chan struct{}
+	}
+	ch := make(chan created, 5)
+	conn := spdy.NewResponseUpgrader().UpgradeResponse(w, r, func(s httpstream.Stream, sent <-chan struct{}) error {
+		ch <- created{s, sent}
+		return nil
+	})
+	if conn == nil {
+		return nil, nil
+	}
+	want := 1
+	for _, k := range []string{"input", "output", "error", "tty"} {
+		if r.URL.Query().Get(k) == "1" {
+			want++
 		}
 	}
-	return in
+	streams := map[string]httpstream.Stream{}
+	timeout := time.After(5 * time.Second)
+	for len(streams) < want {
+		select {
+		case c := <-ch:
+			<-c.sent
+			streams[c.s.Headers().Get("streamType")] = c.s
+		case <-timeout:
+			conn.Close()
+			return nil, nil
+		}
+	}
+	return conn, streams
 }
 
 func (k *streamKubelet) serve(w http.ResponseWriter, r *http.Request) {
 	k.mu.Lock()
 	k.paths = append(k.paths, r.URL.Path+"?"+r.URL.RawQuery)
 	k.mu.Unlock()
-	up := websocket.Upgrader{Subprotocols: []string{"v4.channel.k8s.io"}}
-	ws, err := up.Upgrade(w, r, nil)
-	if err != nil {
-		return
-	}
-	defer ws.Close()
 	if strings.HasPrefix(r.URL.Path, "/portForward/") {
+		up := websocket.Upgrader{Subprotocols: []string{"v4.channel.k8s.io"}}
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
 		port, _ := strconv.Atoi(r.URL.Query().Get("port"))
 		p := binary.LittleEndian.AppendUint16(nil, uint16(port))
 		wsSend(ws, 0, p)
@@ -91,37 +120,40 @@ func (k *streamKubelet) serve(w http.ResponseWriter, r *http.Request) {
 		wsSend(ws, 0, []byte("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nweb"))
 		return
 	}
+	conn, st := acceptExec(w, r)
+	if conn == nil {
+		return
+	}
+	defer conn.Close()
 	cmd := r.URL.Query()["command"]
-	wsSend(ws, 1, nil) // containerd's "connected"
 	code := 0
 	switch {
 	case cmd[0] == "echo":
-		wsSend(ws, 1, []byte(strings.Join(cmd[1:], " ")+"\n"))
+		io.WriteString(st["stdout"], strings.Join(cmd[1:], " ")+"\n")
 	case cmd[0] == "fail":
-		wsSend(ws, 2, []byte("failing\n"))
+		io.WriteString(st["stderr"], "failing\n")
 		code, _ = strconv.Atoi(cmd[1])
-	case cmd[0] == "upper":
-		n, _ := strconv.Atoi(cmd[1])
-		wsSend(ws, 1, bytes.ToUpper(readStdin(ws, n)))
-	case cmd[0] == "tar": // tar cf - /data
+	case cmd[0] == "upper": // tr a-z A-Z: it ends with its stdin
+		in, _ := io.ReadAll(st["stdin"])
+		st["stdout"].Write(bytes.ToUpper(in))
+	case cmd[0] == "tar" && cmd[1] == "cf": // tar cf - /data
 		var b bytes.Buffer
 		tw := tar.NewWriter(&b)
 		tw.WriteHeader(&tar.Header{Name: "data/", Typeflag: tar.TypeDir, Mode: 0o755})
 		tw.WriteHeader(&tar.Header{Name: "data/f.txt", Mode: 0o644, Size: 5})
 		tw.Write([]byte("hello"))
 		tw.Close()
-		wsSend(ws, 1, b.Bytes())
-	case cmd[0] == "sh" && strings.HasPrefix(cmd[2], "head -c "): // cp into the pod
-		n, _ := strconv.Atoi(strings.Fields(cmd[2])[2])
-		in := readStdin(ws, n)
+		st["stdout"].Write(b.Bytes())
+	case cmd[0] == "tar" && cmd[1] == "-xmf": // cp into the pod: tar -xmf - -C dir
+		in, _ := io.ReadAll(st["stdin"])
 		k.mu.Lock()
 		k.received = in
 		k.mu.Unlock()
 	default:
-		wsSend(ws, 3, []byte(`{"metadata":{},"status":"Failure","message":"Internal error occurred: error executing command in container: exec: \"`+cmd[0]+`\": executable file not found in $PATH","reason":"InternalError","code":500}`))
+		io.WriteString(st["error"], `{"metadata":{},"status":"Failure","message":"Internal error occurred: error executing command in container: exec: \"`+cmd[0]+`\": executable file not found in $PATH","reason":"InternalError","code":500}`)
 		return
 	}
-	wsSend(ws, 3, exitStatusJSON(code))
+	st["error"].Write(exitStatusJSON(code))
 }
 
 func startStreamsCluster(t *testing.T) (*cluster, *streamKubelet) {
@@ -181,12 +213,12 @@ func TestExecAndCp(t *testing.T) {
 	if code != 7 || out != "" || errOut != "failing\ncommand terminated with exit code 7\n" {
 		t.Errorf("exec fail 7: %d %q %q", code, out, errOut)
 	}
-	out, errOut, code = c.run("abc", "exec", "-i", "-t", "web", "-c", "app", "--", "upper", "3")
+	out, errOut, code = c.run("abc", "exec", "-i", "-t", "web", "-c", "app", "--", "upper")
 	// -t without a terminal on stdin is dropped, with kubectl's warning.
 	if code != 0 || out != "ABC" || errOut != "Unable to use a TTY - input is not a terminal or the right kind of file\n" {
 		t.Errorf("exec -it upper: %d %q %q", code, out, errOut)
 	}
-	if q := k.asked(); q[len(q)-1] != "/exec/default/web/app?command=upper&command=3&error=1&input=1&output=1" {
+	if q := k.asked(); q[len(q)-1] != "/exec/default/web/app?command=upper&error=1&input=1&output=1" {
 		t.Errorf("kubelet asked %s", q[len(q)-1])
 	}
 	for _, tc := range []struct {
@@ -225,7 +257,7 @@ func TestExecAndCp(t *testing.T) {
 	if err != nil || h.Name != "x.txt" || string(body) != "to the pod" {
 		t.Errorf("the pod received %v %q (%v)", h, body, err)
 	}
-	if q := k.asked(); !strings.Contains(q[len(q)-1], "tar+-xmf+-+-C") || !strings.HasSuffix(q[len(q)-1], "command=sh&command=%2Ftmp&error=1&input=1&output=1") {
+	if q := k.asked(); q[len(q)-1] != "/exec/default/web/app?command=tar&command=-xmf&command=-&command=-C&command=%2Ftmp&error=1&input=1&output=1" {
 		t.Errorf("cp into the pod ran %s", q[len(q)-1])
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 
 	"skiff.dev/apiserver/internal/kubeletclient"
 	corev1 "skiff.dev/proto/api/core/v1"
@@ -24,21 +25,28 @@ import (
 )
 
 // The pods/exec, pods/attach and pods/portforward subresources: each gRPC
-// stream becomes one websocket to the kubelet of the pod's node, speaking
-// upstream's "v4.channel.k8s.io" (every binary message starts with its
-// channel number), which the kubelet proxies to the runtime's stream server.
+// stream becomes one connection to the kubelet of the pod's node, which
+// proxies it to the runtime's stream server. Exec and attach speak
+// upstream's remotecommand "v4.channel.k8s.io" over SPDY/3.1, one SPDY
+// stream per standard stream, because only there can stdin be closed alone
+// (the websocket channel protocol gets its close in v5, which containerd
+// 1.6 does not speak). Port-forward speaks "v4.channel.k8s.io" over a
+// websocket: every binary message starts with its channel number.
 
-// channelProtocol is the websocket subprotocol of exec, attach and
-// port-forward streams: containerd 1.6's stream server speaks no later one.
+// channelProtocol is the protocol of exec, attach and port-forward
+// streams, negotiated by X-Stream-Protocol-Version on SPDY and as the
+// websocket subprotocol: containerd 1.6's stream server speaks no later one.
 const channelProtocol = "v4.channel.k8s.io"
 
-// Channels of exec and attach, upstream's remotecommand numbering.
+// Stream types of a remotecommand SPDY connection (upstream's
+// v1.StreamType header and its values).
 const (
-	chanStdin byte = iota
-	chanStdout
-	chanStderr
-	chanError
-	chanResize
+	headerStreamType = "streamType"
+	streamTypeError  = "error"
+	streamTypeStdin  = "stdin"
+	streamTypeStdout = "stdout"
+	streamTypeStderr = "stderr"
+	streamTypeResize = "resize"
 )
 
 // Channels of a port-forward websocket for its one port.
@@ -247,76 +255,157 @@ func (s *Service) remoteCommand(stream grpc.BidiStreamingServer[apipb.StreamFram
 			q.Set(k, "1")
 		}
 	}
-	conn, err := s.dial(ctx, t, "/"+sub+"/"+url.PathEscape(ns)+"/"+url.PathEscape(start.GetName())+"/"+url.PathEscape(container), q)
+	kc, err := s.kubeletClient()
 	if err != nil {
 		return c.done(err)
 	}
+	path := "/" + sub + "/" + url.PathEscape(ns) + "/" + url.PathEscape(start.GetName()) + "/" + url.PathEscape(container)
+	conn, proto, err := kc.DialSPDY(ctx, t.node, path, q, []string{channelProtocol})
+	if err != nil {
+		return c.done(kubeletError(err))
+	}
 	defer conn.Close()
-	go relayCommandInput(stream, conn)
-	return c.done(relayCommandOutput(stream, conn))
+	if proto != channelProtocol {
+		return c.done(apierrors.NewInternal(fmt.Errorf("the kubelet on node %s chose stream protocol %q, want %q", t.node.GetMetadata().GetName(), proto, channelProtocol)))
+	}
+	// A terminal has one output stream, so the runtime expects no stderr.
+	cs, err := createCommandStreams(conn, start.GetStdin(), start.GetStdout(), start.GetStderr() && !start.GetTty(), start.GetTty())
+	if err != nil {
+		return c.done(apierrors.NewInternal(err))
+	}
+	go relayCommandInput(stream, conn, cs)
+	return c.done(relayCommandOutput(stream, cs))
+}
+
+// commandStreams are the SPDY streams of one exec or attach; those not
+// asked for are nil.
+type commandStreams struct {
+	errorStream, stdin, stdout, stderr, resize httpstream.Stream
+}
+
+// createCommandStreams opens the streams in client-go's order (v4's
+// createStreams): error first, then stdin, stdout, stderr and, with a
+// terminal, resize. The runtime waits for exactly the streams the request
+// asked for.
+func createCommandStreams(conn httpstream.Connection, stdin, stdout, stderr, tty bool) (*commandStreams, error) {
+	cs := &commandStreams{}
+	for _, s := range []struct {
+		typ string
+		on  bool
+		to  *httpstream.Stream
+	}{
+		{streamTypeError, true, &cs.errorStream},
+		{streamTypeStdin, stdin, &cs.stdin},
+		{streamTypeStdout, stdout, &cs.stdout},
+		{streamTypeStderr, stderr, &cs.stderr},
+		{streamTypeResize, tty, &cs.resize},
+	} {
+		if !s.on {
+			continue
+		}
+		h := http.Header{}
+		h.Set(headerStreamType, s.typ)
+		st, err := conn.CreateStream(h)
+		if err != nil {
+			return nil, fmt.Errorf("creating the %s stream: %w", s.typ, err)
+		}
+		*s.to = st
+	}
+	return cs, nil
 }
 
 // relayCommandInput carries the client's stdin and resizes to the kubelet
-// until the client's stream ends. v4.channel.k8s.io has no way to close
-// stdin alone (v5's close channel is later than containerd 1.6), so
-// stdin_close is dropped: the command sees its stdin end with the stream.
-func relayCommandInput(stream grpc.BidiStreamingServer[apipb.StreamFrame, apipb.StreamFrame], conn *websocket.Conn) {
+// until the client's stream ends. stdin_close, or the client's end of
+// sending, half-closes the stdin stream: the command reads EOF and goes on.
+func relayCommandInput(stream grpc.BidiStreamingServer[apipb.StreamFrame, apipb.StreamFrame], conn httpstream.Connection, cs *commandStreams) {
+	var resize *json.Encoder
+	if cs.resize != nil {
+		resize = json.NewEncoder(cs.resize)
+	}
+	stdinOpen := cs.stdin != nil
+	closeStdin := func() {
+		if stdinOpen {
+			stdinOpen = false
+			cs.stdin.Close()
+		}
+	}
 	for {
 		f, err := stream.Recv()
 		if err != nil {
-			if err != io.EOF {
+			if err == io.EOF {
+				closeStdin()
+			} else {
 				// The client is gone: end the command's streams too.
 				conn.Close()
 			}
 			return
 		}
-		var msg []byte
 		switch k := f.GetKind().(type) {
 		case *apipb.StreamFrame_Stdin:
-			if len(k.Stdin) == 0 {
-				continue
+			if stdinOpen && len(k.Stdin) > 0 {
+				if _, err := cs.stdin.Write(k.Stdin); err != nil {
+					// The runtime closed stdin (the command exited): the
+					// output side ends the stream.
+					stdinOpen = false
+				}
 			}
-			msg = append([]byte{chanStdin}, k.Stdin...)
+		case *apipb.StreamFrame_StdinClose:
+			closeStdin()
 		case *apipb.StreamFrame_Resize:
-			b, _ := json.Marshal(struct{ Width, Height uint16 }{uint16(k.Resize.GetWidth()), uint16(k.Resize.GetHeight())})
-			msg = append([]byte{chanResize}, b...)
-		default:
-			continue
-		}
-		if err := conn.WriteMessage(websocket.BinaryMessage, msg); err != nil {
-			return
+			if resize != nil {
+				// upstream's remotecommand.TerminalSize, untagged.
+				resize.Encode(struct{ Width, Height uint16 }{uint16(k.Resize.GetWidth()), uint16(k.Resize.GetHeight())})
+			}
 		}
 	}
 }
 
 // relayCommandOutput carries stdout and stderr to the client until the
-// kubelet closes the websocket, then sends the command's exit status.
-func relayCommandOutput(stream grpc.BidiStreamingServer[apipb.StreamFrame, apipb.StreamFrame], conn *websocket.Conn) error {
-	var status []byte
-	for {
-		_, data, err := conn.ReadMessage()
-		if err != nil {
-			break
+// runtime ends them, then sends the command's exit status, which the error
+// stream carries as a metav1.Status.
+func relayCommandOutput(stream grpc.BidiStreamingServer[apipb.StreamFrame, apipb.StreamFrame], cs *commandStreams) error {
+	var (
+		mu      sync.Mutex // SendMsg is not safe for concurrent use
+		sendErr error
+		wg      sync.WaitGroup
+	)
+	copyOut := func(r io.Reader, frame func([]byte) *apipb.StreamFrame) {
+		defer wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				mu.Lock()
+				if sendErr == nil {
+					sendErr = stream.Send(frame(append([]byte(nil), buf[:n]...)))
+				}
+				failed := sendErr != nil
+				mu.Unlock()
+				if failed {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
 		}
-		if len(data) < 2 {
-			// The server's first, empty message says the stream is up.
-			continue
-		}
-		var f *apipb.StreamFrame
-		switch data[0] {
-		case chanStdout:
-			f = &apipb.StreamFrame{Kind: &apipb.StreamFrame_Stdout{Stdout: data[1:]}}
-		case chanStderr:
-			f = &apipb.StreamFrame{Kind: &apipb.StreamFrame_Stderr{Stderr: data[1:]}}
-		case chanError:
-			status = append(status, data[1:]...)
-			continue
-		default:
-			continue
-		}
-		if err := stream.Send(f); err != nil {
-			return err
-		}
+	}
+	if cs.stdout != nil {
+		wg.Add(1)
+		go copyOut(cs.stdout, func(b []byte) *apipb.StreamFrame {
+			return &apipb.StreamFrame{Kind: &apipb.StreamFrame_Stdout{Stdout: b}}
+		})
+	}
+	if cs.stderr != nil {
+		wg.Add(1)
+		go copyOut(cs.stderr, func(b []byte) *apipb.StreamFrame {
+			return &apipb.StreamFrame{Kind: &apipb.StreamFrame_Stderr{Stderr: b}}
+		})
+	}
+	status, _ := io.ReadAll(cs.errorStream)
+	wg.Wait()
+	if sendErr != nil {
+		return sendErr
 	}
 	return stream.Send(&apipb.StreamFrame{Kind: &apipb.StreamFrame_Exit{Exit: exitStatus(status)}})
 }

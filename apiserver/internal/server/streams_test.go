@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,8 @@ import (
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
 
 	"skiff.dev/apiserver/internal/kubeletclient"
 	"skiff.dev/client"
@@ -30,7 +34,8 @@ import (
 )
 
 // fakeKubelet is a kubelet's stream endpoints as containerd's stream server
-// behind it speaks them (v4.channel.k8s.io), scripted per test.
+// behind it speaks them, scripted per test: exec and attach as
+// v4.channel.k8s.io over SPDY, port-forward over a websocket.
 type fakeKubelet struct {
 	srv *httptest.Server
 
@@ -38,7 +43,61 @@ type fakeKubelet struct {
 	reqs []*url.URL
 }
 
-func newFakeKubelet(t *testing.T, serve func(path string, q url.Values, ws *websocket.Conn)) *fakeKubelet {
+// spdyStreams are one exec's streams as the stream server received them,
+// by streamType.
+type spdyStreams map[string]httpstream.Stream
+
+func (s spdyStreams) write(t *testing.T, typ, data string) {
+	if _, err := io.WriteString(s[typ], data); err != nil {
+		t.Errorf("writing %s: %v", typ, err)
+	}
+}
+
+// acceptSPDY is the stream server's side of an SPDY exec: it negotiates
+// the protocol and waits for the streams the query asks for, as
+// upstream's createHTTPStreamStreams.
+func acceptSPDY(t *testing.T, w http.ResponseWriter, r *http.Request) (httpstream.Connection, spdyStreams) {
+	if _, err := httpstream.Handshake(r, w, []string{channelProtocol}); err != nil {
+		t.Error(err)
+		return nil, nil
+	}
+	type created struct {
+		s    httpstream.Stream
+		sent <-chan struct{}
+	}
+	ch := make(chan created, 5)
+	conn := spdy.NewResponseUpgrader().UpgradeResponse(w, r, func(s httpstream.Stream, sent <-chan struct{}) error {
+		ch <- created{s, sent}
+		return nil
+	})
+	if conn == nil {
+		t.Error("the SPDY upgrade failed")
+		return nil, nil
+	}
+	q := r.URL.Query()
+	want := 1
+	for _, k := range []string{"input", "output", "error", "tty"} {
+		if q.Get(k) == "1" {
+			want++
+		}
+	}
+	streams := spdyStreams{}
+	timeout := time.After(5 * time.Second)
+	for len(streams) < want {
+		select {
+		case c := <-ch:
+			<-c.sent
+			streams[c.s.Headers().Get("streamType")] = c.s
+		case <-timeout:
+			t.Errorf("got streams %v, want %d", streams, want)
+			conn.Close()
+			return nil, nil
+		}
+	}
+	return conn, streams
+}
+
+func newFakeKubelet(t *testing.T, exec func(path string, q url.Values, s spdyStreams), portForward func(q url.Values, ws *websocket.Conn)) *fakeKubelet {
 	k := &fakeKubelet{}
 	up := websocket.Upgrader{Subprotocols: []string{channelProtocol}}
 	k.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -49,13 +108,23 @@ func newFakeKubelet(t *testing.T, serve func(path string, q url.Values, ws *webs
 			http.Error(w, `container not found ("gone")`, http.StatusNotFound)
 			return
 		}
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			t.Error(err)
+		if strings.HasPrefix(r.URL.Path, "/portForward/") {
+			ws, err := up.Upgrade(w, r, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer ws.Close()
+			portForward(r.URL.Query(), ws)
 			return
 		}
-		defer ws.Close()
-		serve(r.URL.Path, r.URL.Query(), ws)
+		conn, streams := acceptSPDY(t, w, r)
+		if conn == nil {
+			return
+		}
+		// As the runtime, end the connection once the command is done.
+		defer conn.Close()
+		exec(r.URL.Path, r.URL.Query(), streams)
 	}))
 	t.Cleanup(k.srv.Close)
 	return k
@@ -125,6 +194,15 @@ func send(t *testing.T, ws *websocket.Conn, ch byte, data string) {
 	}
 }
 
+func streamTypes(s spdyStreams) string {
+	var types []string
+	for typ := range s {
+		types = append(types, typ)
+	}
+	sort.Strings(types)
+	return strings.Join(types, ",")
+}
+
 func exitJSON(code int) string {
 	if code == 0 {
 		return `{"metadata":{},"status":"Success"}`
@@ -136,32 +214,24 @@ func exitJSON(code int) string {
 	return string(b)
 }
 
-func TestExecRelaysStreamsResizeAndExitCode(t *testing.T) {
-	var resizes []string
-	k := newFakeKubelet(t, func(path string, q url.Values, ws *websocket.Conn) {
-		send(t, ws, chanStdout, "") // the stream server's "connected"
+func TestExecRelaysStreamsStdinCloseAndExitCode(t *testing.T) {
+	types := make(chan string, 1)
+	k := newFakeKubelet(t, func(path string, q url.Values, s spdyStreams) {
+		types <- streamTypes(s)
+		// cat, upper-cased: it ends only when its stdin does.
+		buf := make([]byte, 64)
 		for {
-			_, m, err := ws.ReadMessage()
+			n, err := s["stdin"].Read(buf)
+			s.write(t, "stdout", strings.ToUpper(string(buf[:n])))
 			if err != nil {
-				t.Error(err)
-				return
-			}
-			switch m[0] {
-			case chanResize:
-				resizes = append(resizes, string(m[1:]))
-			case chanStdin:
-				send(t, ws, chanStdout, strings.ToUpper(string(m[1:])))
-				if strings.Contains(string(m[1:]), "bye") {
-					send(t, ws, chanStderr, "leaving\n")
-					send(t, ws, chanError, exitJSON(3))
-					return
-				}
+				break
 			}
 		}
-	})
+		s.write(t, "stderr", "leaving\n")
+		s.write(t, "error", exitJSON(3))
+	}, nil)
 	c := streamCluster(t, k)
 	stdinR, stdinW := io.Pipe()
-	defer stdinW.Close()
 	var stdout, stderr bytes.Buffer
 	resize := make(chan client.TerminalSize, 1)
 	resize <- client.TerminalSize{Width: 80, Height: 24}
@@ -172,11 +242,13 @@ func TestExecRelaysStreamsResizeAndExitCode(t *testing.T) {
 	}()
 	io.WriteString(stdinW, "hello\n")
 	io.WriteString(stdinW, "bye\n")
+	// The client's stdin_close is the command's EOF.
+	stdinW.Close()
 	var err error
 	select {
 	case err = <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("exec did not end")
+		t.Fatal("exec did not end after its stdin closed")
 	}
 	var exit *client.ExitError
 	if !errors.As(err, &exit) || exit.Code != 3 || err.Error() != "command terminated with exit code 3" {
@@ -184,6 +256,10 @@ func TestExecRelaysStreamsResizeAndExitCode(t *testing.T) {
 	}
 	if stdout.String() != "HELLO\nBYE\n" || stderr.String() != "leaving\n" {
 		t.Errorf("stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+	// Resize is only a stream with a TTY.
+	if got := <-types; got != "error,stderr,stdin,stdout" {
+		t.Errorf("streams %s", got)
 	}
 	reqs := k.requests()
 	if len(reqs) != 1 || reqs[0].Path != "/exec/ns/web/app" {
@@ -193,24 +269,21 @@ func TestExecRelaysStreamsResizeAndExitCode(t *testing.T) {
 	if strings.Join(q["command"], " ") != "sh -c cat" || q.Get("input") != "1" || q.Get("output") != "1" || q.Get("error") != "1" || q.Has("tty") {
 		t.Errorf("kubelet query %v", q)
 	}
-	// Resize is only sent with a TTY.
-	if len(resizes) != 0 {
-		t.Errorf("resizes without a tty: %v", resizes)
-	}
 }
 
 func TestExecTTYResizeAndSuccess(t *testing.T) {
-	got := make(chan string, 1)
-	k := newFakeKubelet(t, func(path string, q url.Values, ws *websocket.Conn) {
-		_, m, err := ws.ReadMessage()
-		if err != nil || m[0] != chanResize {
-			t.Errorf("first message %q, %v; want a resize", m, err)
+	got := make(chan string, 2)
+	k := newFakeKubelet(t, func(path string, q url.Values, s spdyStreams) {
+		got <- streamTypes(s)
+		var size struct{ Width, Height int }
+		if err := json.NewDecoder(s["resize"]).Decode(&size); err != nil {
+			t.Errorf("reading a resize: %v", err)
 			return
 		}
-		got <- string(m[1:])
-		send(t, ws, chanStdout, "# ")
-		send(t, ws, chanError, exitJSON(0))
-	})
+		got <- fmt.Sprintf("%dx%d", size.Width, size.Height)
+		s.write(t, "stdout", "# ")
+		s.write(t, "error", exitJSON(0))
+	}, nil)
 	c := streamCluster(t, k)
 	resize := make(chan client.TerminalSize, 1)
 	resize <- client.TerminalSize{Width: 120, Height: 40}
@@ -220,11 +293,12 @@ func TestExecTTYResizeAndSuccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := <-got; r != `{"Width":120,"Height":40}` {
-		t.Errorf("resize message %s", r)
+	// A terminal has no separate stderr.
+	if types, size := <-got, <-got; types != "error,resize,stdout" || size != "120x40" {
+		t.Errorf("streams %s, resize %s", types, size)
 	}
 	q := k.requests()[0]
-	// The only container is chosen; a terminal has no separate stderr.
+	// The only container is chosen.
 	if q.Path != "/exec/ns/solo/only" || q.Query().Get("tty") != "1" || q.Query().Has("error") || q.Query().Has("input") {
 		t.Errorf("kubelet request %v", q)
 	}
@@ -234,14 +308,14 @@ func TestExecTTYResizeAndSuccess(t *testing.T) {
 }
 
 func TestAttachAndExecErrors(t *testing.T) {
-	k := newFakeKubelet(t, func(path string, q url.Values, ws *websocket.Conn) {
+	k := newFakeKubelet(t, func(path string, q url.Values, s spdyStreams) {
 		if strings.HasPrefix(path, "/attach/") {
-			send(t, ws, chanStdout, "log line\n")
-			send(t, ws, chanError, exitJSON(0))
+			s.write(t, "stdout", "log line\n")
+			s.write(t, "error", exitJSON(0))
 			return
 		}
-		send(t, ws, chanError, `{"status":"Failure","reason":"InternalError","message":"Internal error occurred: error executing command in container: executable file not found in $PATH"}`)
-	})
+		s.write(t, "error", `{"status":"Failure","reason":"InternalError","message":"Internal error occurred: error executing command in container: executable file not found in $PATH"}`)
+	}, nil)
 	c := streamCluster(t, k)
 	ctx := context.Background()
 	var out bytes.Buffer
@@ -275,10 +349,18 @@ func TestAttachAndExecErrors(t *testing.T) {
 	if err == nil || errors.As(err, &exit) || !strings.Contains(err.Error(), "executable file not found") {
 		t.Errorf("exec of a missing binary: %v", err)
 	}
+
+	// A kubelet gone mid-stream is no exit status, not a success.
+	k2 := newFakeKubelet(t, func(string, url.Values, spdyStreams) {}, nil)
+	c2 := streamCluster(t, k2)
+	err = c2.Exec(ctx, client.ExecOptions{Namespace: "ns", Name: "solo", Command: []string{"sleep"}, Stdout: io.Discard})
+	if err == nil || errors.As(err, &exit) || !strings.Contains(err.Error(), "the stream ended before the command reported how it exited") {
+		t.Errorf("exec cut short: %v", err)
+	}
 }
 
 func TestPortForwardRelaysOneConnection(t *testing.T) {
-	k := newFakeKubelet(t, func(path string, q url.Values, ws *websocket.Conn) {
+	k := newFakeKubelet(t, nil, func(q url.Values, ws *websocket.Conn) {
 		port := q.Get("port")
 		p, _ := strconv.Atoi(port)
 		prefix := string([]byte{byte(p), byte(p >> 8)})

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -163,24 +162,31 @@ func untar(r io.Reader, prefix, dst string) error {
 }
 
 // copyToPod packs src as the base name of dst and unpacks it in dst's
-// directory in the container. The archive's size is known, so the
-// container's tar reads exactly it: v4.channel.k8s.io cannot close stdin
-// alone, and tar waits for the end of its input.
+// directory in the container with kubectl's `tar -xmf - -C dir`, which
+// ends when the archive's stdin closes.
 func (o *Options) copyToPod(ctx context.Context, src string, dst fileSpec, container string, noPreserve bool) error {
 	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("%s doesn't exist in local filesystem", src)
 	}
-	var buf bytes.Buffer
-	if err := tarPath(&buf, src, path.Base(path.Clean(dst.path))); err != nil {
-		return err
-	}
+	pr, pw := io.Pipe()
+	packed := make(chan error, 1)
+	go func() {
+		err := tarPath(pw, src, path.Base(path.Clean(dst.path)))
+		pw.CloseWithError(err)
+		packed <- err
+	}()
 	dir := path.Dir(path.Clean(dst.path))
-	untar := "tar -xmf - -C \"$1\""
+	cmd := []string{"tar", "-xmf", "-", "-C", dir}
 	if noPreserve {
-		untar = "tar --no-same-permissions --no-same-owner -xmf - -C \"$1\""
+		cmd = []string{"tar", "--no-same-permissions", "--no-same-owner", "-xmf", "-", "-C", dir}
 	}
-	cmd := []string{"sh", "-c", "head -c " + strconv.Itoa(buf.Len()) + " | " + untar, "sh", dir}
-	return o.execCapture(ctx, dst, container, cmd, &buf, io.Discard)
+	err := o.execCapture(ctx, dst, container, cmd, pr, io.Discard)
+	// A command that ended early stops the packing too.
+	pr.Close()
+	if perr := <-packed; perr != nil && perr != io.ErrClosedPipe {
+		return perr
+	}
+	return err
 }
 
 // tarPath writes src (a file or a directory tree) named as name.

@@ -55,11 +55,20 @@ func (r *streamRuntime) PortForward(_ context.Context, req *runtimeapi.PortForwa
 	return &runtimeapi.PortForwardResponse{Url: r.base + "/portforward/tok3"}, nil
 }
 
-// upgradeEcho is a stream server: it answers an upgrade with 101, echoes
-// the subprotocol, writes the path it was asked for and then echoes bytes.
+// upgradeEcho is a stream server: it answers a websocket or SPDY upgrade
+// with 101, echoes the subprotocol (the websocket's, or SPDY's
+// X-Stream-Protocol-Version), writes the path it was asked for and then
+// echoes bytes.
 func upgradeEcho(t *testing.T) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		up := r.Header.Get("Upgrade")
+		var proto string
+		switch {
+		case strings.EqualFold(up, "websocket"):
+			proto = "Sec-WebSocket-Protocol: " + r.Header.Get("Sec-WebSocket-Protocol")
+		case strings.EqualFold(up, "SPDY/3.1"):
+			proto = "X-Stream-Protocol-Version: " + r.Header.Get("X-Stream-Protocol-Version")
+		default:
 			http.Error(w, "not an upgrade", http.StatusBadRequest)
 			return
 		}
@@ -69,7 +78,7 @@ func upgradeEcho(t *testing.T) *httptest.Server {
 			return
 		}
 		defer conn.Close()
-		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: %s\r\n\r\n%s\n", r.Header.Get("Sec-WebSocket-Protocol"), r.URL.Path)
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n%s\r\n\r\n%s\n", up, proto, r.URL.Path)
 		rw.Flush()
 		io.Copy(conn, rw)
 	}))
@@ -154,6 +163,44 @@ func TestExecProxiesToTheRuntimesStreamURL(t *testing.T) {
 	// tty drops stderr, as upstream does.
 	if e.ContainerId != "app-new" || strings.Join(e.Cmd, " ") != "sh -c echo hi" || !e.Tty || !e.Stdin || !e.Stdout || e.Stderr {
 		t.Errorf("CRI Exec request %v", e)
+	}
+}
+
+// TestExecProxiesSPDY is kubectl's (and the apiserver's) exec: a POST
+// upgraded to SPDY/3.1 offering its protocol in X-Stream-Protocol-Version,
+// which must reach the stream server for it to choose.
+func TestExecProxiesSPDY(t *testing.T) {
+	rt, srv := newTestHandler(t)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(conn, "POST /exec/ns/web/app?command=cat&input=1&output=1 HTTP/1.1\r\nHost: kubelet\r\nContent-Length: 0\r\n"+
+		"Upgrade: SPDY/3.1\r\nConnection: Upgrade\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "SPDY/3.1" {
+		t.Fatalf("status %d, upgrade %q; want 101 SPDY/3.1", resp.StatusCode, resp.Header.Get("Upgrade"))
+	}
+	if got := resp.Header.Get("X-Stream-Protocol-Version"); got != "v4.channel.k8s.io" {
+		t.Errorf("the stream server saw X-Stream-Protocol-Version %q", got)
+	}
+	if line, _ := br.ReadString('\n'); line != "/exec/tok1\n" {
+		t.Errorf("the stream server was asked for %q", line)
+	}
+	fmt.Fprint(conn, "frame\n")
+	if line, _ := br.ReadString('\n'); line != "frame\n" {
+		t.Errorf("bytes did not pass both ways: got %q", line)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if len(rt.execs) != 1 || !rt.execs[0].Stdin || rt.execs[0].Stderr {
+		t.Errorf("CRI Exec requests %v", rt.execs)
 	}
 }
 
