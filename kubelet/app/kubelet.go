@@ -46,6 +46,9 @@ type Config struct {
 	// Importer loads --image-preload-dir's tarballs (ctr on the runtime's
 	// socket if nil).
 	Importer Importer
+	// NoMounts keeps tmpfs volumes as plain directories (hollow nodes:
+	// many in one process, without root, over a fake runtime).
+	NoMounts bool
 }
 
 // Kubelet runs one node: its registration, status and Lease, its pods'

@@ -133,7 +133,7 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		Recorder: k.recorder, Logger: k.log.With("component", "pods"), Registerer: k.cfg.Registry,
 		RootDir: o.RootDir, PodLogsDir: o.PodLogsDir, SandboxImage: o.PodInfraContainerImage, CgroupRoot: o.CgroupRoot,
 		Env: env, Command: envvars.Command,
-		Volumes: volumes.New(o.RootDir, volumes.Sources{ConfigMap: configMap, Secret: secret, Env: env, Token: token(c)}),
+		Volumes: newVolumes(k.cfg.NoMounts, o.RootDir, volumes.Sources{ConfigMap: configMap, Secret: secret, Env: env, Token: token(c)}),
 		DNS:     d.Config, Hosts: d.Hosts,
 		Status:       status.Compute,
 		Resources:    qos.ContainerResources,
@@ -172,4 +172,11 @@ func token(c *client.Client) func(ctx context.Context, pod *corev1.Pod, audience
 		}
 		return tr.GetStatus().GetToken(), nil
 	}
+}
+
+func newVolumes(noMounts bool, root string, src volumes.Sources) *volumes.Manager {
+	if noMounts {
+		return volumes.NewWithoutMounts(root, src)
+	}
+	return volumes.New(root, src)
 }

@@ -213,7 +213,7 @@ func New(cfg Config) (*Nodes, error) {
 		ko.ImageGCHighThresholdPercent = 100
 		rt := newRuntime()
 		reg := prometheus.NewRegistry()
-		k, err := app.New(app.Config{Options: ko, NodeName: name, Client: cfg.Client, Runtime: rt, Registry: reg,
+		k, err := app.New(app.Config{Options: ko, NodeName: name, Client: cfg.Client, Runtime: rt, Registry: reg, NoMounts: true,
 			Logger: log.With("node", name), Machine: machine(name)})
 		if err != nil {
 			n.cleanup()

@@ -26,6 +26,15 @@ type mounter interface {
 
 type sysMounter struct{}
 
+// dirMounter keeps tmpfs volumes as plain directories: for simulated nodes
+// (many in one process, perhaps without root), whose containers are fakes
+// and whose memory nothing must hold.
+type dirMounter struct{}
+
+func (dirMounter) MountTmpfs(string, int64) error       { return nil }
+func (dirMounter) Unmount(string) error                 { return nil }
+func (dirMounter) MountPoints(string) ([]string, error) { return nil, nil }
+
 func (sysMounter) MountTmpfs(dir string, size int64) error {
 	opts := ""
 	if size > 0 {

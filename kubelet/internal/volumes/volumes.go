@@ -74,6 +74,14 @@ func New(root string, src Sources) *Manager {
 	return &Manager{root: root, src: src, mount: sysMounter{}, locks: map[string]*sync.Mutex{}, tokens: map[string]map[tokenKey]cachedToken{}}
 }
 
+// NewWithoutMounts is New with tmpfs volumes (secrets, memory emptyDirs)
+// kept as plain directories and nothing mounted: for hollow nodes.
+func NewWithoutMounts(root string, src Sources) *Manager {
+	m := New(root, src)
+	m.mount = dirMounter{}
+	return m
+}
+
 func (m *Manager) lock(uid string) func() {
 	m.mu.Lock()
 	l, ok := m.locks[uid]

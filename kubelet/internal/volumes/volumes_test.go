@@ -712,3 +712,25 @@ func TestConcurrentPods(t *testing.T) {
 		t.Errorf("left mounted: %v", mounts.mounts)
 	}
 }
+
+// Without mounts (hollow nodes), a secret's content is written to a plain
+// directory and the kernel's mount table is left alone.
+func TestWithoutMountsNothingIsMounted(t *testing.T) {
+	st := &store{cms: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{
+		"ns1/sec": {Data: map[string][]byte{"password": []byte("s3cret")}}}}
+	m := NewWithoutMounts(t.TempDir(), Sources{ConfigMap: st.configMap, Secret: st.secret})
+	pod := newPod(&corev1.Volume{Name: "sec", VolumeSource: &corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "sec"}}},
+		&corev1.Volume{Name: "mem", VolumeSource: &corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: "Memory"}}})
+	if err := m.Setup(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, filepath.Join(m.root, "pods/uid-1/volumes/kubernetes.io~secret/sec/password")); got != "s3cret" {
+		t.Errorf("password = %q", got)
+	}
+	if mounts, err := (sysMounter{}).MountPoints(m.root); err != nil || len(mounts) != 0 {
+		t.Errorf("mount points under the root: %v (%v), want none", mounts, err)
+	}
+	if err := m.Teardown("uid-1"); err != nil {
+		t.Fatal(err)
+	}
+}
