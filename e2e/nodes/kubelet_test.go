@@ -296,25 +296,35 @@ func TestKubeletRunsPods(t *testing.T) {
 		})
 	})
 
-	t.Run("a crashing container backs off", func(t *testing.T) {
+	t.Run("a crashing container backs off with growing delays", func(t *testing.T) {
 		p := &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: "crash"}, Spec: &corev1.PodSpec{
 			Containers: []*corev1.Container{{Name: "c", Image: busyboxImage, Command: []string{"sh", "-c", "exit 3"}}}}}
 		if _, err := pods.Create(ctx, p); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 60*time.Second, "CrashLoopBackOff after a restart", func() (bool, string) {
+		// When each restart is first seen: as upstream, the first restart is
+		// at once, then the delays are 10 s, 20 s, doubling.
+		seen := map[int32]time.Time{}
+		eventually(t, 90*time.Second, "three restarts, in CrashLoopBackOff with the last exit code", func() (bool, string) {
 			got, err := pods.Get(ctx, "crash")
 			if err != nil {
 				return false, err.Error()
 			}
 			for _, cs := range got.GetStatus().GetContainerStatuses() {
+				if _, ok := seen[cs.RestartCount]; !ok {
+					seen[cs.RestartCount] = time.Now()
+				}
 				last := cs.GetLastState().GetTerminated()
-				if cs.RestartCount >= 1 && cs.GetState().GetWaiting().GetReason() == "CrashLoopBackOff" && last.GetExitCode() == 3 && last.GetReason() == "Error" {
+				if cs.RestartCount >= 3 && cs.GetState().GetWaiting().GetReason() == "CrashLoopBackOff" && last.GetExitCode() == 3 && last.GetReason() == "Error" {
 					return true, ""
 				}
 			}
 			return false, got.GetStatus().String()
 		})
+		first, second := seen[2].Sub(seen[1]), seen[3].Sub(seen[2])
+		if second < first+5*time.Second || first < 5*time.Second {
+			t.Errorf("delays before restarts 2 and 3: %s and %s, want about 10 s then 20 s", first.Round(time.Second), second.Round(time.Second))
+		}
 	})
 
 	t.Run("a pod over its memory limit is OOMKilled", func(t *testing.T) {
