@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"skiff.dev/ctl/app"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
+	"skiff.dev/proto/apierrors"
 )
 
 // TestStreamsThroughSkiffctl runs an agnhost pod on a real node and reads
@@ -79,6 +81,34 @@ func TestStreamsThroughSkiffctl(t *testing.T) {
 		out, errOut, code = skiffctl("", "exec", "streams", "-c", "nope", "--", "true")
 		if code != 1 || !strings.Contains(errOut, "container nope is not valid for pod streams") {
 			t.Errorf("exec -c nope: %d %q %q", code, out, errOut)
+		}
+	})
+
+	t.Run("run and attach", func(t *testing.T) {
+		// run -i --rm --restart=Never: the command's output and exit code,
+		// and the pod gone afterwards.
+		out, errOut, code := skiffctl("", "run", "once", "-i", "--rm", "--restart=Never", "--image="+busyboxImage, "--", "sh", "-c", "echo from-run; exit 4")
+		if code != 4 || !strings.Contains(out, "from-run") {
+			t.Errorf("run -i --rm: %d %q %q", code, out, errOut)
+		}
+		eventually(t, 30*time.Second, "the --rm pod deleted", func() (bool, string) {
+			_, err := pods.Get(ctx, "once")
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+		// attach to a running container's main process: its output streams.
+		if _, errOut, code := skiffctl("", "run", "ticker", "--image="+busyboxImage, "--", "sh", "-c", "while true; do echo tick; sleep 0.2; done"); code != 0 {
+			t.Fatalf("run ticker: %d %q", code, errOut)
+		}
+		eventually(t, 60*time.Second, "ticker running", func() (bool, string) {
+			p, err := pods.Get(ctx, "ticker")
+			return err == nil && p.GetStatus().GetPhase() == "Running", fmt.Sprint(err)
+		})
+		attachCtx, attachCancel := context.WithTimeout(ctx, 2*time.Second)
+		var aOut, aErr bytes.Buffer
+		app.Run(attachCtx, app.Streams{In: strings.NewReader(""), Out: &aOut, Err: &aErr}, []string{"--kubeconfig", c.Kubeconfig(), "attach", "ticker"})
+		attachCancel()
+		if !strings.Contains(aOut.String(), "tick\ntick\n") {
+			t.Errorf("attach ticker: %q %q", aOut.String(), aErr.String())
 		}
 	})
 
