@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 
 	"skiff.dev/apiserver/internal/authorizer"
+	"skiff.dev/apiserver/internal/kubeletclient"
 	"skiff.dev/apiserver/internal/registry"
 	"skiff.dev/apiserver/internal/request"
 	"skiff.dev/apiserver/internal/watchcache"
@@ -42,6 +43,8 @@ type Service struct {
 	authn    *Authentication
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// kubelets reach the pods' nodes for their streams and NodeProxy.
+	kubelets *kubeletclient.Client
 }
 
 // NewService builds the API service; authz nil allows every authenticated

@@ -55,18 +55,15 @@ const (
 	chanPortError
 )
 
-// kubeletClients holds each Service's kubelet client: Service has no field
-// for it (yet), and this file is the only one the streams may change.
-var kubeletClients sync.Map // *Service → *kubeletclient.Client
-
-// SetKubeletClient gives the streams the client they reach kubelets with.
-func (s *Service) SetKubeletClient(c *kubeletclient.Client) { kubeletClients.Store(s, c) }
+// SetKubeletClient gives the streams the client they reach kubelets with;
+// call it before serving.
+func (s *Service) SetKubeletClient(c *kubeletclient.Client) { s.kubelets = c }
 
 func (s *Service) kubeletClient() (*kubeletclient.Client, error) {
-	if c, ok := kubeletClients.Load(s); ok {
-		return c.(*kubeletclient.Client), nil
+	if s.kubelets == nil {
+		return nil, apierrors.NewUnavailable("the apiserver has no kubelet client configured")
 	}
-	return nil, apierrors.NewUnavailable("the apiserver has no kubelet client configured")
+	return s.kubelets, nil
 }
 
 var (
