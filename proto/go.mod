@@ -8,6 +8,7 @@ tool (
 )
 
 require (
+	github.com/evanphx/json-patch/v5 v5.9.11
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261019180522-ce908d29299b
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12

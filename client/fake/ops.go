@@ -1,7 +1,6 @@
 package fake
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -22,14 +20,9 @@ import (
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/apipb"
 	"skiff.dev/proto/codec"
+	"skiff.dev/proto/deletion"
+	"skiff.dev/proto/patches"
 	"skiff.dev/proto/scheme"
-	"skiff.dev/proto/strategic"
-)
-
-// The finalizers Delete records from a propagation policy, as upstream.
-const (
-	finalizerOrphan     = "orphan"
-	finalizerForeground = "foregroundDeletion"
 )
 
 // randomSuffix is upstream's generateName suffix.
@@ -257,11 +250,7 @@ func (t *Tracker) updateLocked(k *scheme.Kind, obj scheme.Object, want string, s
 func (t *Tracker) write(k *scheme.Kind, key string, next, old scheme.Object, dryRun bool) scheme.Object {
 	nm := next.GetMetadata()
 	nm.ResourceVersion = old.GetMetadata().GetResourceVersion()
-	// As the apiserver's (upstream's shouldDeleteDuringUpdate): not while
-	// the object is in its grace period.
-	om := old.GetMetadata()
-	inGrace := om.DeletionGracePeriodSeconds != nil && *om.DeletionGracePeriodSeconds > 0
-	if om.GetDeletionTimestamp() != nil && len(nm.Finalizers) == 0 && !namespaceFinalizing(next) && !inGrace {
+	if deletion.DuringUpdate(next, old) {
 		if dryRun {
 			return clone(next)
 		}
@@ -291,7 +280,7 @@ func (t *Tracker) patch(k *scheme.Kind, ns, name, patchType string, patch []byte
 	default:
 		return nil, apierrors.NewNotFound(k.GroupResource()+"/"+subresource, name)
 	}
-	apply, err := patcher(k, patchType, patch)
+	apply, err := patches.Patcher(k, patchType, patch)
 	if err != nil {
 		return nil, err
 	}
@@ -329,37 +318,6 @@ func (t *Tracker) patch(k *scheme.Kind, ns, name, patchType string, patch []byte
 }
 
 // patcher checks a patch once and returns what applies it to a document.
-func patcher(k *scheme.Kind, patchType string, patch []byte) (func(doc []byte) ([]byte, error), error) {
-	isObject := func() error {
-		if !bytes.HasPrefix(bytes.TrimSpace(patch), []byte("{")) {
-			return apierrors.NewBadRequest(fmt.Sprintf("a %s patch must be a JSON object", patchType))
-		}
-		return nil
-	}
-	switch patchType {
-	case "", "merge", "application/merge-patch+json":
-		if err := isObject(); err != nil {
-			return nil, err
-		}
-		return func(doc []byte) ([]byte, error) { return jsonpatch.MergePatch(doc, patch) }, nil
-	case "strategic", "application/strategic-merge-patch+json":
-		if err := isObject(); err != nil {
-			return nil, err
-		}
-		if _, err := strategic.Schema(k); err != nil {
-			return nil, apierrors.New(apierrors.ReasonUnsupported, fmt.Sprintf("strategic merge patch is not supported for %s: use merge or json", k.GroupResource()), nil)
-		}
-		return func(doc []byte) ([]byte, error) { return strategic.Apply(k, doc, patch) }, nil
-	case "json", "application/json-patch+json":
-		p, err := jsonpatch.DecodePatch(patch)
-		if err != nil {
-			return nil, apierrors.NewBadRequest("the JSON patch is not a list of operations: " + err.Error())
-		}
-		return p.Apply, nil
-	}
-	return nil, apierrors.New(apierrors.ReasonUnsupported, fmt.Sprintf("patch type %q is not supported: use merge, strategic or json", patchType), nil)
-}
-
 type deleteOptions struct {
 	preconditions *apipb.Preconditions
 	grace         *int64
@@ -400,12 +358,7 @@ func (t *Tracker) delete(k *scheme.Kind, ns, name string, o deleteOptions) (sche
 	next := clone(cur)
 	nm := next.GetMetadata()
 	now := t.now()
-	switch o.policy {
-	case "Orphan":
-		nm.Finalizers = addFinalizer(removeFinalizer(nm.Finalizers, finalizerForeground), finalizerOrphan)
-	case "Foreground":
-		nm.Finalizers = addFinalizer(removeFinalizer(nm.Finalizers, finalizerOrphan), finalizerForeground)
-	}
+	nm.Finalizers = deletion.Propagate(nm.Finalizers, o.policy)
 	graceful := false
 	switch obj := next.(type) {
 	case *corev1.Namespace:
@@ -418,7 +371,7 @@ func (t *Tracker) delete(k *scheme.Kind, ns, name string, o deleteOptions) (sche
 	case *corev1.Pod:
 		// A pod a node runs gets its grace period: the kubelet stops it,
 		// then deletes it for good with grace 0.
-		if g := podGrace(obj, o.grace); g > 0 {
+		if g := deletion.PodGrace(obj, o.grace); g > 0 {
 			graceful = true
 			if nm.DeletionGracePeriodSeconds == nil || *nm.DeletionGracePeriodSeconds > g {
 				nm.DeletionTimestamp = metav1.NewTime(now.Add(time.Duration(g) * time.Second))
@@ -441,36 +394,6 @@ func (t *Tracker) delete(k *scheme.Kind, ns, name string, o deleteOptions) (sche
 		return next, nil
 	}
 	return t.remove(k, key, cur), nil
-}
-
-// podGrace is the grace period a pod deletion gets: none for a pod no node
-// runs (unscheduled or finished), else the request's or the pod's own.
-func podGrace(p *corev1.Pod, req *int64) int64 {
-	if p.GetSpec().GetNodeName() == "" {
-		return 0
-	}
-	switch p.GetStatus().GetPhase() {
-	case "Succeeded", "Failed":
-		return 0
-	}
-	if req != nil {
-		return *req
-	}
-	if g := p.GetSpec().TerminationGracePeriodSeconds; g != nil {
-		return *g
-	}
-	return 30
-}
-
-func addFinalizer(fs []string, f string) []string {
-	if slices.Contains(fs, f) {
-		return fs
-	}
-	return append(fs, f)
-}
-
-func removeFinalizer(fs []string, f string) []string {
-	return slices.DeleteFunc(fs, func(s string) bool { return s == f })
 }
 
 // bind sets a pod's spec.nodeName once, as the pods/binding subresource.

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/codec"
@@ -279,12 +278,6 @@ func clearField(m proto.Message, name protoreflect.Name) {
 	if fd := r.Descriptor().Fields().ByName(name); fd != nil {
 		r.Clear(fd)
 	}
-}
-
-// namespaceFinalizing: a namespace stays until its spec finalizers are gone too.
-func namespaceFinalizing(o scheme.Object) bool {
-	ns, ok := o.(*corev1.Namespace)
-	return ok && len(ns.GetSpec().GetFinalizers()) > 0
 }
 
 func parseRV(s string) (int64, error) {

@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -15,17 +14,18 @@ import (
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/apipb"
+	"skiff.dev/proto/deletion"
 	"skiff.dev/proto/scheme"
 )
 
 // Finalizers the garbage collector acts on, recorded by Delete from the
-// request's propagation policy, as upstream.
+// request's propagation policy, as upstream (the rules: proto/deletion).
 const (
-	FinalizerOrphan     = "orphan"
-	FinalizerForeground = "foregroundDeletion"
+	FinalizerOrphan     = deletion.FinalizerOrphan
+	FinalizerForeground = deletion.FinalizerForeground
 	// FinalizerNamespace is the spec finalizer the namespace controller removes
 	// once the namespace is empty.
-	FinalizerNamespace = "kubernetes"
+	FinalizerNamespace = deletion.FinalizerNamespace
 )
 
 // DeleteOptions are a delete request's knobs.
@@ -94,12 +94,7 @@ func (r *Registry) deleteOnce(ctx context.Context, res *resource, key, name stri
 	next := proto.Clone(obj).(scheme.Object)
 	nm := next.GetMetadata()
 	now := r.cfg.Now()
-	switch opts.PropagationPolicy {
-	case "Orphan":
-		nm.Finalizers = addFinalizer(removeFinalizer(nm.Finalizers, FinalizerForeground), FinalizerOrphan)
-	case "Foreground":
-		nm.Finalizers = addFinalizer(removeFinalizer(nm.Finalizers, FinalizerOrphan), FinalizerForeground)
-	}
+	nm.Finalizers = deletion.Propagate(nm.Finalizers, opts.PropagationPolicy)
 	graceful := false
 	switch o := next.(type) {
 	case *corev1.Namespace:
@@ -114,7 +109,7 @@ func (r *Registry) deleteOnce(ctx context.Context, res *resource, key, name stri
 	case *corev1.Pod:
 		// A pod running on a node is given its grace period: the kubelet
 		// stops it and then deletes it for good with grace 0.
-		if g := podGrace(o, opts.GracePeriodSeconds); g > 0 {
+		if g := deletion.PodGrace(o, opts.GracePeriodSeconds); g > 0 {
 			graceful = true
 			if nm.DeletionGracePeriodSeconds == nil || *nm.DeletionGracePeriodSeconds > g {
 				nm.DeletionTimestamp = metav1.NewTime(now.Add(time.Duration(g) * time.Second))
@@ -153,34 +148,4 @@ func (r *Registry) deleteOnce(ctx context.Context, res *resource, key, name stri
 		return nil, res.storageError(err, name)
 	}
 	return &watchcache.Object{Key: key, Namespace: cur.Namespace, Rev: rev, Msg: cur.Msg, Raw: cur.Raw}, nil
-}
-
-// podGrace is the grace period a pod deletion gets: none for a pod no node
-// runs (unscheduled or finished), else the request's or the pod's own.
-func podGrace(p *corev1.Pod, req *int64) int64 {
-	if p.GetSpec().GetNodeName() == "" {
-		return 0
-	}
-	switch p.GetStatus().GetPhase() {
-	case "Succeeded", "Failed":
-		return 0
-	}
-	if req != nil {
-		return *req
-	}
-	if g := p.GetSpec().TerminationGracePeriodSeconds; g != nil {
-		return *g
-	}
-	return 30
-}
-
-func addFinalizer(fs []string, f string) []string {
-	if slices.Contains(fs, f) {
-		return fs
-	}
-	return append(fs, f)
-}
-
-func removeFinalizer(fs []string, f string) []string {
-	return slices.DeleteFunc(fs, func(s string) bool { return s == f })
 }

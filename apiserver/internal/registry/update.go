@@ -1,13 +1,9 @@
 package registry
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"strconv"
 
-	jsonpatch "github.com/evanphx/json-patch/v5"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -19,8 +15,9 @@ import (
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/codec"
 	"skiff.dev/proto/defaults"
+	"skiff.dev/proto/deletion"
+	"skiff.dev/proto/patches"
 	"skiff.dev/proto/scheme"
-	"skiff.dev/proto/strategic"
 )
 
 // Update replaces an object. With metadata.resourceVersion set, the write
@@ -117,7 +114,7 @@ func (r *Registry) updateOnce(ctx context.Context, res *resource, key string, ob
 // last finalizer is gone. An unchanged object is not written, as upstream.
 func (r *Registry) write(ctx context.Context, res *resource, key string, next scheme.Object, old *watchcache.Object, dryRun bool) (*watchcache.Object, error) {
 	nm := next.GetMetadata()
-	if deleteDuringUpdate(next, old.Msg.(scheme.Object)) {
+	if deletion.DuringUpdate(next, old.Msg.(scheme.Object)) {
 		if dryRun {
 			return &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: old.Rev, Msg: next}, nil
 		}
@@ -246,7 +243,7 @@ func (r *Registry) Patch(ctx context.Context, k *scheme.Kind, ns, name, patchTyp
 	default:
 		return nil, apierrors.NewNotFound(k.GroupResource()+"/"+subresource, name)
 	}
-	apply, err := patcher(k, patchType, patch)
+	apply, err := patches.Patcher(k, patchType, patch)
 	if err != nil {
 		return nil, err
 	}
@@ -292,121 +289,4 @@ func (r *Registry) Patch(ctx context.Context, k *scheme.Kind, ns, name, patchTyp
 		}
 		return o, err
 	}
-}
-
-// Bounds on a patch's shape: merging costs time in the nesting depth of
-// both documents, and no object of ours nests anywhere near this deep.
-const (
-	maxPatchDepth = 100
-	maxPatchOps   = 10000 // upstream's bound on JSON patch operations
-)
-
-// patcher validates a patch once and returns the function that applies it
-// to a document.
-func patcher(k *scheme.Kind, patchType string, patch []byte) (func(doc []byte) ([]byte, error), error) {
-	// One pass checks the patch and says where it stops being JSON.
-	var valid json.RawMessage
-	if err := json.Unmarshal(patch, &valid); err != nil {
-		return nil, apierrors.NewBadRequest("the patch is not valid JSON: " + err.Error())
-	}
-	if d := jsonDepth(patch); d > maxPatchDepth {
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("the patch nests %d levels deep; at most %d are allowed", d, maxPatchDepth))
-	}
-	applyErr := func(err error) error {
-		return apierrors.NewBadRequest("the patch could not be applied: " + err.Error())
-	}
-	isObject := func(what string) error {
-		if !bytes.HasPrefix(bytes.TrimSpace(patch), []byte("{")) {
-			return apierrors.NewBadRequest(fmt.Sprintf("a %s patch must be a JSON object", what))
-		}
-		return nil
-	}
-	switch patchType {
-	case "", "merge", "application/merge-patch+json":
-		if err := isObject("merge"); err != nil {
-			return nil, err
-		}
-		return func(doc []byte) ([]byte, error) {
-			out, err := jsonpatch.MergePatch(doc, patch)
-			if err != nil {
-				return nil, applyErr(err)
-			}
-			return out, nil
-		}, nil
-	case "strategic", "application/strategic-merge-patch+json":
-		if err := isObject("strategic merge"); err != nil {
-			return nil, err
-		}
-		if _, err := strategic.Schema(k); err != nil {
-			return nil, apierrors.New(apierrors.ReasonUnsupported, fmt.Sprintf("strategic merge patch is not supported for %s: use merge or json", k.GroupResource()), nil)
-		}
-		return func(doc []byte) ([]byte, error) {
-			out, err := strategic.Apply(k, doc, patch)
-			if err != nil {
-				return nil, applyErr(err)
-			}
-			return out, nil
-		}, nil
-	case "json", "application/json-patch+json":
-		p, err := jsonpatch.DecodePatch(patch)
-		if err != nil {
-			return nil, apierrors.NewBadRequest("the JSON patch is not a list of operations: " + err.Error())
-		}
-		if len(p) > maxPatchOps {
-			return nil, apierrors.NewBadRequest(fmt.Sprintf("the JSON patch has %d operations; at most %d are allowed", len(p), maxPatchOps))
-		}
-		return func(doc []byte) ([]byte, error) {
-			out, err := p.Apply(doc)
-			if err != nil {
-				return nil, applyErr(err)
-			}
-			return out, nil
-		}, nil
-	}
-	return nil, apierrors.New(apierrors.ReasonUnsupported, fmt.Sprintf("patch type %q is not supported: use merge, strategic or json", patchType), nil)
-}
-
-// jsonDepth is the deepest nesting of objects and arrays in valid JSON.
-func jsonDepth(b []byte) int {
-	depth, deepest := 0, 0
-	inString, escaped := false, false
-	for _, c := range b {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-			deepest = max(deepest, depth)
-		case c == '}' || c == ']':
-			depth--
-		}
-	}
-	return deepest
-}
-
-// deleteDuringUpdate is upstream's shouldDeleteDuringUpdate: an update
-// that leaves no finalizer on an object being deleted removes it, unless
-// the object is still in its grace period (a pod the kubelet is stopping
-// writes its status meanwhile; the kubelet's final delete removes it).
-func deleteDuringUpdate(next, old scheme.Object) bool {
-	om := old.GetMetadata()
-	if len(next.GetMetadata().GetFinalizers()) > 0 || om.GetDeletionTimestamp() == nil || namespaceFinalizing(next) {
-		return false
-	}
-	return om.DeletionGracePeriodSeconds == nil || *om.DeletionGracePeriodSeconds == 0
-}
-
-// namespaceFinalizing: a namespace stays until its spec finalizers are gone too.
-func namespaceFinalizing(obj scheme.Object) bool {
-	ns, ok := obj.(*corev1.Namespace)
-	return ok && len(ns.GetSpec().GetFinalizers()) > 0
 }
