@@ -87,6 +87,9 @@ func NewRegistry() *prometheus.Registry {
 type Server struct {
 	Addr     string
 	Registry *prometheus.Registry
+	// Gatherer, if set, is what /metrics serves instead of Registry (a
+	// process that merges several registries: hollow nodes).
+	Gatherer prometheus.Gatherer
 	// Profiling serves /debug/pprof/ (upstream's --profiling). The endpoint
 	// has no authentication, so anyone who reaches it could profile the
 	// process or read its command line.
@@ -105,7 +108,10 @@ type Server struct {
 // Handler is the endpoint's mux.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	if s.Registry != nil {
+	switch {
+	case s.Gatherer != nil:
+		mux.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+	case s.Registry != nil:
 		mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
 	}
 	ok := func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -248,5 +249,21 @@ func TestSignalContext(t *testing.T) {
 	case <-ctx.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("context not cancelled by SIGTERM")
+	}
+}
+
+// A Gatherer, when set, is what /metrics serves: several registries merged.
+func TestMetricsFromAGatherer(t *testing.T) {
+	a, b := prometheus.NewRegistry(), prometheus.NewRegistry()
+	for i, r := range []*prometheus.Registry{a, b} {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: fmt.Sprintf("skiff_test_%d_total", i), Help: "test"})
+		r.MustRegister(c)
+		c.Inc()
+	}
+	srv := httptest.NewServer((&Server{Gatherer: prometheus.Gatherers{a, b}}).Handler())
+	defer srv.Close()
+	code, body := get(t, srv.URL+"/metrics")
+	if code != 200 || !strings.Contains(body, "skiff_test_0_total 1") || !strings.Contains(body, "skiff_test_1_total 1") {
+		t.Errorf("/metrics = %d, want both registries' counters:\n%s", code, body)
 	}
 }

@@ -2,18 +2,12 @@ package hollow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -62,13 +56,9 @@ func (l labelled) Gather() ([]*dto.MetricFamily, error) {
 	return mfs, err
 }
 
-// serveMetrics serves the process's and the nodes' metrics and the nodes'
-// health on addr until ctx ends. component.Server takes one registry, so
-// only /metrics is served here and the rest by its handler.
+// serveMetrics serves the process's and the nodes' metrics, and the
+// nodes' health, on addr until ctx ends.
 func serveMetrics(ctx context.Context, addr string, n *Nodes, log *slog.Logger) error {
-	proc := prometheus.NewRegistry()
-	proc.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	health := n.HealthChecks()
 	ready := map[string]func(context.Context) error{"registered": func(context.Context) error {
 		var missing []string
 		for _, nd := range n.nodes {
@@ -81,26 +71,7 @@ func serveMetrics(ctx context.Context, addr string, n *Nodes, log *slog.Logger) 
 		}
 		return nil
 	}}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{proc, n.Gatherer()}, promhttp.HandlerOpts{}))
-	mux.Handle("/", (&component.Server{Health: health, Ready: ready}).Handler())
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("serving metrics and health", "address", l.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	s := &component.Server{Addr: addr, Gatherer: prometheus.Gatherers{component.NewRegistry(), n.Gatherer()},
+		Health: n.HealthChecks(), Ready: ready, Logger: log}
+	return s.Start(ctx)
 }
