@@ -383,7 +383,9 @@ func TestScaleDownDeletesByRank(t *testing.T) {
 		ownedPod("ready-old", rs, rsKind, ready, onNode("n1"), created(48*time.Hour)),
 		ownedPod("ready-crowded", rs, rsKind, ready, onNode("n2"), created(48*time.Hour)),
 		ownedPod("ready-crowded-2", rs, rsKind, ready, onNode("n2"), created(48*time.Hour)),
-		ownedPod("not-ready", rs, rsKind, notReady(), onNode("n1")),
+		// Not on n1: n1 must hold fewer active pods than n2, or the two
+		// nodes tie and either ready pod may go.
+		ownedPod("not-ready", rs, rsKind, notReady(), onNode("n3")),
 		ownedPod("pending", rs, rsKind, phase("Pending"), onNode("n3")),
 	}
 	f := newFixture(t, false, objs...)
