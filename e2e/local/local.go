@@ -67,6 +67,9 @@ type Cluster struct {
 	IPForwardWas string `json:"ipForwardWas,omitempty"`
 	// MadeRunNetns says /run/netns was no mount point before the nodes.
 	MadeRunNetns bool `json:"madeRunNetns,omitempty"`
+	// opts are Up's, for RestartKubelet: only a cluster this process
+	// started can start its components again.
+	opts Options
 }
 
 // Kubeconfig is the admin client config of the cluster.
@@ -171,7 +174,7 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, Port: port}
+	c := &Cluster{Dir: dir, Port: port, opts: o}
 	if err := c.setupNodes(o, port); err != nil {
 		if derr := c.Down(); derr != nil {
 			err = fmt.Errorf("%w (and tearing down: %v)", err, derr)
@@ -358,13 +361,28 @@ func (c *Cluster) Down() error {
 	return err
 }
 
+// Stop stops the control-plane component called name (tests of what must
+// run without it); Down later skips it.
+func (c *Cluster) Stop(name string) error {
+	for _, p := range c.Processes {
+		if p.Name == name {
+			stop(p, 10*time.Second)
+			return nil
+		}
+	}
+	return fmt.Errorf("no component %q in the cluster", name)
+}
+
 func stop(p *Process, grace time.Duration) {
 	_ = syscall.Kill(p.PID, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
 		if p.exited != nil {
 			select {
-			case <-p.exited:
+			case err := <-p.exited:
+				// Put back for the next stop or Wait: a process is
+				// stopped once, however often it is asked.
+				p.exited <- err
 				return
 			case <-time.After(50 * time.Millisecond):
 			}

@@ -221,21 +221,43 @@ func (c *Cluster) startNodes(ctx context.Context, o Options) error {
 		if err := os.MkdirAll(filepath.Join(n.Dir, "manifests"), 0o755); err != nil {
 			return err
 		}
-		p, err := start(o, Component{Name: "skiff-kubelet-" + n.Name, Binary: "nsenter",
-			Args: append([]string{"--net=" + n.NetNS(), "--mount=" + n.MountNS(), "--", kubelet}, kubeletArgs(o, n)...)})
-		if err != nil {
+		if err := c.startKubelet(ctx, o, n); err != nil {
 			return err
 		}
-		n.Kubelet = p
-		if err := c.save(); err != nil {
-			return err
-		}
-		if err := waitReady(ctx, p, "http://"+kubeletMetrics(n)+"/healthz", 30*time.Second); err != nil {
-			return fmt.Errorf("%s: skiff-kubelet: %w\n%s", n.Name, err, tail(p.Log, 20))
-		}
-		fmt.Fprintf(o.Log, "%s: skiff-kubelet ready (pid %d, log %s)\n", n.Name, p.PID, p.Log)
 	}
 	return c.routePodCIDRs(ctx, o, 30*time.Second)
+}
+
+// startKubelet starts n's kubelet inside the node and waits for its
+// /healthz, which needs no apiserver.
+func (c *Cluster) startKubelet(ctx context.Context, o Options, n *Node) error {
+	kubelet := filepath.Join(o.BinDir, "skiff-kubelet")
+	p, err := start(o, Component{Name: "skiff-kubelet-" + n.Name, Binary: "nsenter",
+		Args: append([]string{"--net=" + n.NetNS(), "--mount=" + n.MountNS(), "--", kubelet}, kubeletArgs(o, n)...)})
+	if err != nil {
+		return err
+	}
+	n.Kubelet = p
+	if err := c.save(); err != nil {
+		return err
+	}
+	if err := waitReady(ctx, p, "http://"+kubeletMetrics(n)+"/healthz", 30*time.Second); err != nil {
+		return fmt.Errorf("%s: skiff-kubelet: %w\n%s", n.Name, err, tail(p.Log, 20))
+	}
+	fmt.Fprintf(o.Log, "%s: skiff-kubelet ready (pid %d, log %s)\n", n.Name, p.PID, p.Log)
+	return nil
+}
+
+// RestartKubelet stops n's kubelet and starts it again with the same
+// flags, as a reboot of the node's agent would.
+func (c *Cluster) RestartKubelet(ctx context.Context, n *Node) error {
+	if c.opts.BinDir == "" {
+		return errors.New("RestartKubelet: the cluster was not started by this process")
+	}
+	if n.Kubelet != nil {
+		stop(n.Kubelet, 10*time.Second)
+	}
+	return c.startKubelet(ctx, c.opts, n)
 }
 
 // routePodCIDRs waits until every node has registered and been given its

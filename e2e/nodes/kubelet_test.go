@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"skiff.dev/client"
 	"skiff.dev/client/config"
 	"skiff.dev/e2e/local"
@@ -513,5 +515,48 @@ func TestKubeletRunsPods(t *testing.T) {
 			ready, _, where := onDead()
 			return tainted && ready == 2 && where[dead.Name] == 0, fmt.Sprintf("tainted %v, ready pods by node %v", tainted, where)
 		})
+	})
+
+	// After the last: it stops the apiserver. A kubelet that starts while
+	// no apiserver answers still runs its static pods (how a control plane
+	// of static pods comes up at all).
+	t.Run("with no apiserver, a restarted kubelet runs a static pod", func(t *testing.T) {
+		n := c.Nodes[0]
+		if err := c.Stop("skiff-apiserver"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RestartKubelet(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		manifest := "apiVersion: v1\nkind: Pod\nmetadata: {name: offline, namespace: kube-system}\nspec:\n  containers:\n  - name: web\n    image: " + agnhostImage +
+			"\n    args: [netexec, --http-port=8080, --udp-port=-1]\n"
+		if err := os.WriteFile(filepath.Join(n.Dir, "manifests", "offline.yaml"), []byte(manifest), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rt := criClient(t, n)
+		name := "offline-" + n.Name
+		var ip string
+		eventually(t, 60*time.Second, "the static pod's container running on "+n.Name, func() (bool, string) {
+			sbs, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+				State:         &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY},
+				LabelSelector: map[string]string{"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": "kube-system"}}})
+			if err != nil || len(sbs.Items) == 0 {
+				return false, fmt.Sprint("no ready sandbox: ", err)
+			}
+			ctrs, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+				PodSandboxId: sbs.Items[0].Id, State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}}})
+			if err != nil || len(ctrs.Containers) == 0 {
+				return false, fmt.Sprint("no running container: ", err)
+			}
+			st, err := rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sbs.Items[0].Id})
+			if err != nil {
+				return false, err.Error()
+			}
+			ip = st.GetStatus().GetNetwork().GetIp()
+			return ip != "", "no IP"
+		})
+		if body, err := podGet(ip, "/hostname"); err != nil || body != name {
+			t.Errorf("the static pod answers /hostname %q (%v), want %s", body, err, name)
+		}
 	})
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/apimachinery/pkg/labels"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -282,5 +284,81 @@ func TestTarballImageNames(t *testing.T) {
 	writeTar(t, bad, map[string][]byte{"manifest.json": []byte("{")})
 	if _, err := tarballImageNames(bad); err == nil || !strings.Contains(err.Error(), "manifest.json") {
 		t.Errorf("bad manifest: %v", err)
+	}
+}
+
+// A static pod runs with no apiserver at all (upstream's promise that a
+// control plane can be bootstrapped from static pods): the Node is
+// computed locally for admission, and API pods' dependencies (Services)
+// are not waited for.
+func TestStaticPodRunsWithoutAPIServer(t *testing.T) {
+	// Port 1 on loopback: every call fails at once with Unavailable.
+	cc, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	rt := cri.NewFake()
+	rt.FakeStatus = &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
+		{Type: runtimeapi.RuntimeReady, Status: true}, {Type: runtimeapi.NetworkReady, Status: true}}}
+	rt.SetFakeImages([]string{"skiff.local/pause:3.10", "skiff.local/agnhost:2.53"})
+
+	o := NewOptions()
+	o.RootDir, o.CNIConfDir, o.CNIBinDir, o.PodManifestPath = t.TempDir(), t.TempDir(), fakePlugins(t), t.TempDir()
+	o.NodeIPs = []string{"10.0.0.5"}
+	manifest := `apiVersion: v1
+kind: Pod
+metadata:
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - name: etcd
+    image: skiff.local/agnhost:2.53
+    imagePullPolicy: Never
+    resources:
+      requests:
+        cpu: 100m
+        memory: 64Mi
+`
+	if err := os.WriteFile(filepath.Join(o.PodManifestPath, "etcd.yaml"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k, err := New(Config{Options: *o, NodeName: "node-1", Client: client.New(cc), Runtime: rt,
+		Machine: func() (*nodestatus.Machine, error) {
+			return &nodestatus.Machine{NumCores: 2, MemoryBytes: 4 << 30, EphemeralStorageBytes: 20 << 30}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- k.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	poll(t, "the static pod's container running", func() bool {
+		rt.FakeRuntimeService.Lock()
+		defer rt.FakeRuntimeService.Unlock()
+		for _, c := range rt.Containers {
+			if c.Metadata.GetName() == "etcd" && c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				return true
+			}
+		}
+		return false
+	})
+	rt.FakeRuntimeService.Lock()
+	for _, sb := range rt.Sandboxes {
+		if sb.Metadata.GetName() != "etcd-node-1" || sb.Metadata.GetNamespace() != "kube-system" {
+			t.Errorf("sandbox %v, want kube-system/etcd-node-1", sb.Metadata)
+		}
+	}
+	rt.FakeRuntimeService.Unlock()
+	if k.Node() != nil {
+		t.Errorf("a Node from the API while there is none: %v", k.Node())
 	}
 }

@@ -203,8 +203,10 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	if k.workers != nil {
 		g.Go("pods", func(ctx context.Context) error {
 			// Sandboxes need the pause image the preload brings, and
-			// admission the registered Node's allocatable.
-			for _, ch := range []<-chan struct{}{preloaded, k.status.Registered()} {
+			// admission the Node's allocatable: the registered Node's, or
+			// the one computed locally while the apiserver is away, so
+			// static pods run without it.
+			for _, ch := range []<-chan struct{}{preloaded, k.status.Known()} {
 				select {
 				case <-ch:
 				case <-ctx.Done():

@@ -45,11 +45,10 @@ type podParts struct {
 // pod workers; the prober stops with them.
 func (p *podParts) Run(ctx context.Context) error {
 	defer p.prober.Close()
+	// Not waited for: static pods must start without an apiserver; the
+	// environment of API pods waits for the Services instead (see env).
 	p.services.Start(ctx)
 	defer p.services.Shutdown()
-	if !p.services.WaitForCacheSync(ctx) {
-		return nil
-	}
 	if p.static != nil {
 		done := make(chan struct{})
 		go func() { defer close(done); _ = p.static.Run(ctx) }()
@@ -79,8 +78,16 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		}
 	}
 	services := informers.NewFactory(c, informers.Options{Logger: k.log})
-	svcLister := informers.For[*corev1.Service](services).Lister()
+	svcs := informers.For[*corev1.Service](services)
+	svcLister := svcs.Lister()
 	env := func(pod *corev1.Pod, ctr *corev1.Container) ([]*runtimeapi.KeyValue, error) {
+		// Upstream's rule: a pod from the API means the apiserver answers,
+		// so its containers wait for the Services to be read once rather
+		// than start without KUBERNETES_SERVICE_HOST; a static pod may run
+		// with no apiserver at all, and does not wait.
+		if !staticpods.IsStaticPod(pod) && !svcs.Informer().HasSynced() {
+			return nil, errors.New("services have not yet been read at least once, cannot construct envvars")
+		}
 		src := envvars.Sources{ConfigMap: configMap, Secret: secret, Services: svcLister.List(labels.Everything()),
 			NodeName: k.nodeName, HostIPs: hostIPs,
 			PodIP: pod.GetStatus().GetPodIP(),
@@ -112,10 +119,9 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 	}
 	var m *pods.Manager
 	admit := func(pod *corev1.Pod) (bool, string, string) {
-		node := k.Node()
-		if node == nil {
-			return false, "NodeNotRegistered", "the node is not registered yet"
-		}
+		// Registered or not: the pods workers start only once the
+		// node is known (Run).
+		node := k.status.NodeAnyway()
 		var others []*corev1.Pod
 		// The manager's pods: the lister holds a static pod's mirror, which
 		// would count the pod against itself.

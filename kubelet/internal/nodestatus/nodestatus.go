@@ -91,6 +91,11 @@ type Manager struct {
 	node       *corev1.Node // newest known
 	lastReport time.Time    // last status write
 	lease      *coordinationv1.Lease
+	// local is the Node as this kubelet computes it before it has one
+	// from the API (upstream's initialNode): static pods are admitted
+	// against it while the apiserver is unreachable.
+	local      *corev1.Node
+	known      chan struct{} // closed once local is set
 	registered chan struct{}
 }
 
@@ -118,7 +123,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Recorder = &record.FakeRecorder{}
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, nodes: client.For[*corev1.Node](cfg.Client, ""),
-		registered: make(chan struct{})}
+		known: make(chan struct{}), registered: make(chan struct{})}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -150,9 +155,25 @@ func (m *Manager) Node() *corev1.Node {
 	return m.node
 }
 
-// Registered is closed once the node is registered: pods are admitted
-// against its allocatable only after.
+// Registered is closed once the node is registered.
 func (m *Manager) Registered() <-chan struct{} { return m.registered }
+
+// Known is closed once NodeAnyway has a Node to return: the machine and
+// the runtime have been read, registered or not.
+func (m *Manager) Known() <-chan struct{} { return m.known }
+
+// NodeAnyway is upstream's getNodeAnyWay: the Node from the API when there
+// is one, else the one computed locally at start, so that pods (static
+// pods above all) are admitted without an apiserver. Nil before Known.
+// Callers must not modify it.
+func (m *Manager) NodeAnyway() *corev1.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.node != nil {
+		return m.node
+	}
+	return m.local
+}
 
 // observe keeps n if it is newer than what is known.
 func (m *Manager) observe(n *corev1.Node) {
@@ -188,6 +209,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err := m.loadMachine(); err != nil {
 		return err
 	}
+	m.computeLocal(ctx)
 
 	// Upstream's registration backoff: 100 ms doubling to 7 s.
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 7*time.Second) {
@@ -281,6 +303,23 @@ func (m *Manager) observeNode(ctx context.Context) observed {
 	return o
 }
 
+// computeLocal computes the local Node the first time it is called and
+// returns it.
+func (m *Manager) computeLocal(ctx context.Context) *corev1.Node {
+	m.mu.Lock()
+	local := m.local
+	m.mu.Unlock()
+	if local != nil {
+		return local
+	}
+	local = m.initialNode(m.observeNode(ctx))
+	m.mu.Lock()
+	m.local = local
+	m.mu.Unlock()
+	close(m.known)
+	return local
+}
+
 // initialNode is upstream's initialNode: labels, the attach/detach
 // annotation and a full status.
 func (m *Manager) initialNode(o observed) *corev1.Node {
@@ -297,7 +336,11 @@ func (m *Manager) initialNode(o observed) *corev1.Node {
 // when it exists reconcile the labels the kubelet owns on it.
 func (m *Manager) register(ctx context.Context) error {
 	o := m.observeNode(ctx)
-	n, err := m.nodes.Create(ctx, m.initialNode(o))
+	// From the local Node, so its conditions keep the transitions (and
+	// the events) they had when it was computed.
+	initial := proto.Clone(m.computeLocal(ctx)).(*corev1.Node)
+	m.setStatus(initial, o)
+	n, err := m.nodes.Create(ctx, initial)
 	if err == nil {
 		m.mu.Lock()
 		m.lastReport = o.now

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"google.golang.org/protobuf/proto"
 
 	corev1 "skiff.dev/proto/api/core/v1"
@@ -22,9 +23,14 @@ import (
 	"skiff.dev/proto/defaults"
 )
 
-// DefaultPeriod is upstream's fileCheckFrequency: without inotify the
-// manifests are re-read this often.
+// DefaultPeriod is upstream's fileCheckFrequency: the manifests are
+// re-read this often, whatever inotify says.
 const DefaultPeriod = 20 * time.Second
+
+// settleDelay is how long a burst of inotify events (an editor's write,
+// rename and chmod) is left to settle before the manifests are read, so
+// that a file caught half-written does not stop its pod.
+const settleDelay = 100 * time.Millisecond
 
 // Source reads the static pods of --pod-manifest-path, a directory of
 // manifests or a single one, at start and every Period, and sends the whole
@@ -71,18 +77,103 @@ func NewSource(path, nodeName string, o Options) *Source {
 // reader skips sets that were already replaced.
 func (s *Source) Updates() <-chan []*corev1.Pod { return s.updates }
 
-// Run reads the manifests now and every period until ctx ends.
+// Run reads the manifests now, on every inotify event under the path
+// (upstream's file_linux.go: a new manifest starts its pod at once), and
+// every period until ctx ends.
 func (s *Source) Run(ctx context.Context) error {
+	w := s.newWatch()
+	defer w.close()
 	s.poll()
 	t := time.NewTicker(s.period)
 	defer t.Stop()
+	var settle <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-w.changed:
+			if settle == nil {
+				settle = time.After(settleDelay)
+			}
+		case <-settle:
+			settle = nil
+			w.add(s.path)
+			s.poll()
 		case <-t.C:
+			w.add(s.path)
 			s.poll()
 		}
+	}
+}
+
+// watch is the inotify side of a Source; without inotify (or before the
+// path exists) changed never fires and the period alone applies.
+type watch struct {
+	w       *fsnotify.Watcher
+	log     *slog.Logger
+	watched string
+	changed chan struct{}
+}
+
+func (s *Source) newWatch() *watch {
+	w := &watch{log: s.log, changed: make(chan struct{}, 1)}
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Info("No inotify for the static pod path; reading it every period", "period", s.period, "err", err)
+		return w
+	}
+	w.w = fw
+	go func() {
+		for {
+			select {
+			case _, ok := <-fw.Events:
+				if !ok {
+					return
+				}
+				select {
+				case w.changed <- struct{}{}:
+				default:
+				}
+			case err, ok := <-fw.Errors:
+				if !ok {
+					return
+				}
+				s.log.Info("inotify on the static pod path", "err", err)
+			}
+		}
+	}()
+	w.add(s.path)
+	return w
+}
+
+// add watches path's directory, or the directory holding path when it is
+// one file (an editor replaces a file by renaming over it, which a watch
+// on the file itself would not survive). Events of other files there are
+// harmless: a read that finds no change sends nothing.
+func (w *watch) add(path string) {
+	if w.w == nil {
+		return
+	}
+	dir := path
+	if fi, err := os.Stat(path); err != nil || !fi.IsDir() {
+		dir = filepath.Dir(path)
+	}
+	if dir == w.watched {
+		return
+	}
+	if err := w.w.Add(dir); err != nil {
+		w.log.Debug("inotify on the static pod path", "dir", dir, "err", err)
+		return
+	}
+	if w.watched != "" {
+		_ = w.w.Remove(w.watched)
+	}
+	w.watched = dir
+}
+
+func (w *watch) close() {
+	if w.w != nil {
+		_ = w.w.Close()
 	}
 }
 

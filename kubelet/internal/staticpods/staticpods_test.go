@@ -248,3 +248,47 @@ func TestMirrorPod(t *testing.T) {
 		t.Error("a mirror of another hash matched")
 	}
 }
+
+// Inotify: with an hour between reads, a new manifest, a manifest renamed
+// over (as editors save) and a removed one are all seen at once.
+func TestSourceSeesChangesAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	s := NewSource(dir, "n", Options{Period: time.Hour})
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	next := func(what string) []*corev1.Pod {
+		t.Helper()
+		select {
+		case got := <-s.Updates():
+			return got
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s was not seen", what)
+			return nil
+		}
+	}
+	if first := next("the empty directory"); len(first) != 0 {
+		t.Fatalf("first set %v", names(first))
+	}
+	write(t, dir, "web.yaml", web)
+	added := next("a new manifest")
+	if len(added) != 1 || added[0].Metadata.Name != "web-n" {
+		t.Fatalf("after a new manifest: %v", names(added))
+	}
+	// Dot files are no manifests: the editor's temporary file is ignored.
+	tmp := write(t, dir, ".web.yaml.swp", web+"    env: [{name: A, value: b}]\n")
+	if err := os.Rename(tmp, filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	edited := next("a manifest renamed over")
+	if len(edited) != 1 || edited[0].Metadata.Uid == added[0].Metadata.Uid {
+		t.Fatalf("after an edit: %v", names(edited))
+	}
+	if err := os.Remove(filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if gone := next("a removed manifest"); len(gone) != 0 {
+		t.Fatalf("after removal: %v", names(gone))
+	}
+}
