@@ -47,6 +47,10 @@ func Start(t testing.TB, mutate ...func(*app.Options)) *Server {
 	// "default" service accounts here, so the ServiceAccount plugin would
 	// refuse every pod. Tests of it turn it back on.
 	o.DisableAdmissionPlugins = []string{"ServiceAccount"}
+	// The kubernetes Service's endpoint: no pod dials it here, and a fixed
+	// address keeps tests off the host's interfaces (a sandbox may have
+	// none but loopback, which the apiserver refuses).
+	o.AdvertiseAddress = "192.0.2.1"
 	for _, m := range mutate {
 		m(&o)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"skiff.dev/apiserver/internal/serviceaccount"
+	"skiff.dev/apiserver/internal/servicealloc"
 )
 
 // Options are skiff-apiserver's flags (upstream's names where upstream has one).
@@ -53,6 +55,20 @@ type Options struct {
 	// DefaultTolerationSeconds' defaults, upstream's flags.
 	DefaultNotReadyTolerationSeconds    int64
 	DefaultUnreachableTolerationSeconds int64
+	// Services, upstream's flags: the ranges cluster IPs and node ports are
+	// drawn from, and where pods reach this apiserver.
+	ServiceClusterIPRange  string
+	ServiceNodePortRange   string
+	AdvertiseAddress       string
+	EndpointReconcilerType string
+	// EndpointLeaseTTL and EndpointReconcileInterval time the kubernetes
+	// Service's endpoints: how long a stopped apiserver stays listed, how
+	// often a live one says it is.
+	EndpointLeaseTTL          time.Duration
+	EndpointReconcileInterval time.Duration
+	// ServiceAllocationRepairInterval is how often the cluster IP and node
+	// port allocations are checked against the Services (upstream: 3m).
+	ServiceAllocationRepairInterval time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -70,6 +86,13 @@ func NewOptions() *Options {
 
 		DefaultNotReadyTolerationSeconds:    300,
 		DefaultUnreachableTolerationSeconds: 300,
+
+		ServiceClusterIPRange:           "10.96.0.0/12",
+		ServiceNodePortRange:            "30000-32767",
+		EndpointReconcilerType:          "lease",
+		EndpointLeaseTTL:                15 * time.Second,
+		EndpointReconcileInterval:       5 * time.Second,
+		ServiceAllocationRepairInterval: 3 * time.Minute,
 	}
 }
 
@@ -109,6 +132,20 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "Log verbosity (0 info, 1+ debug).")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "How long SIGTERM waits for in-flight requests.")
 	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "Serve /debug/pprof/ on the metrics address. Off by default: that address is plain HTTP with no authentication.")
+	fs.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", o.ServiceClusterIPRange,
+		"A CIDR notation IP range from which to assign service cluster IPs, or two of different IP families, comma separated, for dual-stack (the first is the default family). At most 2^20 addresses each.")
+	fs.StringVar(&o.ServiceNodePortRange, "service-node-port-range", o.ServiceNodePortRange,
+		"A port range to reserve for services with NodePort visibility, inclusive at both ends: 30000-32767 or 30000+2767.")
+	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress,
+		"The IP address on which to advertise the apiserver to members of the cluster (the kubernetes Service's endpoints); must be reachable by pods. Empty: --bind-address when it is one non-loopback address, else the host's default interface.")
+	fs.StringVar(&o.EndpointReconcilerType, "endpoint-reconciler-type", o.EndpointReconcilerType,
+		"How the kubernetes Service's endpoints are kept: lease (the only type).")
+	fs.DurationVar(&o.EndpointLeaseTTL, "endpoint-lease-ttl", o.EndpointLeaseTTL,
+		"How long a stopped apiserver stays among the kubernetes Service's endpoints (its etcd lease).")
+	fs.DurationVar(&o.EndpointReconcileInterval, "endpoint-reconcile-interval", o.EndpointReconcileInterval,
+		"How often an apiserver renews its endpoint lease and reconciles the kubernetes Service's endpoints; below --endpoint-lease-ttl.")
+	fs.DurationVar(&o.ServiceAllocationRepairInterval, "service-allocation-repair-interval", o.ServiceAllocationRepairInterval,
+		"How often cluster IP and node port allocations are checked against the Services, and leaks, gaps and duplicates repaired or reported.")
 }
 
 // Validate reports every bad flag at once.
@@ -152,7 +189,45 @@ func (o *Options) Validate() error {
 	if o.LogFormat != "text" && o.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("--log-format: %q is not text or json", o.LogFormat))
 	}
+	if _, err := o.serviceRanges(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := o.nodePortRange(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.AdvertiseAddress != "" {
+		if a, err := netip.ParseAddr(o.AdvertiseAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--advertise-address: %q is not an IP address", o.AdvertiseAddress))
+		} else if err := checkAdvertise(a.Unmap()); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if o.EndpointReconcilerType != "lease" {
+		errs = append(errs, fmt.Errorf("--endpoint-reconciler-type: %q is not supported (supported: lease)", o.EndpointReconcilerType))
+	}
+	if o.EndpointReconcileInterval <= 0 || o.EndpointLeaseTTL <= o.EndpointReconcileInterval {
+		errs = append(errs, fmt.Errorf("--endpoint-reconcile-interval: %v must be positive and below --endpoint-lease-ttl (%v)", o.EndpointReconcileInterval, o.EndpointLeaseTTL))
+	}
+	if o.ServiceAllocationRepairInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--service-allocation-repair-interval: %v must be positive", o.ServiceAllocationRepairInterval))
+	}
 	return errors.Join(errs...)
+}
+
+func (o *Options) serviceRanges() ([]servicealloc.IPRange, error) {
+	r, err := servicealloc.ParseIPRanges(strings.Split(o.ServiceClusterIPRange, ","))
+	if err != nil {
+		return nil, fmt.Errorf("--service-cluster-ip-range: %w", err)
+	}
+	return r, nil
+}
+
+func (o *Options) nodePortRange() (servicealloc.PortRange, error) {
+	r, err := servicealloc.ParsePortRange(o.ServiceNodePortRange)
+	if err != nil {
+		return r, fmt.Errorf("--service-node-port-range: %w", err)
+	}
+	return r, nil
 }
 
 // apiAudiences are --api-audiences, else the signing issuer, as upstream.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,14 +30,18 @@ import (
 	saadmission "skiff.dev/apiserver/internal/admission/serviceaccount"
 	"skiff.dev/apiserver/internal/etcd"
 	"skiff.dev/apiserver/internal/kubeletclient"
+	"skiff.dev/apiserver/internal/kubernetesservice"
 	"skiff.dev/apiserver/internal/pki"
 	"skiff.dev/apiserver/internal/registry"
 	"skiff.dev/apiserver/internal/server"
 	"skiff.dev/apiserver/internal/serviceaccount"
+	"skiff.dev/apiserver/internal/servicealloc"
 	"skiff.dev/apiserver/internal/storage"
+	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/client/component"
 	"skiff.dev/client/config"
 	"skiff.dev/proto/apipb"
+	"skiff.dev/proto/scheme"
 )
 
 // Server is a running apiserver.
@@ -56,6 +61,9 @@ type Server struct {
 	etcdCli  *clientv3.Client
 	etcd     *etcd.Server
 	bundle   *pki.Bundle
+	alloc    *servicealloc.Allocator
+	// advertise is where pods reach this apiserver (--advertise-address).
+	advertise netip.Addr
 
 	closeOnce sync.Once
 }
@@ -124,8 +132,20 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 		}
 	}
 	chain := admission.NewChain(s.Registry, plugins...)
+	ranges, _ := o.serviceRanges() // Validate saw to both
+	ports, _ := o.nodePortRange()
+	if s.advertise, err = o.advertiseAddress(realHost); err != nil {
+		return nil, err
+	}
+	if err := checkAdvertise(s.advertise); err != nil {
+		return nil, err
+	}
+	s.alloc = servicealloc.New(servicealloc.Config{Store: s.store, IPRanges: ranges, NodePorts: ports,
+		Registerer: s.Registry, Logger: log.With("component", "service-allocator")})
 	s.reg = registry.New(registry.Config{Store: s.store, Admission: chain, Logger: log, Registerer: s.Registry,
-		Tokens: &registry.TokenIssuer{Issuer: issuer, APIAudiences: o.apiAudiences()}})
+		Tokens:     &registry.TokenIssuer{Issuer: issuer, APIAudiences: o.apiAudiences()},
+		SideKeys:   map[*scheme.Kind]registry.SideKeys{serviceKind: s.alloc},
+		Validation: validation.Options{NodePortMin: int32(ports.Base), NodePortMax: int32(ports.Last())}})
 	saPlugin.SetServiceAccountGetter(s.reg)
 	tokens, err := serviceaccount.NewAuthenticator(o.ServiceAccountIssuers, verifyKeys, s.reg)
 	if err != nil {
@@ -159,6 +179,8 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 	}
 	return s, nil
 }
+
+var serviceKind, _ = scheme.ForResource("", "services")
 
 // admissionPlugins are the default-on plugins, in upstream's order.
 var admissionPlugins = []string{namespacelifecycle.PluginName, saadmission.PluginName, defaulttolerationseconds.PluginName}
@@ -219,6 +241,7 @@ func (s *Server) Start(ctx context.Context) error {
 	defer s.Close()
 	g, _ := component.NewGroup(ctx)
 	g.Go("registry", s.reg.Start)
+	g.Go("service allocations", s.alloc.Start)
 	g.Go("compactor", func(ctx context.Context) error {
 		return s.store.RunCompactor(ctx, s.opts.EtcdCompactionInterval, s.log)
 	})
@@ -247,6 +270,16 @@ func (s *Server) Start(ctx context.Context) error {
 		if err := s.writeAdminConfig(); err != nil {
 			return fmt.Errorf("writing %s: %w", s.AdminConfig(), err)
 		}
+		// The bootstrap controllers write through the registry, so they
+		// start once its caches are filled.
+		repair := &servicealloc.Repair{Store: s.store, Allocator: s.alloc, Events: s.reg,
+			Interval: s.opts.ServiceAllocationRepairInterval, Logger: s.log.With("component", "service-allocation-repair")}
+		g.Go("service allocation repair", repair.Start)
+		kube := kubernetesservice.New(kubernetesservice.Config{Registry: s.reg, Store: s.store,
+			ServiceIP: s.alloc.KubernetesServiceIP(), PublicIP: s.advertise, PublicPort: int32(s.listener.Addr().(*net.TCPAddr).Port),
+			LeaseTTL: s.opts.EndpointLeaseTTL, Interval: s.opts.EndpointReconcileInterval,
+			Logger: s.log.With("component", "kubernetes-service")})
+		g.Go("kubernetes service", kube.Start)
 		s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 		close(s.ready)
 		s.log.Info("skiff-apiserver ready", "address", s.Addr().String(), "admin-config", s.AdminConfig())

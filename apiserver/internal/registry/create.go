@@ -43,19 +43,28 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 		return nil, res.invalid(m, field.Required(field.NewPath("metadata", "name"), "name or generateName is required"))
 	}
 	res.prepareForCreate(obj, r.cfg.Now())
+	if res.side != nil {
+		res.side.Prepare(obj, nil)
+	}
 	defaults.Apply(obj)
 	codec.Normalize(obj)
 	a := admission.NewAttributes(admission.Create, k, "", m.Namespace, m.Name, userOf(ctx), obj, nil, dryRun)
 	if err := r.cfg.Admission.Admit(ctx, a); err != nil {
 		return nil, err
 	}
-	if errs := validation.ValidateCreate(obj); len(errs) > 0 {
+	if errs := validation.ValidateCreate(obj, r.cfg.Validation); len(errs) > 0 {
 		return nil, res.invalid(m, errs...)
+	}
+	sw, err := res.reserve(ctx, obj, nil, dryRun)
+	if err != nil {
+		return nil, err
 	}
 	if err := r.cfg.Admission.Validate(ctx, a); err != nil {
 		return nil, err
 	}
-	for attempt := 0; ; attempt++ {
+	// Names and side keys are retried apart: a taken generated name is
+	// bounded by upstream's count, a taken side key by its chooser.
+	for names, sides := 0, 0; ; {
 		value, err := res.encode(obj)
 		if err != nil {
 			return nil, err
@@ -67,19 +76,27 @@ func (r *Registry) Create(ctx context.Context, k *scheme.Kind, ns string, obj sc
 			}
 			return &watchcache.Object{Key: key, Namespace: m.Namespace, Msg: obj, Raw: value}, nil
 		}
-		rev, err := r.cfg.Store.Create(ctx, res.prefix+key, value)
+		rev, err := res.storeCreate(ctx, key, value, obj, sw)
 		if err != nil {
+			if again, serr := res.retrySide(ctx, err, key, sw, sides); serr != nil {
+				return nil, serr
+			} else if again {
+				sides++
+				continue
+			}
 			err = res.storageError(err, m.Name)
 			// A generated name that is taken is the server's choice, not the
 			// client's mistake: pick another, as upstream has since 1.32
 			// (27^5 suffixes collide about once in three 3,000-pod
 			// ReplicaSets).
-			if generated && apierrors.IsAlreadyExists(err) && attempt < maxGenerateNameRetries {
+			if generated && apierrors.IsAlreadyExists(err) && names < maxGenerateNameRetries {
+				names++
 				m.Name = m.GenerateName + nameSuffix()
 				continue
 			}
 			return nil, err
 		}
+		sw.committed()
 		return r.created(res, obj, key, value, rev), nil
 	}
 }

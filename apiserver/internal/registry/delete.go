@@ -143,7 +143,7 @@ func (r *Registry) deleteOnce(ctx context.Context, res *resource, key, name stri
 	if opts.DryRun {
 		return cur, nil
 	}
-	rev, _, err := r.cfg.Store.Delete(ctx, res.prefix+key, cur.Rev)
+	rev, err := res.storeDelete(ctx, key, cur.Rev, obj)
 	if err != nil {
 		return nil, res.storageError(err, name)
 	}

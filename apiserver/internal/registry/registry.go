@@ -27,6 +27,7 @@ import (
 
 	"skiff.dev/apiserver/internal/admission"
 	"skiff.dev/apiserver/internal/storage"
+	"skiff.dev/apiserver/internal/validation"
 	"skiff.dev/apiserver/internal/watchcache"
 	"skiff.dev/client/component"
 	corev1 "skiff.dev/proto/api/core/v1"
@@ -50,6 +51,11 @@ type Config struct {
 	Tokens *TokenIssuer
 	// Now is the clock (tests); defaults to time.Now.
 	Now func() time.Time
+	// SideKeys are the kinds that write keys of their own with their
+	// objects (Services: cluster IPs and node ports).
+	SideKeys map[*scheme.Kind]SideKeys
+	// Validation is the cluster's configuration validation depends on.
+	Validation validation.Options
 }
 
 // Registry serves every kind of the scheme.
@@ -69,6 +75,7 @@ type resource struct {
 	typeURL   string
 	hasSpec   bool
 	recent    recentWrites
+	side      SideKeys // nil for most kinds
 }
 
 // New builds the registry; call Start to fill the caches.
@@ -96,6 +103,7 @@ func New(cfg Config) *Registry {
 			metaField: md.Fields().ByName("metadata").Number(),
 			typeURL:   "type.googleapis.com/" + string(md.FullName()),
 			hasSpec:   md.Fields().ByName("spec") != nil,
+			side:      cfg.SideKeys[k],
 		}
 		res.cache = watchcache.New(watchcache.Config{
 			Resource:   k.Resource,

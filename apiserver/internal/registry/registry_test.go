@@ -24,6 +24,13 @@ import (
 // after NamespaceLifecycle.
 func newRegistry(t *testing.T, plugins ...admission.Plugin) *Registry {
 	t.Helper()
+	return newRegistryWith(t, Config{}, plugins...)
+}
+
+// newRegistryWith is newRegistry with cfg's fields besides the store and
+// the admission chain.
+func newRegistryWith(t *testing.T, cfg Config, plugins ...admission.Plugin) *Registry {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := etcd.Start(ctx, t.TempDir())
 	if err != nil {
@@ -34,7 +41,8 @@ func newRegistry(t *testing.T, plugins ...admission.Plugin) *Registry {
 		t.Fatal(err)
 	}
 	chain := admission.NewChain(nil, append([]admission.Plugin{namespacelifecycle.New()}, plugins...)...)
-	r := New(Config{Store: storage.New(cli, "/registry", nil), Admission: chain})
+	cfg.Store, cfg.Admission = storage.New(cli, "/registry", nil), chain
+	r := New(cfg)
 	done := make(chan error, 1)
 	go func() { done <- r.Start(ctx) }()
 	t.Cleanup(func() {

@@ -81,7 +81,7 @@ func (r *Registry) Bind(ctx context.Context, b *corev1.Binding) (*watchcache.Obj
 			pod.Status = &corev1.PodStatus{}
 		}
 		setPodCondition(pod.Status, &corev1.PodCondition{Type: "PodScheduled", Status: "True", LastTransitionTime: metav1.NewTime(r.cfg.Now())})
-		o, err := r.write(ctx, res, key, pod, cur, false)
+		o, err := r.write(ctx, res, key, pod, cur, false, nil)
 		if err != nil && apierrors.IsConflict(err) && ctx.Err() == nil {
 			continue
 		}
@@ -213,7 +213,7 @@ func (r *Registry) takeDisruption(ctx context.Context, ns, key, name string, dry
 		st.DisruptedPods = map[string]*metav1.Time{}
 	}
 	st.DisruptedPods[name] = metav1.NewTime(r.cfg.Now())
-	_, err = r.write(ctx, pdbs, cur.Key, pdb, cur, false)
+	_, err = r.write(ctx, pdbs, cur.Key, pdb, cur, false, nil)
 	return err
 }
 

@@ -96,29 +96,37 @@ func (r *Registry) updateOnce(ctx context.Context, res *resource, key string, ob
 		return nil, err
 	}
 	var errs field.ErrorList
+	var sw *SideWrite
 	if status {
 		errs = validation.ValidateStatusUpdate(next, oldObj)
 	} else {
-		errs = validation.ValidateUpdate(next, oldObj)
+		errs = validation.ValidateUpdate(next, oldObj, r.cfg.Validation)
 	}
 	if len(errs) > 0 {
 		return nil, res.invalid(m, errs...)
 	}
+	if !status {
+		var err error
+		if sw, err = res.reserve(ctx, next, oldObj, dryRun); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.cfg.Admission.Validate(ctx, a); err != nil {
 		return nil, err
 	}
-	return r.write(ctx, res, key, next, old, dryRun)
+	return r.write(ctx, res, key, next, old, dryRun, sw)
 }
 
-// write stores next over old, or deletes it when it is being deleted and its
-// last finalizer is gone. An unchanged object is not written, as upstream.
-func (r *Registry) write(ctx context.Context, res *resource, key string, next scheme.Object, old *watchcache.Object, dryRun bool) (*watchcache.Object, error) {
+// write stores next over old, with the side keys sw puts and releases, or
+// deletes it when it is being deleted and its last finalizer is gone. An
+// unchanged object is not written, as upstream.
+func (r *Registry) write(ctx context.Context, res *resource, key string, next scheme.Object, old *watchcache.Object, dryRun bool, sw *SideWrite) (*watchcache.Object, error) {
 	nm := next.GetMetadata()
 	if deletion.DuringUpdate(next, old.Msg.(scheme.Object)) {
 		if dryRun {
 			return &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: old.Rev, Msg: next}, nil
 		}
-		rev, _, err := r.cfg.Store.Delete(ctx, res.prefix+key, old.Rev)
+		rev, err := res.storeDelete(ctx, key, old.Rev, old.Msg.(scheme.Object))
 		if err != nil {
 			return nil, res.storageError(err, nm.Name)
 		}
@@ -126,17 +134,27 @@ func (r *Registry) write(ctx context.Context, res *resource, key string, next sc
 		value, _ := res.encode(next)
 		return &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: rev, Msg: next, Raw: res.raw(value, rev)}, nil
 	}
-	value, err := res.encode(next)
-	if err != nil {
-		return nil, err
-	}
-	if oldValue := old.Raw[:len(old.Raw)-len(res.rvSuffix(old.Rev))]; string(oldValue) == string(value) || dryRun {
-		nm.ResourceVersion = strconv.FormatInt(old.Rev, 10)
-		return &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: old.Rev, Msg: next, Raw: res.raw(value, old.Rev)}, nil
-	}
-	rev, _, err := r.cfg.Store.Update(ctx, res.prefix+key, value, old.Rev)
-	if err != nil {
-		return nil, res.storageError(err, nm.Name)
+	var value []byte
+	var rev int64
+	for attempt := 0; ; attempt++ {
+		var err error
+		if value, err = res.encode(next); err != nil {
+			return nil, err
+		}
+		if oldValue := old.Raw[:len(old.Raw)-len(res.rvSuffix(old.Rev))]; string(oldValue) == string(value) || dryRun {
+			nm.ResourceVersion = strconv.FormatInt(old.Rev, 10)
+			return &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: old.Rev, Msg: next, Raw: res.raw(value, old.Rev)}, nil
+		}
+		rev, err = res.storeUpdate(ctx, key, value, old.Rev, next, sw)
+		if err == nil {
+			sw.committed()
+			break
+		}
+		if again, serr := res.retrySide(ctx, err, key, sw, attempt); serr != nil {
+			return nil, serr
+		} else if !again {
+			return nil, res.storageError(err, nm.Name)
+		}
 	}
 	nm.ResourceVersion = strconv.FormatInt(rev, 10)
 	o := &watchcache.Object{Key: key, Namespace: nm.Namespace, Rev: rev, Msg: next, Raw: res.raw(value, rev)}
@@ -190,6 +208,9 @@ func (res *resource) prepareForUpdate(next, old scheme.Object) {
 	}
 	if ns, ok := next.(*corev1.Namespace); ok {
 		namespaceNameLabel(ns)
+	}
+	if res.side != nil {
+		res.side.Prepare(next, old)
 	}
 	// Compare specs as stored: defaulted and normalized.
 	defaults.Apply(next)

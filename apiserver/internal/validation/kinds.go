@@ -7,7 +7,6 @@ import (
 
 	"github.com/robfig/cron/v3"
 	"google.golang.org/protobuf/proto"
-	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -31,7 +30,14 @@ var (
 )
 
 // ValidateCreate validates a new object (defaulted by the apiserver).
-func ValidateCreate(obj proto.Message) field.ErrorList {
+func ValidateCreate(obj proto.Message, opts Options) field.ErrorList {
+	return validateNew(obj, nil, opts)
+}
+
+// validateNew is what create checks; old, the object an update replaces,
+// exempts what was already stored from checks of the cluster's current
+// configuration (a node port outside a since-narrowed range).
+func validateNew(obj, old proto.Message, opts Options) field.ErrorList {
 	o, ok := obj.(scheme.Object)
 	if !ok {
 		return field.ErrorList{field.InternalError(nil, fmt.Errorf("%T is not an object", obj))}
@@ -48,13 +54,13 @@ func ValidateCreate(obj proto.Message) field.ErrorList {
 		names = pathSegment
 	}
 	errs := objectMeta(o.GetMetadata(), k.Namespaced, names, metaPath)
-	return append(errs, validateKind(obj)...)
+	return append(errs, validateKind(obj, old, opts)...)
 }
 
 // ValidateUpdate validates obj replacing old: what create checks, plus the
 // fields upstream keeps immutable.
-func ValidateUpdate(obj, old proto.Message) field.ErrorList {
-	errs := ValidateCreate(obj)
+func ValidateUpdate(obj, old proto.Message, opts Options) field.ErrorList {
+	errs := validateNew(obj, old, opts)
 	o, _ := obj.(scheme.Object)
 	p, _ := old.(scheme.Object)
 	if o == nil || p == nil {
@@ -88,10 +94,7 @@ func ValidateUpdate(obj, old proto.Message) field.ErrorList {
 			errs = append(errs, field.Invalid(specPath.Child("template"), "", "field is immutable"))
 		}
 	case *corev1.Service:
-		os := p.(*corev1.Service).GetSpec()
-		if ip := os.GetClusterIP(); ip != "" && n.GetSpec().GetClusterIP() != ip && n.GetSpec().GetType() != "ExternalName" {
-			errs = append(errs, field.Invalid(specPath.Child("clusterIP"), n.GetSpec().GetClusterIP(), "field is immutable"))
-		}
+		errs = append(errs, serviceUpdate(n, p.(*corev1.Service))...)
 	case *corev1.ConfigMap:
 		oc := p.(*corev1.ConfigMap)
 		if oc.GetImmutable() {
@@ -151,7 +154,7 @@ func podUpdate(n, o *corev1.Pod) field.ErrorList {
 	return nil
 }
 
-func validateKind(obj proto.Message) field.ErrorList {
+func validateKind(obj, old proto.Message, opts Options) field.ErrorList {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		return podSpec(o.Spec, specPath)
@@ -204,7 +207,8 @@ func validateKind(obj proto.Message) field.ErrorList {
 	case *batchv1.CronJob:
 		return cronJob(o)
 	case *corev1.Service:
-		return service(o)
+		oldSvc, _ := old.(*corev1.Service)
+		return service(o, oldSvc, opts)
 	case *corev1.ConfigMap:
 		return configMap(o)
 	case *corev1.Secret:
@@ -472,76 +476,6 @@ func cronJob(c *batchv1.CronJob) field.ErrorList {
 		return append(errs, field.Required(specPath.Child("jobTemplate"), ""))
 	}
 	return append(errs, jobSpec(jt.Spec, specPath.Child("jobTemplate", "spec"), true)...)
-}
-
-func service(svc *corev1.Service) field.ErrorList {
-	s := nonNil(svc.GetSpec())
-	var errs field.ErrorList
-	if s.Type != "" {
-		errs = append(errs, oneOf(s.Type, specPath.Child("type"), "ClusterIP", "ExternalName", "LoadBalancer", "NodePort")...)
-	}
-	headless := s.ClusterIP == "None"
-	if len(s.Ports) == 0 && s.Type != "ExternalName" && !headless {
-		errs = append(errs, field.Required(specPath.Child("ports"), ""))
-	}
-	if s.Type == "ExternalName" {
-		if s.ExternalName == "" {
-			errs = append(errs, field.Required(specPath.Child("externalName"), ""))
-		}
-	}
-	if s.ClusterIP != "" && !headless && net.ParseIP(s.ClusterIP) == nil {
-		errs = append(errs, field.Invalid(specPath.Child("clusterIP"), s.ClusterIP, "must be empty, 'None', or a valid IP address"))
-	}
-	names := map[string]bool{}
-	seen := map[string]bool{}
-	for i, p := range s.Ports {
-		pp := specPath.Child("ports").Index(i)
-		if len(s.Ports) > 1 && p.Name == "" {
-			errs = append(errs, field.Required(pp.Child("name"), ""))
-		}
-		if p.Name != "" {
-			for _, msg := range validation.IsDNS1123Label(p.Name) {
-				errs = append(errs, field.Invalid(pp.Child("name"), p.Name, msg))
-			}
-			if names[p.Name] {
-				errs = append(errs, field.Duplicate(pp.Child("name"), p.Name))
-			}
-			names[p.Name] = true
-		}
-		for _, msg := range validation.IsValidPortNum(int(p.Port)) {
-			errs = append(errs, field.Invalid(pp.Child("port"), p.Port, msg))
-		}
-		if p.Protocol != "" {
-			errs = append(errs, oneOf(p.Protocol, pp.Child("protocol"), "SCTP", "TCP", "UDP")...)
-		}
-		key := fmt.Sprintf("%d/%s", p.Port, p.Protocol)
-		if seen[key] {
-			errs = append(errs, field.Duplicate(pp, key))
-		}
-		seen[key] = true
-		if p.TargetPort != nil {
-			errs = append(errs, portRef(p.TargetPort, pp.Child("targetPort"))...)
-		}
-		if p.NodePort != 0 {
-			if s.Type != "NodePort" && s.Type != "LoadBalancer" {
-				errs = append(errs, field.Forbidden(pp.Child("nodePort"), "may not be used when `type` is 'ClusterIP'"))
-			} else if p.NodePort < 30000 || p.NodePort > 32767 {
-				errs = append(errs, field.Invalid(pp.Child("nodePort"), p.NodePort, "provided port is not in the valid range. The range of valid ports is 30000-32767"))
-			}
-		}
-	}
-	errs = append(errs, metavalidation.ValidateLabels(s.Selector, specPath.Child("selector"))...)
-	if s.SessionAffinity != "" {
-		errs = append(errs, oneOf(s.SessionAffinity, specPath.Child("sessionAffinity"), "ClientIP", "None")...)
-	}
-	if p := s.ExternalTrafficPolicy; p != "" {
-		if s.Type != "NodePort" && s.Type != "LoadBalancer" {
-			errs = append(errs, field.Invalid(specPath.Child("externalTrafficPolicy"), p, "may only be set when `type` is 'NodePort' or 'LoadBalancer'"))
-		} else {
-			errs = append(errs, oneOf(p, specPath.Child("externalTrafficPolicy"), "Cluster", "Local")...)
-		}
-	}
-	return errs
 }
 
 const maxDataSize = 1 << 20

@@ -142,7 +142,7 @@ func TestValidateCreate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			errs := ValidateCreate(decode(t, tc.yaml))
+			errs := ValidateCreate(decode(t, tc.yaml), Options{})
 			if len(errs) != len(tc.want) {
 				t.Fatalf("got %d errors, want %d:\n%s", len(errs), len(tc.want), errs.ToAggregate())
 			}
@@ -172,7 +172,7 @@ func TestDocumentationExamplesAreValid(t *testing.T) {
 				o.GetMetadata().Namespace = "default"
 			}
 			defaults.Apply(o)
-			if errs := ValidateCreate(o); len(errs) > 0 {
+			if errs := ValidateCreate(o, Options{}); len(errs) > 0 {
 				t.Errorf("%s: %v", filepath.Base(f), errs.ToAggregate())
 			}
 		}
@@ -182,17 +182,17 @@ func TestDocumentationExamplesAreValid(t *testing.T) {
 func TestValidateUpdateImmutableFields(t *testing.T) {
 	old := decode(t, deployHead)
 	changed := decode(t, strings.ReplaceAll(deployHead, "app: a", "app: b"))
-	errs := ValidateUpdate(changed, old)
+	errs := ValidateUpdate(changed, old, Options{})
 	if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "spec.selector: Invalid value: \"app=b\": field is immutable") {
 		t.Fatalf("selector change: %v", errs.ToAggregate())
 	}
 	p := decode(t, podHead+"  containers: [{name: c, image: i:1}]")
 	p2 := decode(t, podHead+"  containers: [{name: c, image: i:2}]")
-	if errs := ValidateUpdate(p2, p); len(errs) != 0 {
+	if errs := ValidateUpdate(p2, p, Options{}); len(errs) != 0 {
 		t.Fatalf("image change is allowed: %v", errs.ToAggregate())
 	}
 	p3 := decode(t, podHead+"  restartPolicy: Never\n  containers: [{name: c, image: i:1}]")
-	if errs := ValidateUpdate(p3, p); len(errs) != 1 || !strings.Contains(errs[0].Error(), "pod updates may not change fields") {
+	if errs := ValidateUpdate(p3, p, Options{}); len(errs) != 1 || !strings.Contains(errs[0].Error(), "pod updates may not change fields") {
 		t.Fatalf("restartPolicy change: %v", errs.ToAggregate())
 	}
 }

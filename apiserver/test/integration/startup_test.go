@@ -75,6 +75,7 @@ func TestFailedStartIsAnErrorThatSaysWhy(t *testing.T) {
 	o := *app.NewOptions()
 	o.DataDir = t.TempDir()
 	o.BindAddress, o.SecurePort, o.MetricsBindAddress = "127.0.0.1", 0, ""
+	o.AdvertiseAddress = "192.0.2.1"
 	o.EtcdServers = []string{endpoint}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
