@@ -34,6 +34,9 @@ type Options struct {
 	// NoKubelet starts the nodes' containerd only (tests of the node
 	// plumbing itself).
 	NoKubelet bool
+	// ExtraKubeletArgs go after every node's kubelet flags, so a flag
+	// given here wins over the default one.
+	ExtraKubeletArgs []string
 }
 
 // Component is one process of the cluster.

@@ -164,7 +164,7 @@ func kubeletMetrics(n *Node) string { return n.IP + ":10248" }
 // kubeletArgs are the node's kubelet flags, upstream's names. No resolver
 // file: pods must not inherit the machine's, which points off the machine.
 func kubeletArgs(o Options, n *Node) []string {
-	return []string{
+	return append([]string{
 		"--metrics-bind-address", kubeletMetrics(n),
 		"--pod-logs-dir", filepath.Join(n.Dir, "pod-logs"),
 		"--pod-infra-container-image", SandboxImage,
@@ -182,10 +182,14 @@ func kubeletArgs(o Options, n *Node) []string {
 		// No registry can give back an image collected here: the preloaded
 		// ones must stay, however full the host's disk.
 		"--image-gc-high-threshold", "100",
+		// For the same reason, as kind does: no disk signal evicts, since
+		// disk pressure would collect those images too. Memory keeps
+		// upstream's threshold.
+		"--eviction-hard", "memory.available<100Mi,nodefs.available<0%,nodefs.inodesFree<0%,imagefs.available<0%",
 		// The kubelet API admits only clients of the cluster CA: the
 		// apiserver with its kubelet client certificate.
 		"--client-ca-file", filepath.Join((&Cluster{Dir: o.Dir}).APIServerDataDir(), "pki", "ca.crt"),
-	}
+	}, o.ExtraKubeletArgs...)
 }
 
 // startNodes brings up every node's containerd and then, when the binary is

@@ -45,7 +45,23 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--container-log-max-size", "lots"}, "--container-log-max-size/--container-log-max-files"},
 		{[]string{"--container-log-max-files", "1"}, "--container-log-max-size/--container-log-max-files"},
 		{[]string{"--container-log-monitor-interval", "1s"}, "--container-log-monitor-interval: must be at least 3s"},
+		{[]string{"--eviction-hard", "memory.available=100Mi"}, `--eviction-hard: malformed pair "memory.available=100Mi", expect string<string`},
+		{[]string{"--eviction-hard", "memory.free<100Mi"}, "--eviction-hard: unsupported eviction signal memory.free"},
+		{[]string{"--eviction-hard", "nodefs.available<110%"}, "--eviction-hard: eviction percentage threshold nodefs.available must be <= 100%: 110%"},
+		{[]string{"--eviction-hard", "memory.available<0"}, "--eviction-hard: eviction threshold memory.available must be positive: 0"},
+		{[]string{"--eviction-soft", "memory.available<lots"}, `--eviction-soft: eviction threshold memory.available: "lots"`},
+		{[]string{"--eviction-soft", "memory.available<1Gi"}, "--eviction-soft/--eviction-soft-grace-period: grace period must be specified for the soft eviction threshold memory.available"},
+		{[]string{"--eviction-soft-grace-period", "memory.available=-1m"}, "--eviction-soft-grace-period: invalid eviction grace period specified: -1m, must be a positive value"},
+		{[]string{"--eviction-minimum-reclaim", "nodefs.available=-1Gi"}, "--eviction-minimum-reclaim: negative eviction minimum reclaim specified for nodefs.available"},
+		{[]string{"--eviction-pressure-transition-period", "-1s"}, "--eviction-pressure-transition-period: must not be negative"},
 		{[]string{"--cgroup-driver", "none"}, `--cgroup-driver: "none" is not a cgroup driver`},
+		{[]string{"--enforce-node-allocatable", "pods,kube-reserved"}, `--enforce-node-allocatable: "kube-reserved" is not supported`},
+		{[]string{"--enforce-node-allocatable", "pods,none"}, `--enforce-node-allocatable: "none" must not be given with other values`},
+		{[]string{"--enforce-node-allocatable", "nodes"}, `--enforce-node-allocatable: "nodes": want pods or none`},
+		{[]string{"--cgroups-per-qos=false"}, "--enforce-node-allocatable: pods is not supported unless --cgroups-per-qos is true"},
+		{[]string{"--cgroups-per-qos=maybe"}, `invalid argument "maybe" for "--cgroups-per-qos"`},
+		{[]string{"--pod-max-pids", "-2"}, "--pod-max-pids: must be -1 (no limit) or more, got -2"},
+		{[]string{"--pod-max-pids", "many"}, `invalid argument "many" for "--pod-max-pids"`},
 		{[]string{"--pod-infra-container-image", ""}, "--pod-infra-container-image: must not be empty"},
 		{[]string{"--cluster-dns", "10.96.0.10,dns"}, `--cluster-dns: "dns" is not an IP address`},
 		{[]string{"--cluster-domain", "Cluster_Local"}, `--cluster-domain: "Cluster_Local"`},
@@ -83,6 +99,9 @@ func TestDefaults(t *testing.T) {
 		o.Port != 10250 || o.ClusterDomain != "cluster.local" || o.PodInfraContainerImage != "skiff.local/pause:3.10" ||
 		o.CNIBinDir != "/usr/lib/cni" || o.CNIConfDir != "/etc/cni/net.d" || o.MetricsBindAddress != "127.0.0.1:10248" {
 		t.Errorf("defaults %+v", o)
+	}
+	if !o.CgroupsPerQOS || !slices.Equal(o.EnforceNodeAllocatable, []string{"pods"}) || o.PodMaxPids != -1 {
+		t.Errorf("cgroup defaults: --cgroups-per-qos %v --enforce-node-allocatable %v --pod-max-pids %d", o.CgroupsPerQOS, o.EnforceNodeAllocatable, o.PodMaxPids)
 	}
 	host, _ := os.Hostname()
 	if n, err := o.NodeName(); err != nil || n != strings.ToLower(host) {
@@ -151,6 +170,8 @@ func TestKubeletRuns(t *testing.T) {
 	o.RootDir, o.CNIConfDir, o.CNIBinDir, o.ImagePreloadDir = t.TempDir(), t.TempDir(), fakePlugins(t), preload
 	o.NodeIPs = []string{"10.0.0.5"}
 	o.KubeReserved = "cpu=100m,memory=100Mi"
+	// A fake runtime, but this host's cgroups: they stay untouched.
+	o.CgroupsPerQOS, o.EnforceNodeAllocatable = false, nil
 	reg := prometheus.NewRegistry()
 	k, err := New(Config{Options: *o, NodeName: "node-1", Client: cs.Client, Runtime: rt, Registry: reg, Importer: importer,
 		Machine: func() (*nodestatus.Machine, error) {
@@ -179,6 +200,14 @@ func TestKubeletRuns(t *testing.T) {
 	n, _ := nodes.Get(ctx, "node-1")
 	if a := n.Status.Allocatable; a["cpu"].GetString_() != "1900m" || a["memory"].GetString_() != "3896Mi" {
 		t.Errorf("allocatable %v", a)
+	}
+	// The kubepods cgroup keeps the hard eviction threshold inside it.
+	for enforce, want := range map[bool][2]string{true: {"1900m", "3996Mi"}, false: {"2", "4Gi"}} {
+		l := k.status.KubepodsLimits(enforce)
+		cpu, mem := l["cpu"], l["memory"]
+		if cpu.String() != want[0] || mem.String() != want[1] {
+			t.Errorf("kubepods limits (enforcing node allocatable: %v): cpu %s memory %s, want %v", enforce, cpu.String(), mem.String(), want)
+		}
 	}
 	poll(t, "the pod informer", k.pods.HasSynced)
 	var names []string
@@ -306,6 +335,7 @@ func TestStaticPodRunsWithoutAPIServer(t *testing.T) {
 	o := NewOptions()
 	o.RootDir, o.CNIConfDir, o.CNIBinDir, o.PodManifestPath = t.TempDir(), t.TempDir(), fakePlugins(t), t.TempDir()
 	o.NodeIPs = []string{"10.0.0.5"}
+	o.CgroupsPerQOS, o.EnforceNodeAllocatable = false, nil // this host's cgroups stay untouched
 	manifest := `apiVersion: v1
 kind: Pod
 metadata:
@@ -360,5 +390,37 @@ spec:
 	rt.FakeRuntimeService.Unlock()
 	if k.Node() != nil {
 		t.Errorf("a Node from the API while there is none: %v", k.Node())
+	}
+}
+
+// The pod cgroup manager is there by default, and not where no cgroup may be
+// made: without --cgroups-per-qos, and in hollow nodes.
+func TestCgroupsWiring(t *testing.T) {
+	cs := fake.NewClientset()
+	defer cs.Close()
+	for _, tc := range []struct {
+		name     string
+		perQoS   bool
+		noMounts bool
+		want     bool
+	}{
+		{"default", true, false, true},
+		{"--cgroups-per-qos=false", false, false, false},
+		{"hollow node", true, true, false},
+	} {
+		o := NewOptions()
+		o.CgroupsPerQOS, o.PodMaxPids = tc.perQoS, 4096
+		if !tc.perQoS {
+			o.EnforceNodeAllocatable = nil
+		}
+		// New makes no cgroup: that waits for Run.
+		k, err := New(Config{Options: *o, NodeName: "node-1", Client: cs.Client, Runtime: cri.NewFake(), NoMounts: tc.noMounts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := k.workers.(*podParts)
+		if got := parts.cgroups != nil; got != tc.want {
+			t.Errorf("%s: pod cgroup manager %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

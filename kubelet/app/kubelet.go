@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"skiff.dev/client"
@@ -20,9 +21,11 @@ import (
 	"skiff.dev/client/record"
 	"skiff.dev/kubelet/internal/cni"
 	"skiff.dev/kubelet/internal/cri"
+	"skiff.dev/kubelet/internal/eviction"
 	"skiff.dev/kubelet/internal/imagegc"
 	"skiff.dev/kubelet/internal/logrotate"
 	"skiff.dev/kubelet/internal/nodestatus"
+	"skiff.dev/kubelet/internal/stats"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/scheme"
@@ -61,11 +64,14 @@ type Kubelet struct {
 	recorder    record.Recorder
 	imageGC     *imagegc.Manager
 	logRotation *logrotate.Manager
-	status      *nodestatus.Manager
-	pods        *informer.Informer
-	podLister   informers.Lister[*corev1.Pod]
-	podCIDRs    chan []string
-	workers     podWorkers // nil until the pods manager is wired (see pods.go)
+	// eviction is nil on a node whose Machine the embedder fixes (hollow
+	// nodes): the host's memory and disks are not that node's.
+	eviction  *eviction.Manager
+	status    *nodestatus.Manager
+	pods      *informer.Informer
+	podLister informers.Lister[*corev1.Pod]
+	podCIDRs  chan []string
+	workers   podWorkers // nil until the pods manager is wired (see pods.go)
 }
 
 // New builds a kubelet from cfg; Run runs it.
@@ -111,6 +117,15 @@ func New(cfg Config) (*Kubelet, error) {
 		return nil, err
 	}
 
+	thresholds, err := o.evictionThresholds()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Machine == nil {
+		if k.eviction, err = k.newEviction(thresholds); err != nil {
+			return nil, err
+		}
+	}
 	k.status, err = nodestatus.New(nodestatus.Config{
 		Client: cfg.Client, NodeName: k.nodeName, NodeIPs: o.NodeIPs, Runtime: cfg.Runtime,
 		SystemReserved: reserved(o.SystemReserved), KubeReserved: reserved(o.KubeReserved),
@@ -118,6 +133,10 @@ func New(cfg Config) (*Kubelet, error) {
 		LeaseDuration:         secondsDuration(o.NodeLeaseDurationSeconds),
 		StatusUpdateFrequency: o.NodeStatusUpdateFrequency, StatusReportFrequency: o.NodeStatusReportFrequency,
 		Machine: cfg.Machine, OnNode: k.onNode, Recorder: k.recorder, Logger: k.log.With("component", "nodestatus"),
+		Pressure: k.pressureFunc(),
+		EvictionReserved: func(capacity map[string]resource.Quantity) map[string]resource.Quantity {
+			return eviction.HardReserved(thresholds, capacity)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -167,6 +186,9 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	g, _ := component.NewGroup(ctx)
 	g.Go("events", k.broadcaster.Run)
 	g.Go("nodestatus", k.status.Run)
+	if k.eviction != nil {
+		g.Go("eviction", k.eviction.Run)
+	}
 	g.Go("cni", k.writeCNI)
 	preloaded := make(chan struct{})
 	g.Go("image-preload", func(ctx context.Context) error {
@@ -271,4 +293,38 @@ func (k *Kubelet) writeCNI(ctx context.Context) error {
 			k.log.Debug("UpdateRuntimeConfig", "err", err)
 		}
 	}
+}
+
+// newEviction is the eviction manager over this host: the root memory
+// cgroup, statfs of --root-dir and of the runtime's image filesystem, the
+// process table, the pods' usage from the runtime's stats; it reclaims
+// images through the image collector and evicts through the pod workers.
+func (k *Kubelet) newEviction(thresholds []eviction.Threshold) (*eviction.Manager, error) {
+	o := k.cfg.Options
+	summary := stats.New(k.cfg.Runtime, k.nodePods, k.nodeName).WithDirs(o.RootDir, o.PodLogsDir)
+	return eviction.New(eviction.Config{
+		Thresholds: thresholds, PressureTransitionPeriod: o.EvictionPressureTransitionPeriod,
+		MaxPodGracePeriodSeconds: int64(o.EvictionMaxPodGracePeriod),
+		Provider:                 eviction.NewHost(o.RootDir, k.cfg.Runtime, summary),
+		ActivePods:               k.nodePods,
+		Evict: func(ctx context.Context, pod *corev1.Pod, reason, message string, grace *int64) error {
+			w, ok := k.workers.(*podParts)
+			if !ok {
+				return errors.New("no pod workers")
+			}
+			return w.Evict(ctx, pod.GetMetadata().GetUid(), reason, message, grace)
+		},
+		ImageGC:  k.imageGC,
+		NodeName: k.nodeName, Recorder: k.recorder, Registerer: k.cfg.Registry,
+		Logger: k.log.With("component", "eviction"),
+	})
+}
+
+// pressureFunc is what the node's status and admission read of the
+// eviction manager; nil without one.
+func (k *Kubelet) pressureFunc() func() (memory, disk, pid bool) {
+	if k.eviction == nil {
+		return nil
+	}
+	return k.eviction.Pressure
 }

@@ -6,12 +6,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"skiff.dev/kubelet/internal/eviction"
 	"skiff.dev/kubelet/internal/imagegc"
 	"skiff.dev/kubelet/internal/logrotate"
 	"skiff.dev/kubelet/internal/nodestatus"
@@ -31,6 +33,12 @@ type Options struct {
 	CgroupRoot               string
 	CgroupDriver             string
 	PodInfraContainerImage   string
+
+	// The pod and QoS cgroups (upstream's --cgroups-per-qos,
+	// --enforce-node-allocatable, --pod-max-pids).
+	CgroupsPerQOS          bool
+	EnforceNodeAllocatable []string
+	PodMaxPids             int64
 
 	ClusterDNS    []string
 	ClusterDomain string
@@ -65,6 +73,14 @@ type Options struct {
 	ContainerLogMaxFiles        int
 	ContainerLogMonitorInterval time.Duration
 
+	// The eviction manager's thresholds, upstream's flags.
+	EvictionHard                     string
+	EvictionSoft                     string
+	EvictionSoftGracePeriod          string
+	EvictionMinimumReclaim           string
+	EvictionPressureTransitionPeriod time.Duration
+	EvictionMaxPodGracePeriod        int32
+
 	MetricsBindAddress string
 	LogFormat          string
 	Verbosity          int
@@ -79,6 +95,9 @@ func NewOptions() *Options {
 		PodLogsDir:                "/var/log/pods",
 		CgroupRoot:                "/",
 		CgroupDriver:              "cgroupfs",
+		CgroupsPerQOS:             true,
+		EnforceNodeAllocatable:    []string{"pods"},
+		PodMaxPids:                -1,
 		PodInfraContainerImage:    "skiff.local/pause:3.10",
 		ClusterDomain:             "cluster.local",
 		ResolvConf:                "/etc/resolv.conf",
@@ -97,6 +116,8 @@ func NewOptions() *Options {
 		ImageMinimumGCAge:   imagegc.DefaultMinAge,
 		ContainerLogMaxSize: logrotate.DefaultMaxSize, ContainerLogMaxFiles: logrotate.DefaultMaxFiles,
 		ContainerLogMonitorInterval: logrotate.DefaultMonitorInterval,
+
+		EvictionHard: eviction.DefaultHard, EvictionPressureTransitionPeriod: eviction.DefaultPressureTransitionPeriod,
 	}
 }
 
@@ -109,6 +130,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ContainerLogMaxSize, "container-log-max-size", o.ContainerLogMaxSize, "Size (a quantity, e.g. 10Mi) at which a container's log is rotated.")
 	fs.IntVar(&o.ContainerLogMaxFiles, "container-log-max-files", o.ContainerLogMaxFiles, "Files a container's log spans at most, the current one included (at least 2).")
 	fs.DurationVar(&o.ContainerLogMonitorInterval, "container-log-monitor-interval", o.ContainerLogMonitorInterval, "How often containers' logs are checked for rotation.")
+	fs.StringVar(&o.EvictionHard, "eviction-hard", o.EvictionHard, "Thresholds that evict pods at once when crossed, signal<quantity or signal<percentage (memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree, pid.available); empty for none.")
+	fs.StringVar(&o.EvictionSoft, "eviction-soft", o.EvictionSoft, "Thresholds that evict pods once crossed for their --eviction-soft-grace-period, as --eviction-hard.")
+	fs.StringVar(&o.EvictionSoftGracePeriod, "eviction-soft-grace-period", o.EvictionSoftGracePeriod, "How long each soft threshold must be crossed before pods are evicted (memory.available=1m30s).")
+	fs.StringVar(&o.EvictionMinimumReclaim, "eviction-minimum-reclaim", o.EvictionMinimumReclaim, "How much more than its threshold a signal must have again before the pressure ends (memory.available=0Mi,nodefs.available=500Mi).")
+	fs.DurationVar(&o.EvictionPressureTransitionPeriod, "eviction-pressure-transition-period", o.EvictionPressureTransitionPeriod, "How long a pressure condition stays true after its signals were last under a threshold.")
+	fs.Int32Var(&o.EvictionMaxPodGracePeriod, "eviction-max-pod-grace-period", o.EvictionMaxPodGracePeriod, "Longest grace period (seconds) of a pod evicted for a soft threshold; negative: the pod's own.")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "Client config file (default $SKIFFCONFIG, then ~/.skiff/config).")
 	fs.StringVar(&o.HostnameOverride, "hostname-override", o.HostnameOverride, "The node's name and Hostname address (default: the host name, lowercased).")
 	fs.StringSliceVar(&o.NodeIPs, "node-ip", o.NodeIPs, "The node's InternalIP addresses, one per IP family (default: an address of the default route's interface).")
@@ -118,6 +145,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.PodLogsDir, "pod-logs-dir", o.PodLogsDir, "Directory of the containers' log files (upstream's podLogsDir setting).")
 	fs.StringVar(&o.CgroupRoot, "cgroup-root", o.CgroupRoot, "Cgroup under which the kubepods hierarchy lives.")
 	fs.StringVar(&o.CgroupDriver, "cgroup-driver", o.CgroupDriver, "Cgroup driver: cgroupfs (systemd is not supported).")
+	fs.BoolVar(&o.CgroupsPerQOS, "cgroups-per-qos", o.CgroupsPerQOS, "Make the kubepods cgroup hierarchy: a cgroup per QoS class and per pod, with the pods' limits; false puts the pods' containers directly under --cgroup-root.")
+	fs.StringSliceVar(&o.EnforceNodeAllocatable, "enforce-node-allocatable", o.EnforceNodeAllocatable, "Where node allocatable is enforced: 'pods' (the kubepods cgroup gets capacity less --system-reserved and --kube-reserved), or empty or 'none'.")
+	fs.Int64Var(&o.PodMaxPids, "pod-max-pids", o.PodMaxPids, "Processes a pod may run at most (its pod cgroup's pids limit); -1 is no limit.")
 	fs.StringVar(&o.PodInfraContainerImage, "pod-infra-container-image", o.PodInfraContainerImage, "The sandbox (pause) image; kept from image garbage collection.")
 	fs.StringSliceVar(&o.ClusterDNS, "cluster-dns", o.ClusterDNS, "Cluster DNS server addresses for pods with dnsPolicy ClusterFirst.")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "The cluster's DNS domain, searched by pods after their namespace's.")
@@ -172,6 +202,12 @@ func (o *Options) Validate() error {
 	if o.ContainerLogMonitorInterval < 3*time.Second { // upstream's minimum
 		return fmt.Errorf("--container-log-monitor-interval: must be at least 3s, got %s", o.ContainerLogMonitorInterval)
 	}
+	if _, err := o.evictionThresholds(); err != nil {
+		return err
+	}
+	if o.EvictionPressureTransitionPeriod < 0 {
+		return fmt.Errorf("--eviction-pressure-transition-period: must not be negative, got %s", o.EvictionPressureTransitionPeriod)
+	}
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
 		return fmt.Errorf("--hostname-override: node name %q: %s", name, strings.Join(errs, "; "))
 	}
@@ -198,6 +234,15 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--cgroup-driver: systemd is not supported; use cgroupfs")
 	default:
 		return fmt.Errorf("--cgroup-driver: %q is not a cgroup driver; use cgroupfs", o.CgroupDriver)
+	}
+	if err := validateEnforceNodeAllocatable(o.EnforceNodeAllocatable); err != nil {
+		return fmt.Errorf("--enforce-node-allocatable: %w", err)
+	}
+	if o.enforcePods() && !o.CgroupsPerQOS {
+		return fmt.Errorf("--enforce-node-allocatable: pods is not supported unless --cgroups-per-qos is true")
+	}
+	if o.PodMaxPids < -1 {
+		return fmt.Errorf("--pod-max-pids: must be -1 (no limit) or more, got %d", o.PodMaxPids)
 	}
 	if o.PodInfraContainerImage == "" {
 		return fmt.Errorf("--pod-infra-container-image: must not be empty")
@@ -260,6 +305,30 @@ func (o *Options) Validate() error {
 	return nil
 }
 
+// validateEnforceNodeAllocatable is upstream's rule for the values Skiff
+// supports: pods, or none alone. system-reserved and kube-reserved need
+// cgroups of their own, which the kubelet does not make.
+func validateEnforceNodeAllocatable(vals []string) error {
+	for _, v := range vals {
+		switch v {
+		case "pods":
+		case "none", "":
+			if len(vals) > 1 {
+				return fmt.Errorf("%q must not be given with other values", v)
+			}
+		case "system-reserved", "kube-reserved":
+			return fmt.Errorf("%q is not supported (no --system-reserved-cgroup or --kube-reserved-cgroup); use pods", v)
+		default:
+			return fmt.Errorf("%q: want pods or none", v)
+		}
+	}
+	return nil
+}
+
+// enforcePods says the kubepods cgroup is held to node allocatable rather
+// than capacity.
+func (o *Options) enforcePods() bool { return slices.Contains(o.EnforceNodeAllocatable, "pods") }
+
 // validateIPs is upstream's --node-ip rule: addresses, at most one per
 // family.
 func validateIPs(ips []string) error {
@@ -308,3 +377,29 @@ func reserved(s string) map[string]*metav1.Quantity {
 }
 
 func secondsDuration(s int32) time.Duration { return time.Duration(s) * time.Second }
+
+// evictionThresholds parses the --eviction-* thresholds, naming the flag
+// at fault.
+func (o *Options) evictionThresholds() ([]eviction.Threshold, error) {
+	hard, err := eviction.ParseStatements(o.EvictionHard)
+	if err != nil {
+		return nil, fmt.Errorf("--eviction-hard: %w", err)
+	}
+	soft, err := eviction.ParseStatements(o.EvictionSoft)
+	if err != nil {
+		return nil, fmt.Errorf("--eviction-soft: %w", err)
+	}
+	grace, err := eviction.ParseGracePeriods(o.EvictionSoftGracePeriod)
+	if err != nil {
+		return nil, fmt.Errorf("--eviction-soft-grace-period: %w", err)
+	}
+	reclaim, err := eviction.ParseMinimumReclaims(o.EvictionMinimumReclaim)
+	if err != nil {
+		return nil, fmt.Errorf("--eviction-minimum-reclaim: %w", err)
+	}
+	t, err := eviction.Thresholds(hard, soft, grace, reclaim)
+	if err != nil {
+		return nil, fmt.Errorf("--eviction-soft/--eviction-soft-grace-period: %w", err)
+	}
+	return t, nil
+}

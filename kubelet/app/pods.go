@@ -3,8 +3,10 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -16,6 +18,7 @@ import (
 	"skiff.dev/kubelet/internal/dns"
 	"skiff.dev/kubelet/internal/envvars"
 	"skiff.dev/kubelet/internal/nodestatus"
+	"skiff.dev/kubelet/internal/podcgroups"
 	"skiff.dev/kubelet/internal/pods"
 	"skiff.dev/kubelet/internal/prober"
 	"skiff.dev/kubelet/internal/qos"
@@ -39,12 +42,23 @@ type podParts struct {
 	services *informers.Factory
 	prober   *prober.Manager
 	static   *staticpods.Source // nil without --pod-manifest-path
+	// cgroups is nil when the kubelet makes none (--cgroups-per-qos=false,
+	// hollow nodes); kubepods is what it holds the kubepods cgroup to.
+	cgroups  *podcgroups.Manager
+	kubepods func() map[string]resource.Quantity
 }
 
 // Run starts the Service informer the environment variables read, then the
 // pod workers; the prober stops with them.
 func (p *podParts) Run(ctx context.Context) error {
 	defer p.prober.Close()
+	// Before any pod's cgroup, as upstream's container manager at start;
+	// the kubelet cannot run pods without them.
+	if p.cgroups != nil {
+		if err := p.cgroups.EnsureQoS(p.kubepods()); err != nil {
+			return fmt.Errorf("creating the QoS cgroups: %w", err)
+		}
+	}
 	// Not waited for: static pods must start without an apiserver; the
 	// environment of API pods waits for the Services instead (see env).
 	p.services.Start(ctx)
@@ -119,6 +133,13 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 	}
 	var m *pods.Manager
 	admit := func(pod *corev1.Pod) (bool, string, string) {
+		// The eviction manager's admitter first, as upstream orders them.
+		if pressure := k.pressureFunc(); pressure != nil {
+			memory, disk, pid := pressure()
+			if ok, reason, msg := admission.Pressure(pod, memory, disk, pid); !ok {
+				return false, reason, msg
+			}
+		}
 		// Registered or not: the pods workers start only once the
 		// node is known (Run).
 		node := k.status.NodeAnyway()
@@ -133,7 +154,19 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		}
 		return admission.Admit(pod, node, others)
 	}
-	var err error
+	cgroups, err := newCgroups(k)
+	if err != nil {
+		return nil, err
+	}
+	cgroupParent := func(pod *corev1.Pod) string { return qos.PodCgroupParent(o.CgroupRoot, pod) }
+	var podCgroups pods.Cgroups
+	switch {
+	case cgroups != nil:
+		cgroupParent, podCgroups = cgroups.PodCgroup, cgroups
+	case !o.CgroupsPerQOS:
+		// Upstream's layout without the hierarchy.
+		cgroupParent = func(*corev1.Pod) string { return o.CgroupRoot }
+	}
 	m, err = pods.New(pods.Config{
 		Client: c, NodeName: k.nodeName, Runtime: rt, Pods: k.podLister, HasSynced: k.pods.HasSynced,
 		Recorder: k.recorder, Logger: k.log.With("component", "pods"), Registerer: k.cfg.Registry,
@@ -143,7 +176,8 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		DNS:     d.Config, Hosts: d.Hosts,
 		Status:       status.Compute,
 		Resources:    qos.ContainerResources,
-		CgroupParent: func(pod *corev1.Pod) string { return qos.PodCgroupParent(o.CgroupRoot, pod) },
+		CgroupParent: cgroupParent,
+		Cgroups:      podCgroups,
 		Admit:        admit,
 		Prober:       pr,
 		Secret:       secret,
@@ -154,7 +188,20 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &podParts{Manager: m, services: services, prober: pr, static: static}, nil
+	return &podParts{Manager: m, services: services, prober: pr, static: static, cgroups: cgroups,
+		kubepods: func() map[string]resource.Quantity { return k.status.KubepodsLimits(o.enforcePods()) }}, nil
+}
+
+// newCgroups is the pod cgroup manager, nil where the kubelet makes no
+// cgroups: --cgroups-per-qos=false, and hollow nodes, many kubelets in one
+// process without root over fake runtimes.
+func newCgroups(k *Kubelet) (*podcgroups.Manager, error) {
+	o := k.cfg.Options
+	if !o.CgroupsPerQOS || k.cfg.NoMounts {
+		return nil, nil
+	}
+	return podcgroups.New(podcgroups.Config{Root: o.CgroupRoot, PodPidsLimit: o.PodMaxPids,
+		Logger: k.log.With("component", "cgroups"), Registerer: k.cfg.Registry})
 }
 
 // token asks the apiserver for a token of the pod's service account bound to

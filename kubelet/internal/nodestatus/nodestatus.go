@@ -68,6 +68,14 @@ type Config struct {
 
 	// Machine reads the host (ReadMachine(RootDir) if nil); read once.
 	Machine func() (*Machine, error)
+	// Pressure says which of memory, disk and PIDs the eviction manager
+	// finds the node short of, for the MemoryPressure, DiskPressure and
+	// PIDPressure conditions; nil is never (hollow nodes).
+	Pressure func() (memory, disk, pid bool)
+	// EvictionReserved is what the hard eviction thresholds take from
+	// allocatable for a capacity; nil is upstream's default thresholds'
+	// share (memory.available<100Mi, nodefs.available<10%).
+	EvictionReserved func(capacity map[string]resource.Quantity) map[string]resource.Quantity
 	// OnNode is called with the Node whenever this manager learns a newer
 	// one (for its podCIDRs); it must not block or modify the node.
 	OnNode   func(*corev1.Node)

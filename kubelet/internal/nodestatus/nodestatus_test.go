@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	critest "k8s.io/cri-api/pkg/apis/testing"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -227,7 +228,7 @@ func TestAllocatable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := quantities(allocatable(c, sys, nil))
+	a := quantities(allocatable(c, sys, nil, defaultEvictionReserved(c)))
 	// cpu never negative; memory less reserved, eviction and huge pages.
 	got := quantityStrings(a)
 	want := map[string]string{"cpu": "0", "memory": "568Mi", "pods": "10", "ephemeral-storage": "8Gi", "hugepages-2Mi": "256Mi"}
@@ -464,5 +465,89 @@ func TestRunLeaseCadence(t *testing.T) {
 	}
 	if w := f.writes(); !slices.Equal(w, want2) {
 		t.Errorf("writes %v, want %v", w, want2)
+	}
+}
+
+// The pressure conditions follow the eviction manager with upstream's
+// reasons, messages and events, the transition time moving only when the
+// status does.
+func TestPressureConditions(t *testing.T) {
+	f := newFixture(t)
+	var memory, disk, pid bool
+	f.m.cfg.Pressure = func() (bool, bool, bool) { return memory, disk, pid }
+	if err := f.m.register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	drain := func() []string {
+		var out []string
+		for len(f.events.Events) > 0 {
+			out = append(out, <-f.events.Events)
+		}
+		return out
+	}
+	drain()
+	memory, disk, pid = true, true, true
+	f.clock.Step(10 * time.Second)
+	if wrote, err := f.m.syncStatus(context.Background()); err != nil || !wrote {
+		t.Fatalf("syncStatus = %v, %v", wrote, err)
+	}
+	want := []string{
+		`MemoryPressure=True KubeletHasInsufficientMemory "kubelet has insufficient memory available"`,
+		`DiskPressure=True KubeletHasDiskPressure "kubelet has disk pressure"`,
+		`PIDPressure=True KubeletHasInsufficientPID "kubelet has insufficient PID available"`,
+		`Ready=True KubeletReady "kubelet is posting ready status"`,
+	}
+	n := f.node(t)
+	if got := conditionsOf(n); !slices.Equal(got, want) {
+		t.Errorf("conditions\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, c := range n.GetStatus().GetConditions() {
+		if c.Type != "Ready" && !c.LastTransitionTime.AsTime().Equal(t0.Add(10*time.Second)) {
+			t.Errorf("%s: transition %v, want %v", c.Type, c.LastTransitionTime.AsTime(), t0.Add(10*time.Second))
+		}
+	}
+	wantEvents := []string{
+		"Normal NodeHasInsufficientMemory Node node-1 status is now: NodeHasInsufficientMemory",
+		"Normal NodeHasDiskPressure Node node-1 status is now: NodeHasDiskPressure",
+		"Normal NodeHasInsufficientPID Node node-1 status is now: NodeHasInsufficientPID",
+	}
+	if got := drain(); !slices.Equal(got, wantEvents) {
+		t.Errorf("events %v, want %v", got, wantEvents)
+	}
+	// Still under pressure: nothing new to say.
+	f.clock.Step(10 * time.Second)
+	if _, err := f.m.syncStatus(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := drain(); len(got) != 0 {
+		t.Errorf("events while the pressure lasts: %v", got)
+	}
+	disk = false
+	f.clock.Step(10 * time.Second)
+	if _, err := f.m.syncStatus(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := conditionsOf(f.node(t))[1]; got != `DiskPressure=False KubeletHasNoDiskPressure "kubelet has no disk pressure"` {
+		t.Errorf("DiskPressure after the pressure: %s", got)
+	}
+	if got := drain(); !slices.Equal(got, []string{"Normal NodeHasNoDiskPressure Node node-1 status is now: NodeHasNoDiskPressure"}) {
+		t.Errorf("events %v", got)
+	}
+}
+
+// Allocatable reserves what the configured hard thresholds say.
+func TestEvictionReserved(t *testing.T) {
+	f := newFixture(t)
+	f.m.cfg.EvictionReserved = func(c map[string]resource.Quantity) map[string]resource.Quantity {
+		es := c["ephemeral-storage"]
+		return map[string]resource.Quantity{"ephemeral-storage": *resource.NewQuantity(es.Value()/2, resource.BinarySI)}
+	}
+	if err := f.m.register(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// No memory threshold: 8Gi less 100Mi system and 200Mi kube only.
+	a := quantityStrings(f.node(t).GetStatus().GetAllocatable())
+	if a["memory"] != "7892Mi" || a["ephemeral-storage"] != "50Gi" {
+		t.Errorf("allocatable %v", a)
 	}
 }

@@ -89,18 +89,51 @@ func capacity(m *Machine, maxPods int) map[string]resource.Quantity {
 	return c
 }
 
-// allocatable is capacity less --system-reserved, --kube-reserved and the
-// hard eviction thresholds, and memory less the huge pages (upstream's
-// GetNodeAllocatableReservation and the Allocatable setter); never below 0.
-func allocatable(capacity, systemReserved, kubeReserved map[string]resource.Quantity) map[string]resource.Quantity {
+// defaultEvictionReserved is hardEviction's share of capacity.
+func defaultEvictionReserved(capacity map[string]resource.Quantity) map[string]resource.Quantity {
 	eviction := map[string]resource.Quantity{"memory": hardEviction.memory}
 	if es, ok := capacity["ephemeral-storage"]; ok {
 		eviction["ephemeral-storage"] = *resource.NewQuantity(int64(float64(es.Value())*hardEviction.nodefsAvailable), resource.BinarySI)
 	}
+	return eviction
+}
+
+// allocatable is capacity less --system-reserved, --kube-reserved and the
+// hard eviction thresholds' share, and memory less the huge pages
+// (upstream's GetNodeAllocatableReservation and the Allocatable setter);
+// never below 0.
+func allocatable(capacity, systemReserved, kubeReserved, eviction map[string]resource.Quantity) map[string]resource.Quantity {
+	return reserve(capacity, systemReserved, kubeReserved, eviction)
+}
+
+// KubepodsLimits is what the kubepods cgroup is held to: with enforce
+// (--enforce-node-allocatable=pods) capacity less --system-reserved and
+// --kube-reserved, memory less the huge pages (upstream's
+// getNodeAllocatableAbsolute), but not less the hard eviction thresholds,
+// which must stay inside the cgroup for the eviction manager to act before
+// the kernel's OOM killer; else the whole capacity. Nil before the machine
+// is read (Known).
+func (m *Manager) KubepodsLimits(enforce bool) map[string]resource.Quantity {
+	m.mu.Lock()
+	machine := m.machine
+	m.mu.Unlock()
+	if machine == nil {
+		return nil
+	}
+	c := capacity(machine, m.cfg.MaxPods)
+	if !enforce {
+		return c
+	}
+	return reserve(c, m.systemReserved, m.kubeReserved)
+}
+
+// reserve is capacity less each of reserved, memory also less the huge
+// pages; never below 0.
+func reserve(capacity map[string]resource.Quantity, reserved ...map[string]resource.Quantity) map[string]resource.Quantity {
 	out := map[string]resource.Quantity{}
 	for name, c := range capacity {
 		v := c.DeepCopy()
-		for _, r := range []map[string]resource.Quantity{systemReserved, kubeReserved, eviction} {
+		for _, r := range reserved {
 			if q, ok := r[name]; ok {
 				v.Sub(q)
 			}
@@ -187,7 +220,11 @@ func (m *Manager) setStatus(node *corev1.Node, o observed) {
 
 	c := capacity(o.machine, m.cfg.MaxPods)
 	st.Capacity = quantities(c)
-	st.Allocatable = quantities(allocatable(c, m.systemReserved, m.kubeReserved))
+	reserve := defaultEvictionReserved
+	if m.cfg.EvictionReserved != nil {
+		reserve = m.cfg.EvictionReserved
+	}
+	st.Allocatable = quantities(allocatable(c, m.systemReserved, m.kubeReserved, reserve(c)))
 
 	if st.NodeInfo == nil {
 		st.NodeInfo = &corev1.NodeSystemInfo{}
@@ -205,11 +242,13 @@ func (m *Manager) setStatus(node *corev1.Node, o observed) {
 	st.Images = nodeImages(o.images)
 
 	now := metav1.NewTime(o.now)
-	// No eviction manager measures pressure yet: the pressure conditions
-	// say what upstream's do when no threshold is crossed.
-	m.pressureCondition(node, conditionMemory, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", "NodeHasSufficientMemory", now)
-	m.pressureCondition(node, conditionDisk, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", "NodeHasNoDiskPressure", now)
-	m.pressureCondition(node, conditionPID, "KubeletHasSufficientPID", "kubelet has sufficient PID available", "NodeHasSufficientPID", now)
+	var memory, disk, pid bool
+	if m.cfg.Pressure != nil {
+		memory, disk, pid = m.cfg.Pressure()
+	}
+	m.pressureCondition(node, conditionMemory, memory, pressureMemory, now)
+	m.pressureCondition(node, conditionDisk, disk, pressureDisk, now)
+	m.pressureCondition(node, conditionPID, pid, pressurePID, now)
 	m.readyCondition(node, o.runtimeErr, now)
 }
 
@@ -222,17 +261,38 @@ func findCondition(st *corev1.NodeStatus, t string) *corev1.NodeCondition {
 	return nil
 }
 
+// pressureStates are a pressure condition's reason, message and event
+// when under pressure and when not, upstream's.
+type pressureStates struct {
+	reason, message, event             string
+	fineReason, fineMessage, fineEvent string
+}
+
+var (
+	pressureMemory = pressureStates{"KubeletHasInsufficientMemory", "kubelet has insufficient memory available", "NodeHasInsufficientMemory",
+		"KubeletHasSufficientMemory", "kubelet has sufficient memory available", "NodeHasSufficientMemory"}
+	pressureDisk = pressureStates{"KubeletHasDiskPressure", "kubelet has disk pressure", "NodeHasDiskPressure",
+		"KubeletHasNoDiskPressure", "kubelet has no disk pressure", "NodeHasNoDiskPressure"}
+	pressurePID = pressureStates{"KubeletHasInsufficientPID", "kubelet has insufficient PID available", "NodeHasInsufficientPID",
+		"KubeletHasSufficientPID", "kubelet has sufficient PID available", "NodeHasSufficientPID"}
+)
+
 // pressureCondition is upstream's MemoryPressureCondition (and its disk
-// and PID siblings) for the no-pressure case.
-func (m *Manager) pressureCondition(node *corev1.Node, t, reason, message, event string, now *metav1.Time) {
+// and PID siblings): True under pressure, else False, the transition time
+// and a Normal event only when the status changes.
+func (m *Manager) pressureCondition(node *corev1.Node, t string, pressure bool, s pressureStates, now *metav1.Time) {
 	c := findCondition(node.Status, t)
 	if c == nil {
 		c = &corev1.NodeCondition{Type: t, Status: "Unknown"}
 		node.Status.Conditions = append(node.Status.Conditions, c)
 	}
 	c.LastHeartbeatTime = now
-	if c.Status != conditionFalse {
-		c.Status, c.Reason, c.Message, c.LastTransitionTime = conditionFalse, reason, message, now
+	status, reason, message, event := conditionFalse, s.fineReason, s.fineMessage, s.fineEvent
+	if pressure {
+		status, reason, message, event = conditionTrue, s.reason, s.message, s.event
+	}
+	if c.Status != status {
+		c.Status, c.Reason, c.Message, c.LastTransitionTime = status, reason, message, now
 		m.event(node, "Normal", event, "Node "+m.cfg.NodeName+" status is now: "+event)
 	}
 }

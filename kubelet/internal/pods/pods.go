@@ -53,6 +53,15 @@ type Prober interface {
 	Updates() <-chan string
 }
 
+// Cgroups is what the pod workers need of the pod cgroup manager
+// (kubelet/internal/podcgroups).
+type Cgroups interface {
+	EnsurePod(pod *corev1.Pod) error
+	RemovePod(uid string) error
+	UpdateQoS(active []*corev1.Pod) error
+	CleanupOrphans(known func(uid string) bool) error
+}
+
 // Config is the pod workers' collaborators. Hooks left nil do nothing.
 type Config struct {
 	Client   *client.Client
@@ -104,6 +113,10 @@ type Config struct {
 	// Node is the registered Node (nil before), whose UID mirror pods'
 	// owner reference names; nil reads it through Client.
 	Node func() *corev1.Node
+	// Cgroups makes each pod's cgroup before its sandbox and removes it
+	// once the pod is gone, and keeps the QoS tiers' shares in step with
+	// the pods; nil manages no cgroups (hollow nodes).
+	Cgroups Cgroups
 }
 
 // Manager is the node's pod workers.
@@ -340,8 +353,75 @@ func (m *Manager) resync(ctx context.Context) {
 	if m.cfg.HasSynced != nil && !m.cfg.HasSynced() {
 		return
 	}
+	m.updateQoS("")
 	m.cleanupOrphans(ctx)
+	m.cleanupCgroups(ctx)
 	m.cleanupMirrors(ctx)
+}
+
+// activePods are the node's pods that may have containers running
+// (upstream's GetActivePods) but the one being removed, if any.
+func (m *Manager) activePods(except string) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, p := range m.Pods() {
+		if n := p.GetSpec().GetNodeName(); m.cfg.NodeName != "" && n != "" && n != m.cfg.NodeName {
+			continue
+		}
+		ph := p.GetStatus().GetPhase()
+		if p.GetMetadata().GetUid() == except || ph == "Succeeded" || ph == "Failed" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// updateQoS is upstream's UpdateQOSCgroups: at every resync, and as pods
+// start and go.
+func (m *Manager) updateQoS(except string) {
+	if m.cfg.Cgroups == nil {
+		return
+	}
+	if err := m.cfg.Cgroups.UpdateQoS(m.activePods(except)); err != nil {
+		m.log.Info("Failed to update the QoS cgroups", "err", err)
+	}
+}
+
+// cleanupCgroups removes the cgroups of pods that are neither a worker's
+// nor static nor still in the runtime (cleanupOrphans stops those first):
+// upstream's cleanupOrphanedPodCgroups.
+func (m *Manager) cleanupCgroups(ctx context.Context) {
+	if m.cfg.Cgroups == nil {
+		return
+	}
+	m.mu.Lock()
+	staticSeen := m.staticSeen
+	m.mu.Unlock()
+	if !staticSeen {
+		return
+	}
+	sandboxes, err := m.cfg.Runtime.ListPodSandbox(ctx, nil)
+	if err != nil {
+		m.log.Info("listing sandboxes for cgroup clean-up", "err", err)
+		return
+	}
+	inRuntime := map[string]bool{}
+	for _, sb := range sandboxes {
+		inRuntime[sb.GetLabels()[kuberuntime.LabelPodUID]] = true
+	}
+	known := func(uid string) bool {
+		if inRuntime[uid] {
+			return true
+		}
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		_, working := m.workers[uid]
+		_, static := m.static[uid]
+		return working || static
+	}
+	if err := m.cfg.Cgroups.CleanupOrphans(known); err != nil {
+		m.log.Info("cleaning up orphaned pod cgroups", "err", err)
+	}
 }
 
 func (m *Manager) cleanupOrphans(ctx context.Context) {

@@ -80,11 +80,17 @@ func (s *statusManager) target(pod *corev1.Pod) (*corev1.Pod, bool) {
 
 func (s *statusManager) write(ctx context.Context, pod *corev1.Pod, st *corev1.PodStatus) error {
 	uid := pod.GetMetadata().GetUid()
+	latest, ok := s.target(pod)
+	if ok {
+		st = keepTerminalPhase(latest.GetStatus(), st)
+	}
 	s.mu.Lock()
+	if prev := s.latest[uid]; prev != nil {
+		st = keepTerminalPhase(prev, st)
+	}
 	s.latest[uid] = cloneStatus(st)
 	last, had := s.written[uid]
 	s.mu.Unlock()
-	latest, ok := s.target(pod)
 	if !ok {
 		return nil
 	}
@@ -117,6 +123,7 @@ func (s *statusManager) write(ctx context.Context, pod *corev1.Pod, st *corev1.P
 				return nil // replaced by a pod of the same name
 			}
 			latest = fresh
+			st = keepTerminalPhase(latest.GetStatus(), st)
 		default:
 			return err
 		}
@@ -128,4 +135,17 @@ func (s *statusManager) remember(uid, target string, st *corev1.PodStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.written[uid] = written{target: target, status: cloneStatus(st)}
+}
+
+// keepTerminalPhase is upstream's rule that a pod never leaves a terminal
+// phase, nor moves from one to the other: an evicted pod whose containers
+// then exit 0 on SIGTERM stays Failed, with the reason it was given.
+func keepTerminalPhase(old, st *corev1.PodStatus) *corev1.PodStatus {
+	ph := old.GetPhase()
+	if (ph != "Failed" && ph != "Succeeded") || st.GetPhase() == ph {
+		return st
+	}
+	st = cloneStatus(st)
+	st.Phase, st.Reason, st.Message = ph, old.GetReason(), old.GetMessage()
+	return st
 }

@@ -29,6 +29,7 @@ type worker struct {
 	admitted bool
 	probing  bool
 	terminal bool // containers stopped for good (completed, failed, rejected)
+	cgroup   bool // the pod's cgroup was made (Config.Cgroups)
 	waiting  map[string]kuberuntime.Waiting
 	retry    *time.Timer
 }
@@ -134,6 +135,9 @@ func (w *worker) sync(ctx context.Context) bool {
 				_ = m.rt.KillPod(ctx, pod, st, nil)
 			}
 			w.terminal = true
+			// Upstream's terminated pods keep no cgroup, only their dead
+			// containers.
+			w.removeCgroup()
 		}
 		if last := m.status.last(w.uid); w.static && last != nil {
 			// To a mirror pod that came (back) after the pod finished.
@@ -166,6 +170,23 @@ func (w *worker) sync(ctx context.Context) bool {
 		w.probing = true
 	}
 
+	if c := m.cfg.Cgroups; c != nil {
+		if !w.cgroup {
+			// As upstream's syncPod: the Burstable tier counts the pod
+			// before the pod's cgroup exists.
+			m.updateQoS("")
+		}
+		// Every sync, as upstream's: two stats while the cgroup exists, and
+		// one that failed or vanished is made before the runtime would make
+		// it without limits.
+		if err := c.EnsurePod(pod); err != nil {
+			m.cfg.Recorder.Eventf(pod, record.Warning, "FailedCreatePodContainer", "unable to ensure pod container exists: %v", err)
+			w.writeStatus(ctx, pod, w.waitingAll(pod, kuberuntime.ReasonContainerCreating), false)
+			w.retryIn(2 * time.Second)
+			return false
+		}
+		w.cgroup = true
+	}
 	if m.cfg.Volumes != nil {
 		if err := m.cfg.Volumes.Setup(ctx, pod); err != nil {
 			m.cfg.Recorder.Eventf(pod, record.Warning, "FailedMount", "Unable to attach or mount volumes: %v", err)
@@ -327,6 +348,7 @@ func (w *worker) terminate(ctx context.Context, pod *corev1.Pod, inAPI bool) boo
 			return false
 		}
 	}
+	w.removeCgroup()
 	m.pleg.Cache().Delete(w.uid)
 	m.status.forget(w.uid)
 	m.finish(w.uid)
@@ -355,4 +377,19 @@ func clonePodStatus(pod *corev1.Pod) *corev1.PodStatus {
 		return cloneStatus(s)
 	}
 	return &corev1.PodStatus{}
+}
+
+// removeCgroup removes the pod's cgroup, killing what is left in it, once
+// its sandbox is gone, and gives its shares back to the Burstable tier. A
+// failure is retried by the housekeeping (Manager.cleanupCgroups).
+func (w *worker) removeCgroup() {
+	c := w.m.cfg.Cgroups
+	if c == nil {
+		return
+	}
+	if err := c.RemovePod(w.uid); err != nil {
+		w.m.log.Info("Failed to remove the pod cgroup", "pod", w.ns+"/"+w.name, "uid", w.uid, "err", err)
+	}
+	w.cgroup = false
+	w.m.updateQoS(w.uid)
 }
