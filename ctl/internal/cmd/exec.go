@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -146,14 +147,29 @@ func (o *Options) setupTTY(f *streamFlags) *terminal {
 	return &terminal{in: in}
 }
 
-// raw puts the terminal in raw mode until restore is called.
-func (t *terminal) raw() error {
+// raw puts the terminal in raw mode until restore is called, and returns
+// ctx ended also by SIGHUP and SIGQUIT, and by restore. kubectl restores
+// its terminal on SIGHUP, SIGINT, SIGTERM and SIGQUIT; Main's context
+// covers SIGINT and SIGTERM, and Go's default for the other two exits with
+// the terminal left raw. A raw terminal sends no signal from the keyboard:
+// these come from a closed window, kill or timeout(1).
+func (t *terminal) raw(ctx context.Context) (context.Context, error) {
+	// Caught before the terminal goes raw, so that no moment is left in
+	// which they would exit with it raw.
+	sctx, stop := signal.NotifyContext(ctx, syscall.SIGHUP, syscall.SIGQUIT)
 	st, err := term.MakeRaw(int(t.in.Fd()))
 	if err != nil {
-		return err
+		stop()
+		return ctx, err
 	}
-	t.restore = func() { term.Restore(int(t.in.Fd()), st) }
-	return nil
+	var once sync.Once
+	t.restore = func() {
+		once.Do(func() {
+			term.Restore(int(t.in.Fd()), st)
+			stop()
+		})
+	}
+	return sctx, nil
 }
 
 // sizes sends the terminal's size now and on every SIGWINCH until ctx ends.
@@ -162,27 +178,48 @@ func (t *terminal) sizes(ctx context.Context, out io.Writer) <-chan client.Termi
 	if f, ok := out.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fd = int(f.Fd())
 	}
-	ch := make(chan client.TerminalSize, 1)
-	send := func() {
+	// Caught before the first size is read: a resize in between is not
+	// lost.
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	context.AfterFunc(ctx, func() { signal.Stop(winch) })
+	return followSizes(ctx, winch, func() (client.TerminalSize, bool) {
 		w, h, err := term.GetSize(fd)
-		if err != nil {
+		return client.TerminalSize{Width: uint16(w), Height: uint16(h)}, err == nil
+	})
+}
+
+// followSizes sends size's answer now and after each tick until ctx ends.
+// The channel holds one size, always the newest: one the stream has not
+// taken yet is replaced rather than the new one dropped, so that a burst of
+// resizes (a window dragged larger) ends at the terminal's last size.
+func followSizes(ctx context.Context, tick <-chan os.Signal, size func() (client.TerminalSize, bool)) <-chan client.TerminalSize {
+	ch := make(chan client.TerminalSize, 1)
+	// Only one goroutine sends, so an emptied channel has room.
+	send := func() {
+		sz, ok := size()
+		if !ok {
 			return
 		}
-		select {
-		case ch <- client.TerminalSize{Width: uint16(w), Height: uint16(h)}:
-		default:
+		for {
+			select {
+			case ch <- sz:
+				return
+			default:
+			}
+			select {
+			case <-ch:
+			default:
+			}
 		}
 	}
 	send()
-	winch := make(chan os.Signal, 1)
-	signal.Notify(winch, syscall.SIGWINCH)
 	go func() {
-		defer signal.Stop(winch)
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-winch:
+			case <-tick:
 				send()
 			}
 		}
@@ -227,7 +264,7 @@ func (o *Options) runRemote(ctx context.Context, f streamFlags, arg string, comm
 		if verb == "attach" && !f.quiet {
 			fmt.Fprintln(o.streams.Err, "If you don't see a command prompt, try pressing enter.")
 		}
-		if err := t.raw(); err != nil {
+		if ctx, err = t.raw(ctx); err != nil {
 			return err
 		}
 		defer t.restore()
@@ -238,6 +275,8 @@ func (o *Options) runRemote(ctx context.Context, f streamFlags, arg string, comm
 	} else {
 		err = c.Exec(ctx, opts)
 	}
+	// Before restore, which ends ctx too.
+	interrupted := ctx.Err() != nil
 	if t != nil {
 		t.restore()
 	}
@@ -250,8 +289,10 @@ func (o *Options) runRemote(ctx context.Context, f streamFlags, arg string, comm
 			fmt.Fprintln(o.streams.Err, exit.Error())
 		}
 		return exitError{code: exit.Code}
-	case ctx.Err() != nil:
-		return nil
+	case interrupted:
+		// Cut short (Ctrl-C, a signal): no success to report, and nothing
+		// to say, as kubectl, which exits 1.
+		return exitError{code: 1}
 	}
 	return o.printError(err)
 }

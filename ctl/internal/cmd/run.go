@@ -164,20 +164,23 @@ func (o *Options) runAttached(ctx context.Context, c *client.Client, ns, name st
 			if !f.quiet {
 				fmt.Fprintln(o.streams.Err, "If you don't see a command prompt, try pressing enter.")
 			}
-			if err := t.raw(); err == nil {
+			if sctx, err := t.raw(actx); err == nil {
+				actx = sctx
 				opts.Resize = t.sizes(actx, o.streams.Out)
 			} else {
 				t = nil
 			}
 		}
 		err = c.Attach(actx, opts)
+		interrupted := actx.Err() != nil
 		cancel()
 		if t != nil {
 			t.restore()
 		}
 		attached = err == nil
-		if err != nil && ctx.Err() != nil {
-			return 0, nil
+		if err != nil && interrupted {
+			// Cut short: kubectl exits 1. --rm still deletes the pod.
+			return 1, nil
 		}
 	}
 	if !attached {
