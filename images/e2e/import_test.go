@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,7 +140,7 @@ func TestImagesImportAndRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	for _, f := range []string{"pause-3.10.tar", "agnhost-2.53.tar", "busybox-1.35.tar"} {
+	for _, f := range []string{"pause-3.10.tar", "agnhost-2.53.tar", "busybox-1.35.tar", "coredns-1.15.tar"} {
 		out, err := c.ctr(ctx, "images", "import", filepath.Join(images, f))
 		if err != nil {
 			t.Fatalf("ctr images import %s: %v\n%s", f, err, out)
@@ -151,7 +152,7 @@ func TestImagesImportAndRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("ctr images ls:\n%s", out)
-	for _, ref := range []string{"skiff.local/pause:3.10", "skiff.local/agnhost:2.53", "skiff.local/busybox:1.35"} {
+	for _, ref := range []string{"skiff.local/pause:3.10", "skiff.local/agnhost:2.53", "skiff.local/busybox:1.35", "skiff.local/coredns:1.15"} {
 		if !strings.Contains(out, ref+" ") {
 			t.Errorf("%s not among the imported images", ref)
 		}
@@ -207,6 +208,20 @@ wget -qO- "http://127.0.0.1:8080/dial?host=127.0.0.1&port=8081&protocol=udp&requ
 		}
 	})
 
+	t.Run("coredns", func(t *testing.T) {
+		// The entrypoint is skiff-dns: static, alone in the image, CoreDNS
+		// with our plugin compiled in.
+		out, err := c.run(ctx, "skiff.local/coredns:1.15", "e2e-coredns", "/coredns", "-version")
+		if err != nil || !strings.Contains(out, "skiff-dns ") || !strings.Contains(out, "CoreDNS-1.15.0") {
+			t.Errorf("/coredns -version: %v\n%s", err, out)
+		}
+		out, err = c.run(ctx, "skiff.local/coredns:1.15", "e2e-coredns-plugins", "/coredns", "-plugins")
+		plugins := strings.Fields(out)
+		if err != nil || !slices.Contains(plugins, "skiff") || slices.Contains(plugins, "kubernetes") {
+			t.Errorf("/coredns -plugins: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("pause", func(t *testing.T) {
 		args := append([]string{"--address", c.sock, "--namespace", namespace, "run", "--rm"}, c.runFlags...)
 		run := exec.CommandContext(ctx, "ctr", append(args, "skiff.local/pause:3.10", "e2e-pause")...)
@@ -246,7 +261,7 @@ wget -qO- "http://127.0.0.1:8080/dial?host=127.0.0.1&port=8081&protocol=udp&requ
 
 	// Remove what the test imported; the containerd itself goes with its
 	// temporary directory.
-	for _, ref := range []string{"skiff.local/pause:3.10", "skiff.local/agnhost:2.53", "skiff.local/busybox:1.35"} {
+	for _, ref := range []string{"skiff.local/pause:3.10", "skiff.local/agnhost:2.53", "skiff.local/busybox:1.35", "skiff.local/coredns:1.15"} {
 		if o, err := c.ctr(ctx, "images", "rm", "--sync", ref); err != nil {
 			t.Errorf("ctr images rm %s: %v\n%s", ref, err, o)
 		}

@@ -1,7 +1,8 @@
 // Command skiff-images builds the images Skiff's nodes run, since no public
 // registry is reachable from its machines: skiff.local/pause:3.10 (the
 // sandbox), skiff.local/agnhost:2.53 (our agnhost on busybox, as upstream's
-// image) and skiff.local/busybox:1.35 (Debian's busybox-static). Each is a
+// image), skiff.local/busybox:1.35 (Debian's busybox-static) and
+// skiff.local/coredns:1.15 (skiff-dns, the cluster DNS addon). Each is a
 // `docker save`-format tarball in --out that `ctr images import` and a
 // kubelet's --image-preload-dir accept.
 //
@@ -33,7 +34,16 @@ const (
 	PauseRef   = "skiff.local/pause:3.10"
 	AgnhostRef = "skiff.local/agnhost:2.53"
 	BusyboxRef = "skiff.local/busybox:1.35"
+	CoreDNSRef = "skiff.local/coredns:1.15"
 )
+
+// binaries are the Go programs the images hold, by name: each is built
+// from its package inside the Go workspace.
+var binaries = []struct{ name, pkg string }{
+	{"pause", "skiff.dev/images/cmd/pause"},
+	{"agnhost", "skiff.dev/images/cmd/agnhost"},
+	{"coredns", "skiff.dev/dns/cmd/skiff-dns"},
+}
 
 // TarballName is the file in --out holding ref ("pause-3.10.tar").
 func TarballName(ref string) string {
@@ -71,20 +81,21 @@ func run(out, busybox, goTool, arch string) error {
 	}
 	defer os.RemoveAll(tmp)
 	bins := map[string]string{}
-	for _, name := range []string{"pause", "agnhost"} {
-		bin := filepath.Join(tmp, name)
-		if err := goBuild(goTool, arch, "skiff.dev/images/cmd/"+name, bin); err != nil {
+	for _, b := range binaries {
+		bin := filepath.Join(tmp, b.name)
+		if err := goBuild(goTool, arch, b.pkg, bin); err != nil {
 			return err
 		}
 		if err := checkStatic(bin); err != nil {
 			return err
 		}
-		bins[name] = bin
+		bins[b.name] = bin
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	for _, spec := range Specs(bins["pause"], bins["agnhost"], busybox, applets, arch) {
+	specs := append(Specs(bins["pause"], bins["agnhost"], busybox, applets, arch), CoreDNSSpec(bins["coredns"], arch))
+	for _, spec := range specs {
 		p := filepath.Join(out, TarballName(spec.Ref))
 		digest, wrote, err := imagebuild.Write(p, spec)
 		if err != nil {
@@ -121,6 +132,28 @@ func Specs(pauseBin, agnhostBin, busybox string, applets []string, arch string) 
 		), []string{"/agnhost"}, nil),
 		// As Docker's busybox image: no entrypoint, a shell by default.
 		spec(BusyboxRef, busyboxRoot(busybox, applets), nil, []string{"sh"}),
+	}
+}
+
+// CoreDNSSpec is the cluster DNS image, as upstream's coredns image: the
+// static binary alone at /coredns (no shell, nothing to exec into), run
+// as root so the addon's drop-ALL-add-NET_BIND_SERVICE capabilities let
+// it bind port 53, reading the Corefile the addon mounts from its
+// ConfigMap.
+func CoreDNSSpec(corednsBin, arch string) imagebuild.Spec {
+	return imagebuild.Spec{
+		Ref: CoreDNSRef,
+		Entries: []imagebuild.Entry{
+			imagebuild.File("/coredns", corednsBin, 0o755),
+			// The mount point of the ConfigMap, there for a read-only root.
+			imagebuild.Dir("/etc/coredns", 0o755),
+		},
+		Entrypoint:   []string{"/coredns"},
+		Cmd:          []string{"-conf", "/etc/coredns/Corefile"},
+		Env:          []string{imagebuild.DefaultPath},
+		WorkingDir:   "/",
+		ExposedPorts: []string{"53/tcp", "53/udp", "9153/tcp"},
+		Architecture: arch, OS: "linux",
 	}
 }
 

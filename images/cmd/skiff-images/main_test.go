@@ -13,7 +13,8 @@ import (
 )
 
 func TestTarballName(t *testing.T) {
-	for ref, want := range map[string]string{PauseRef: "pause-3.10.tar", AgnhostRef: "agnhost-2.53.tar", BusyboxRef: "busybox-1.35.tar"} {
+	for ref, want := range map[string]string{PauseRef: "pause-3.10.tar", AgnhostRef: "agnhost-2.53.tar", BusyboxRef: "busybox-1.35.tar",
+		CoreDNSRef: "coredns-1.15.tar"} {
 		if got := TarballName(ref); got != want {
 			t.Errorf("TarballName(%q) = %q, want %q", ref, got, want)
 		}
@@ -82,6 +83,35 @@ func TestSpecs(t *testing.T) {
 	}
 	if _, ok := agnhost["/agnhost"]; !ok {
 		t.Error("agnhost image lacks /agnhost")
+	}
+}
+
+func TestCoreDNSSpec(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "skiff-dns")
+	if err := os.WriteFile(bin, []byte("skiff-dns"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := CoreDNSSpec(bin, "amd64")
+	fs := files(t, spec)
+	if _, ok := fs["/coredns"]; !ok || len(fs) != 3 { // /coredns, /etc/, /etc/coredns/
+		t.Errorf("coredns image holds %v, want /coredns and /etc/coredns", fs)
+	}
+	if spec.Ref != CoreDNSRef || !reflect.DeepEqual(spec.Entrypoint, []string{"/coredns"}) ||
+		!reflect.DeepEqual(spec.Cmd, []string{"-conf", "/etc/coredns/Corefile"}) {
+		t.Errorf("coredns image %s entrypoint %v cmd %v", spec.Ref, spec.Entrypoint, spec.Cmd)
+	}
+	if !reflect.DeepEqual(spec.ExposedPorts, []string{"53/tcp", "53/udp", "9153/tcp"}) || spec.Architecture != "amd64" || spec.OS != "linux" {
+		t.Errorf("coredns image ports %v platform %s/%s", spec.ExposedPorts, spec.OS, spec.Architecture)
+	}
+	// The binary the image is built from is skiff-dns.
+	found := false
+	for _, b := range binaries {
+		if b.name == "coredns" {
+			found = b.pkg == "skiff.dev/dns/cmd/skiff-dns"
+		}
+	}
+	if !found {
+		t.Errorf("coredns is not built from skiff.dev/dns/cmd/skiff-dns: %v", binaries)
 	}
 }
 

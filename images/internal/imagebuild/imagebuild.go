@@ -72,6 +72,9 @@ type Spec struct {
 	Cmd        []string
 	Env        []string
 	WorkingDir string
+	// ExposedPorts are Docker's EXPOSE ("53/udp", "9153/tcp"): what a
+	// reader of the image learns it serves.
+	ExposedPorts []string
 	// Architecture and OS of the image config ("amd64", "linux").
 	Architecture string
 	OS           string
@@ -186,6 +189,13 @@ func Image(spec Spec) (v1.Image, error) {
 	cf.Config.Cmd = spec.Cmd
 	cf.Config.Env = spec.Env
 	cf.Config.WorkingDir = spec.WorkingDir
+	// Left nil when empty, so images without ports keep their digests.
+	if len(spec.ExposedPorts) > 0 {
+		cf.Config.ExposedPorts = map[string]struct{}{}
+		for _, p := range spec.ExposedPorts {
+			cf.Config.ExposedPorts[p] = struct{}{}
+		}
+	}
 	return mutate.ConfigFile(img, cf)
 }
 

@@ -94,6 +94,7 @@ func testSpec(t *testing.T, content string) Spec {
 		Entries:      []Entry{File("/app", src, 0o755)},
 		Entrypoint:   []string{"/app"},
 		Env:          []string{DefaultPath},
+		ExposedPorts: []string{"53/udp", "9153/tcp"},
 		WorkingDir:   "/",
 		Architecture: "amd64",
 		OS:           "linux",
@@ -133,7 +134,8 @@ func TestWriteSkipsAnUnchangedImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cf.Architecture != "amd64" || cf.OS != "linux" || !reflect.DeepEqual(cf.Config.Entrypoint, []string{"/app"}) ||
-		cf.Config.WorkingDir != "/" || !reflect.DeepEqual(cf.Config.Env, []string{DefaultPath}) || len(cf.RootFS.DiffIDs) != 1 {
+		cf.Config.WorkingDir != "/" || !reflect.DeepEqual(cf.Config.Env, []string{DefaultPath}) || len(cf.RootFS.DiffIDs) != 1 ||
+		!reflect.DeepEqual(cf.Config.ExposedPorts, map[string]struct{}{"53/udp": {}, "9153/tcp": {}}) {
 		t.Errorf("config = %+v", cf)
 	}
 	layers, _ := img.Layers()
