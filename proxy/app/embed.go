@@ -1,0 +1,30 @@
+package app
+
+import (
+	"skiff.dev/proxy/internal/conntrack"
+	"skiff.dev/proxy/internal/ipvs"
+	"skiff.dev/proxy/internal/nftables"
+)
+
+// What programs embedding one family's proxier directly need (the e2e
+// benchmark drives syncs itself, without informers), as etcd's embed
+// package gives etcd. The logic stays in internal/.
+type (
+	// NFTablesProxier programs one family's table; feed it with its On*
+	// methods and call SyncNow.
+	NFTablesProxier = nftables.Proxier
+	// NFTablesConfig builds an NFTablesProxier.
+	NFTablesConfig = nftables.Config
+	// NodePortAddresses selects the NodePort addresses of an NFTablesConfig.
+	NodePortAddresses = nftables.NodePortAddresses
+	// Conntrack deletes stale UDP entries (the entries ConntrackFilter
+	// selects); ConntrackNetlink is the real one.
+	Conntrack        = conntrack.Interface
+	ConntrackFilter  = conntrack.Filter
+	ConntrackNetlink = conntrack.Netlink
+	// IPVSHandle is the part of moby/ipvs a Config's IPVSHandle needs.
+	IPVSHandle = ipvs.Handle
+)
+
+// NewNFTablesProxier builds one family's nftables proxier.
+func NewNFTablesProxier(cfg NFTablesConfig) (*NFTablesProxier, error) { return nftables.New(cfg) }

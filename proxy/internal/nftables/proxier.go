@@ -1,0 +1,696 @@
+// Package nftables is skiff-proxy's default dataplane, upstream's nftables
+// proxier (pkg/proxy/nftables): one table per family that skiff-proxy
+// owns, a verdict map from address . protocol . port to a chain per
+// Service port, a chain per endpoint that DNATs, endpoint choice by
+// "numgen random mod N vmap", and rejects for Services without endpoints.
+//
+// A sync writes only what changed since the last one (upstream's partial
+// sync): the chains, sets and map elements of the Services whose Service or
+// EndpointSlices changed. A full sync rewrites the table at start, after a
+// failure, when the node's addresses change, when a periodic look finds the
+// table changed behind our back, and once an hour.
+package nftables
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sigs.k8s.io/knftables"
+
+	corev1 "skiff.dev/proto/api/core/v1"
+	discoveryv1 "skiff.dev/proto/api/discovery/v1"
+	"skiff.dev/proxy/internal/conntrack"
+	"skiff.dev/proxy/internal/metrics"
+	"skiff.dev/proxy/internal/proxy"
+	"skiff.dev/proxy/internal/runner"
+)
+
+// HealthUpdater is told when changes queue and when they are in place.
+type HealthUpdater interface {
+	QueuedUpdate(family string)
+	Updated(family string)
+}
+
+// NodePortAddresses says which of the node's addresses accept NodePort
+// traffic (--nodeport-addresses).
+type NodePortAddresses struct {
+	// Primary: the node's own IPs from its Node object, upstream's
+	// "primary" and our default.
+	Primary bool
+	// CIDRs: every local address inside them (0.0.0.0/0 or ::/0: all
+	// local addresses, matched in the kernel by fib).
+	CIDRs []netip.Prefix
+	// LocalAddrs lists the node's interface addresses (CIDRs mode).
+	LocalAddrs func() ([]netip.Addr, error)
+}
+
+func (n NodePortAddresses) matchAll() bool {
+	for _, c := range n.CIDRs {
+		if c.Bits() == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Config builds a Proxier for one family.
+type Config struct {
+	Family proxy.Family
+	// NFT is the table's interface (knftables.New, or its Fake in tests).
+	NFT      knftables.Interface
+	Hostname string
+	// ClusterCIDRs of this family: traffic from outside them to a ClusterIP
+	// is masqueraded. Empty: only --masquerade-all masquerades it.
+	ClusterCIDRs  []netip.Prefix
+	MasqueradeAll bool
+	MasqueradeBit int
+	NodePorts     NodePortAddresses
+	Conntrack     conntrack.Interface
+	Metrics       *metrics.Metrics
+	Health        HealthUpdater
+	Logger        *slog.Logger
+	// SyncPeriod is the most time between syncs, each of which checks the
+	// table is still ours; MinSyncPeriod the least between bursts of them.
+	SyncPeriod    time.Duration
+	MinSyncPeriod time.Duration
+	// FullSyncPeriod is how often a sync rewrites everything (an hour).
+	FullSyncPeriod time.Duration
+	// FullSyncChunk is how many ServicePorts one transaction of a full
+	// sync writes at most (default 500).
+	FullSyncChunk int
+}
+
+// Proxier programs one family's table.
+type Proxier struct {
+	cfg     Config
+	log     *slog.Logger
+	tracker *proxy.Tracker
+	runner  *runner.Runner
+
+	ipX, addrType, noLocalhost, masqMark string
+
+	mu           sync.Mutex
+	svcPortMap   proxy.ServicePortMap
+	endpointsMap proxy.EndpointsMap
+	nodeIPs      []netip.Addr
+	needFullSync bool
+	lastFull     time.Time
+	lastCheck    time.Time
+	generation   uint32
+
+	servicesSynced, slicesSynced bool
+	initialized                  atomic.Bool
+
+	// What is in the table, per ServicePort and in the maps, so a partial
+	// sync can take out exactly what a Service no longer needs.
+	states   map[proxy.ServicePortName]*portState
+	elements map[elemKey]elemVal
+	// staleChains were flushed at the given time and are deleted once
+	// nothing can still point at them (upstream waits a second for kernels
+	// before 6.2 to notice a dropped map element).
+	staleChains map[string]time.Time
+	names       map[proxy.ServicePortName]*portNames
+
+	// LastOps is the operation count of the last transaction run, for tests
+	// that check a change touched only its own objects.
+	LastOps int
+}
+
+type portState struct {
+	chains []string
+	// epAffinity: the endpoint chains, and the affinity timeout each one's
+	// rules were written for (0: none).
+	epAffinity map[string]int
+	sets       map[string]int // affinity set → timeout seconds
+	elems      []elemKey
+}
+
+type elemKey struct{ container, key string }
+
+// leftover owns the map elements a full sync found in the table and no
+// Service has claimed yet.
+var leftover = proxy.ServicePortName{Port: "\x00leftover"}
+
+type elemVal struct {
+	value string
+	owner proxy.ServicePortName
+}
+
+// portNames caches a ServicePort's chain names: hashing them is most of
+// the CPU a sync spends on an unchanged Service.
+type portNames struct {
+	cluster, local, external string
+	endpoints                map[string]string // endpoint String → base
+}
+
+// New builds a proxier; call the On* handlers, then SyncLoop.
+func New(cfg Config) (*Proxier, error) {
+	if cfg.NFT == nil {
+		return nil, fmt.Errorf("nftables proxier: no nftables interface")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New(nil)
+	}
+	if cfg.MasqueradeBit == 0 {
+		cfg.MasqueradeBit = 14
+	}
+	if cfg.MasqueradeBit < 0 || cfg.MasqueradeBit > 31 {
+		return nil, fmt.Errorf("masquerade bit %d: want 0-31", cfg.MasqueradeBit)
+	}
+	if cfg.SyncPeriod <= 0 {
+		cfg.SyncPeriod = 30 * time.Second
+	}
+	if cfg.FullSyncPeriod <= 0 {
+		cfg.FullSyncPeriod = time.Hour
+	}
+	if cfg.FullSyncChunk <= 0 {
+		cfg.FullSyncChunk = 500
+	}
+	p := &Proxier{cfg: cfg, log: cfg.Logger.With("ipFamily", string(cfg.Family)),
+		tracker:    proxy.NewTracker(cfg.Family, cfg.Hostname),
+		svcPortMap: proxy.ServicePortMap{}, endpointsMap: proxy.EndpointsMap{},
+		needFullSync: true, states: map[proxy.ServicePortName]*portState{}, elements: map[elemKey]elemVal{},
+		staleChains: map[string]time.Time{}, names: map[proxy.ServicePortName]*portNames{},
+		ipX: "ip", addrType: "ipv4_addr", noLocalhost: "ip daddr != 127.0.0.0/8",
+		masqMark: fmt.Sprintf("%#08x", uint32(1)<<cfg.MasqueradeBit)}
+	if cfg.Family == proxy.IPv6 {
+		p.ipX, p.addrType, p.noLocalhost = "ip6", "ipv6_addr", "ip6 daddr != ::1"
+	}
+	p.runner = runner.New(p.syncProxyRules, cfg.MinSyncPeriod, cfg.SyncPeriod, 2)
+	return p, nil
+}
+
+// Family is the proxier's family.
+func (p *Proxier) Family() proxy.Family { return p.cfg.Family }
+
+// Sync asks for a sync soon.
+func (p *Proxier) Sync() {
+	if p.cfg.Health != nil {
+		p.cfg.Health.QueuedUpdate(string(p.cfg.Family))
+	}
+	p.cfg.Metrics.LastQueued.SetToCurrentTime()
+	p.runner.Run()
+}
+
+// SyncLoop syncs as the runner paces it until ctx ends.
+func (p *Proxier) SyncLoop(ctx context.Context) {
+	p.cfg.Metrics.LastQueued.SetToCurrentTime()
+	p.runner.Loop(ctx)
+}
+
+// SyncNow syncs at once on the caller's goroutine and reports whether it
+// succeeded (tests and benchmarks).
+func (p *Proxier) SyncNow() error {
+	return p.sync()
+}
+
+func (p *Proxier) changed(ok bool) {
+	if ok && p.initialized.Load() {
+		p.Sync()
+	}
+}
+
+func (p *Proxier) OnServiceAdd(s *corev1.Service) { p.changed(p.tracker.ServiceUpdate(nil, s)) }
+func (p *Proxier) OnServiceUpdate(old, s *corev1.Service) {
+	p.changed(p.tracker.ServiceUpdate(old, s))
+}
+func (p *Proxier) OnServiceDelete(s *corev1.Service) { p.changed(p.tracker.ServiceUpdate(s, nil)) }
+func (p *Proxier) OnEndpointSliceAdd(s *discoveryv1.EndpointSlice) {
+	p.changed(p.tracker.EndpointSliceUpdate(s, false))
+}
+func (p *Proxier) OnEndpointSliceUpdate(_, s *discoveryv1.EndpointSlice) {
+	p.changed(p.tracker.EndpointSliceUpdate(s, false))
+}
+func (p *Proxier) OnEndpointSliceDelete(s *discoveryv1.EndpointSlice) {
+	p.changed(p.tracker.EndpointSliceUpdate(s, true))
+}
+
+// OnServicesSynced and OnEndpointSlicesSynced: the informers have handed
+// over everything; syncing earlier would program a partial view.
+func (p *Proxier) OnServicesSynced() {
+	p.mu.Lock()
+	p.servicesSynced = true
+	p.initialized.Store(p.slicesSynced)
+	p.mu.Unlock()
+	p.Sync()
+}
+
+func (p *Proxier) OnEndpointSlicesSynced() {
+	p.mu.Lock()
+	p.slicesSynced = true
+	p.initialized.Store(p.servicesSynced)
+	p.mu.Unlock()
+	p.Sync()
+}
+
+// OnNodeChange takes the node's addresses for the "primary" NodePort
+// addresses; a change rewrites everything.
+func (p *Proxier) OnNodeChange(n *corev1.Node) {
+	ips := NodeIPs(n, p.cfg.Family)
+	p.mu.Lock()
+	same := slices.Equal(ips, p.nodeIPs)
+	if !same {
+		p.nodeIPs = ips
+		p.needFullSync = true
+	}
+	p.mu.Unlock()
+	if !same {
+		p.log.Info("node addresses changed", "addresses", ips)
+		p.changed(true)
+	}
+}
+
+// NodeIPs are a node's InternalIPs of family, else its ExternalIPs.
+func NodeIPs(n *corev1.Node, family proxy.Family) []netip.Addr {
+	var internal, external []netip.Addr
+	for _, a := range n.GetStatus().GetAddresses() {
+		ip, err := netip.ParseAddr(a.GetAddress())
+		if err != nil || proxy.FamilyOf(ip) != family {
+			continue
+		}
+		switch a.GetType() {
+		case "InternalIP":
+			internal = append(internal, ip.Unmap())
+		case "ExternalIP":
+			external = append(external, ip.Unmap())
+		}
+	}
+	if len(internal) > 0 {
+		return internal
+	}
+	return external
+}
+
+func (p *Proxier) syncProxyRules() { _ = p.sync() }
+
+// sync writes the changes since the last sync, or everything.
+func (p *Proxier) sync() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.initialized.Load() {
+		p.log.Debug("not syncing nftables until Services and EndpointSlices have been received")
+		return nil
+	}
+	start := time.Now()
+	full := p.needFullSync || start.Sub(p.lastFull) >= p.cfg.FullSyncPeriod
+	if !full && start.Sub(p.lastCheck) >= p.cfg.SyncPeriod {
+		p.lastCheck = start
+		if why := p.tableChanged(); why != "" {
+			p.log.Info("table changed behind our back; rewriting it", "why", why)
+			full = true
+		}
+	}
+	defer p.cfg.Metrics.ObserveSync(start, full)
+
+	res := p.tracker.Apply(p.svcPortMap, p.endpointsMap)
+	err := p.write(full, res, start)
+	if err != nil {
+		p.log.Error("nftables sync failed", "err", err, "full", full)
+		p.cfg.Metrics.SyncFailures.Inc()
+		// The tracker's changes are spent: only a full sync knows what to
+		// write now.
+		p.needFullSync = true
+		p.runner.RetryAfter(p.cfg.SyncPeriod)
+		return err
+	}
+	p.needFullSync = false
+	if full {
+		p.lastFull = start
+		p.lastCheck = start
+	}
+	p.log.Debug("SyncProxyRules complete", "elapsed", time.Since(start), "full", full,
+		"services", len(p.svcPortMap), "ops", p.LastOps)
+	for _, times := range res.LastChangeTriggerTimes {
+		p.cfg.Metrics.ObserveProgramming(times)
+	}
+	if p.cfg.Health != nil {
+		p.cfg.Health.Updated(string(p.cfg.Family))
+	}
+	p.cfg.Metrics.LastSync.SetToCurrentTime()
+	if p.cfg.Conntrack != nil {
+		if fs := conntrack.Filters(res); len(fs) > 0 {
+			n, err := p.cfg.Conntrack.DeleteUDP(p.cfg.Family, fs)
+			if err != nil {
+				p.log.Error("clearing stale UDP conntrack entries", "err", err)
+			} else {
+				p.log.Debug("cleared stale UDP conntrack entries", "entries", n)
+			}
+		}
+	}
+	return nil
+}
+
+// tableChanged looks whether the generation element is still what the last
+// sync wrote; a reason if not.
+func (p *Proxier) tableChanged() string {
+	els, err := p.cfg.NFT.ListElements(context.TODO(), "set", generationSet)
+	if err != nil {
+		return err.Error()
+	}
+	want := strconv.FormatUint(uint64(p.generation), 10)
+	if len(els) != 1 || len(els[0].Key) != 1 || els[0].Key[0] != want {
+		return fmt.Sprintf("generation is not %s", want)
+	}
+	return ""
+}
+
+// write builds and runs one transaction.
+func (p *Proxier) write(full bool, res proxy.UpdateResult, now time.Time) error {
+	tx := p.cfg.NFT.NewTransaction()
+	var existingChains, existingSets []string
+	if full {
+		// What a previous run (or a previous us) left: listed once here, not
+		// on every sync, since listing a big table is most of a sync's cost.
+		var err error
+		if existingChains, err = p.cfg.NFT.List(context.TODO(), "chains"); err != nil && !knftables.IsNotFound(err) {
+			return fmt.Errorf("listing chains: %w", err)
+		}
+		if existingSets, err = p.cfg.NFT.List(context.TODO(), "sets"); err != nil && !knftables.IsNotFound(err) {
+			return fmt.Errorf("listing sets: %w", err)
+		}
+		// The maps are not flushed: a full sync of many Services runs in
+		// several transactions, and every Service must keep working until
+		// its own is in. What the maps hold is listed instead; whatever no
+		// Service claims goes in the last transaction.
+		p.elements = map[elemKey]elemVal{}
+		for _, m := range []string{serviceIPsMap, serviceNodePortsMap, noEndpointServicesMap, noEndpointNodePortsMap} {
+			els, err := p.cfg.NFT.ListElements(context.TODO(), "map", m)
+			if err != nil && !knftables.IsNotFound(err) {
+				return fmt.Errorf("listing map %s: %w", m, err)
+			}
+			for _, e := range els {
+				p.elements[elemKey{m, strings.Join(e.Key, " . ")}] = elemVal{value: strings.Join(e.Value, " "), owner: leftover}
+			}
+		}
+		p.setup(tx)
+		p.states = map[proxy.ServicePortName]*portState{}
+		p.staleChains = map[string]time.Time{}
+	}
+
+	// The ServicePorts to (re)write: all, or those of changed Services.
+	var todo []proxy.ServicePortName
+	if full {
+		for n := range p.svcPortMap {
+			todo = append(todo, n)
+		}
+	} else {
+		seen := map[proxy.ServicePortName]bool{}
+		for n := range p.states {
+			if _, ok := res.UpdatedServices[n.NamespacedName]; ok {
+				seen[n] = true
+				todo = append(todo, n)
+			}
+		}
+		for n := range p.svcPortMap {
+			if _, ok := res.UpdatedServices[n.NamespacedName]; ok && !seen[n] {
+				todo = append(todo, n)
+			}
+		}
+	}
+	if !full && len(todo) == 0 && !p.staleDue(now) {
+		// Nothing to write (the periodic sync of a quiet cluster): no nft
+		// run at all, since even an empty one costs a dump of the table.
+		p.LastOps = 0
+		return nil
+	}
+	// A fixed order keeps transactions (and golden tests) reproducible.
+	sort.Slice(todo, func(i, j int) bool { return todo[i].String()+todo[i].Protocol < todo[j].String()+todo[j].Protocol })
+
+	w := &writer{p: p, tx: tx, full: full, created: map[string]bool{}, kept: map[string]bool{}}
+	newStates := make(map[proxy.ServicePortName]*portState, len(todo))
+	ops := 0
+	for i, n := range todo {
+		// The kernel walks the whole transaction for every anonymous set
+		// (each Service's numgen vmap) bound in it: one transaction of N
+		// Services costs O(N²). Chunks of whole Services keep each Service
+		// atomic and the walk short.
+		if full && i > 0 && i%p.cfg.FullSyncChunk == 0 {
+			ops += tx.NumOperations()
+			if err := p.cfg.NFT.Run(context.TODO(), tx); err != nil {
+				return err
+			}
+			tx = p.cfg.NFT.NewTransaction()
+			w.tx = tx
+		}
+		if sp := p.svcPortMap[n]; sp != nil {
+			newStates[n] = w.servicePort(sp, p.endpointsMap[n])
+		}
+	}
+	if full {
+		for k, v := range p.elements {
+			if v.owner == leftover {
+				tx.Delete(elementFor(k))
+				delete(p.elements, k)
+			}
+		}
+	}
+	// Take out what the rewritten ServicePorts no longer use: chains are
+	// flushed now and deleted later, affinity sets and elements go now.
+	reused := w.created
+	for c := range w.kept {
+		reused[c] = true
+	}
+	var deleteSets []string
+	for _, n := range todo {
+		old, cur := p.states[n], newStates[n]
+		if old == nil {
+			continue
+		}
+		for _, c := range old.chains {
+			if !reused[c] {
+				tx.Flush(&knftables.Chain{Name: c})
+				p.staleChains[c] = now
+			}
+		}
+		for s := range old.sets {
+			if cur == nil || cur.sets[s] == 0 {
+				deleteSets = append(deleteSets, s)
+			}
+		}
+		keep := map[elemKey]bool{}
+		if cur != nil {
+			for _, k := range cur.elems {
+				keep[k] = true
+			}
+		}
+		for _, k := range old.elems {
+			if !keep[k] && p.elements[k].owner == n {
+				tx.Delete(elementFor(k))
+				delete(p.elements, k)
+			}
+		}
+	}
+	if full {
+		for _, c := range existingChains {
+			if isServiceChain(c) && !reused[c] {
+				tx.Flush(&knftables.Chain{Name: c})
+				p.staleChains[c] = now
+			}
+		}
+		active := map[string]bool{}
+		for _, st := range newStates {
+			for s := range st.sets {
+				active[s] = true
+			}
+		}
+		for _, s := range existingSets {
+			if isAffinitySet(s) && !active[s] {
+				deleteSets = append(deleteSets, s)
+			}
+		}
+	}
+	for _, s := range deleteSets {
+		tx.Delete(&knftables.Set{Name: s})
+	}
+	var deletedChains []string
+	for c, t := range p.staleChains {
+		if reused[c] {
+			delete(p.staleChains, c)
+			continue
+		}
+		if now.Sub(t) >= time.Second {
+			tx.Delete(&knftables.Chain{Name: c})
+			deletedChains = append(deletedChains, c)
+		}
+	}
+	gen := p.generation + 1
+	tx.Flush(&knftables.Set{Name: generationSet})
+	tx.Add(&knftables.Element{Set: generationSet, Key: []string{strconv.FormatUint(uint64(gen), 10)}})
+
+	p.LastOps = ops + tx.NumOperations()
+	if err := p.cfg.NFT.Run(context.TODO(), tx); err != nil {
+		return err
+	}
+	p.generation = gen
+	for _, c := range deletedChains {
+		delete(p.staleChains, c)
+	}
+	for _, n := range todo {
+		if st := newStates[n]; st != nil {
+			p.states[n] = st
+		} else {
+			delete(p.states, n)
+			delete(p.names, n)
+		}
+	}
+	internal, external := w.noLocalInternal, w.noLocalExternal
+	if full {
+		p.cfg.Metrics.NoLocalEndpoints.WithLabelValues("internal").Set(float64(internal))
+		p.cfg.Metrics.NoLocalEndpoints.WithLabelValues("external").Set(float64(external))
+	}
+	return nil
+}
+
+// staleDue: some flushed chain may be deleted now.
+func (p *Proxier) staleDue(now time.Time) bool {
+	for _, t := range p.staleChains {
+		if now.Sub(t) >= time.Second {
+			return true
+		}
+	}
+	return false
+}
+
+func elementFor(k elemKey) *knftables.Element {
+	e := &knftables.Element{Key: strings.Split(k.key, " . ")}
+	if k.container == nodePortIPsSet || k.container == generationSet {
+		e.Set = k.container
+	} else {
+		e.Map = k.container
+	}
+	return e
+}
+
+// setup creates the table and its fixed objects, flushing everything a
+// previous run left in them.
+func (p *Proxier) setup(tx *knftables.Transaction) {
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("rules for skiff-proxy")})
+	type base struct {
+		name     string
+		typ      knftables.BaseChainType
+		hook     knftables.BaseChainHook
+		priority knftables.BaseChainPriority
+	}
+	// Filter chains see destinations before DNAT, so they run just ahead
+	// of it.
+	for _, b := range []base{
+		{filterPreroutingChain, knftables.FilterType, knftables.PreroutingHook, knftables.DNATPriority + "-10"},
+		{filterInputChain, knftables.FilterType, knftables.InputHook, knftables.DNATPriority + "-10"},
+		{filterForwardChain, knftables.FilterType, knftables.ForwardHook, knftables.DNATPriority + "-10"},
+		{filterOutputChain, knftables.FilterType, knftables.OutputHook, knftables.DNATPriority + "-10"},
+		{natPreroutingChain, knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority},
+		{natOutputChain, knftables.NATType, knftables.OutputHook, knftables.DNATPriority},
+		{natPostroutingChain, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority},
+	} {
+		c := &knftables.Chain{Name: b.name, Type: knftables.PtrTo(b.typ), Hook: knftables.PtrTo(b.hook), Priority: knftables.PtrTo(b.priority)}
+		tx.Add(c)
+		tx.Flush(c)
+	}
+	ensured := map[string]bool{}
+	ensure := func(name string) {
+		if !ensured[name] {
+			ensured[name] = true
+			tx.Add(&knftables.Chain{Name: name})
+			tx.Flush(&knftables.Chain{Name: name})
+		}
+	}
+	// Reject only works from input, forward and output hooks on older
+	// kernels, hence no endpoints check from prerouting.
+	for _, j := range []struct{ dst, src, extra string }{
+		{nodePortEndpointsCheckChain, filterInputChain, "ct state new"},
+		{serviceEndpointsCheckChain, filterInputChain, "ct state new"},
+		{serviceEndpointsCheckChain, filterForwardChain, "ct state new"},
+		{serviceEndpointsCheckChain, filterOutputChain, "ct state new"},
+		{servicesChain, natOutputChain, ""},
+		{servicesChain, natPreroutingChain, ""},
+		{masqueradingChain, natPostroutingChain, ""},
+	} {
+		ensure(j.dst)
+		tx.Add(&knftables.Rule{Chain: j.src, Rule: knftables.Concat(j.extra, "jump", j.dst)})
+	}
+	ensure(markMasqChain)
+	tx.Add(&knftables.Rule{Chain: markMasqChain, Rule: knftables.Concat("mark", "set", "mark", "or", p.masqMark)})
+	tx.Add(&knftables.Rule{Chain: masqueradingChain, Rule: knftables.Concat("mark", "and", p.masqMark, "==", "0", "return")})
+	tx.Add(&knftables.Rule{Chain: masqueradingChain, Rule: knftables.Concat("mark", "set", "mark", "xor", p.masqMark)})
+	tx.Add(&knftables.Rule{Chain: masqueradingChain, Rule: "masquerade fully-random"})
+
+	matchAll := p.cfg.NodePorts.matchAll()
+	tx.Add(&knftables.Set{Name: nodePortIPsSet, Type: p.addrType, Comment: knftables.PtrTo("IPs that accept NodePort traffic")})
+	tx.Flush(&knftables.Set{Name: nodePortIPsSet})
+	if !matchAll {
+		for _, ip := range p.nodePortIPs() {
+			tx.Add(&knftables.Element{Set: nodePortIPsSet, Key: []string{ip.String()}})
+		}
+	}
+
+	tx.Add(&knftables.Map{Name: noEndpointServicesMap, Type: p.addrType + " . inet_proto . inet_service : verdict",
+		Comment: knftables.PtrTo("vmap to drop or reject packets to services with no endpoints")})
+	tx.Add(&knftables.Map{Name: noEndpointNodePortsMap, Type: "inet_proto . inet_service : verdict",
+		Comment: knftables.PtrTo("vmap to drop or reject packets to service nodeports with no endpoints")})
+	tx.Add(&knftables.Chain{Name: rejectChain, Comment: knftables.PtrTo("helper for @no-endpoint-services / @no-endpoint-nodeports")})
+	tx.Flush(&knftables.Chain{Name: rejectChain})
+	// A TCP client gets a reset, anything else port-unreachable: either
+	// way the caller hears "refused" at once instead of timing out.
+	tx.Add(&knftables.Rule{Chain: rejectChain, Rule: "meta l4proto tcp reject with tcp reset"})
+	tx.Add(&knftables.Rule{Chain: rejectChain, Rule: "reject"})
+	tx.Add(&knftables.Rule{Chain: serviceEndpointsCheckChain,
+		Rule: knftables.Concat(p.ipX, "daddr", ".", "meta l4proto", ".", "th dport", "vmap", "@", noEndpointServicesMap)})
+	nodePortMatch := knftables.Concat(p.ipX, "daddr", "@", nodePortIPsSet)
+	if matchAll {
+		nodePortMatch = knftables.Concat("fib daddr type local", p.noLocalhost)
+	}
+	tx.Add(&knftables.Rule{Chain: nodePortEndpointsCheckChain,
+		Rule: knftables.Concat(nodePortMatch, "meta l4proto . th dport", "vmap", "@", noEndpointNodePortsMap)})
+
+	tx.Add(&knftables.Map{Name: serviceIPsMap, Type: p.addrType + " . inet_proto . inet_service : verdict",
+		Comment: knftables.PtrTo("ClusterIP, ExternalIP and LoadBalancer IP traffic")})
+	tx.Add(&knftables.Map{Name: serviceNodePortsMap, Type: "inet_proto . inet_service : verdict",
+		Comment: knftables.PtrTo("NodePort traffic")})
+	tx.Add(&knftables.Rule{Chain: servicesChain,
+		Rule: knftables.Concat(p.ipX, "daddr", ".", "meta l4proto", ".", "th dport", "vmap", "@", serviceIPsMap)})
+	tx.Add(&knftables.Rule{Chain: servicesChain,
+		Rule: knftables.Concat(nodePortMatch, "meta l4proto . th dport", "vmap", "@", serviceNodePortsMap)})
+
+	tx.Add(&knftables.Set{Name: generationSet, Type: "mark", Comment: knftables.PtrTo("number of the last sync")})
+}
+
+// nodePortIPs are the addresses in nodeport-ips.
+func (p *Proxier) nodePortIPs() []netip.Addr {
+	np := p.cfg.NodePorts
+	if np.Primary || len(np.CIDRs) == 0 {
+		return p.nodeIPs
+	}
+	if np.LocalAddrs == nil {
+		return nil
+	}
+	addrs, err := np.LocalAddrs()
+	if err != nil {
+		p.log.Error("listing local addresses for NodePorts; NodePorts may not work", "err", err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if proxy.FamilyOf(a) != p.cfg.Family || a.IsLoopback() {
+			continue
+		}
+		for _, c := range np.CIDRs {
+			if c.Contains(a) {
+				out = append(out, a)
+				break
+			}
+		}
+	}
+	return out
+}
