@@ -12,10 +12,12 @@ BINARIES := \
 	skiff-controller-manager=./controller-manager/cmd/skiff-controller-manager \
 	skiff-kubelet=./kubelet/cmd/skiff-kubelet \
 	skiff-hollow-nodes=./kubelet/cmd/skiff-hollow-nodes \
+	skiff-proxy=./proxy/cmd/skiff-proxy \
+	skiff-dns=./dns/cmd/skiff-dns \
 	skiff-local=./e2e/cmd/skiff-local
 
 UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/... ./controller-manager/... \
-	./kubelet/... ./images/...
+	./kubelet/... ./images/... ./proxy/... ./dns/...
 # The packages where goroutines share state: every CI run tests them with
 # the race detector.
 RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \
@@ -23,7 +25,8 @@ RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \
 	./client/informer/ ./client/informers/ ./client/record/ ./client/controller/ \
 	./client/fake/ ./client/workqueue/ ./client/leaderelection/ \
 	./scheduler/internal/queue/ ./scheduler/internal/cache/ \
-	./controller-manager/internal/... ./kubelet/internal/... ./kubelet/hollow/
+	./controller-manager/internal/... ./kubelet/internal/... ./kubelet/hollow/ \
+	./proxy/app/ ./proxy/internal/... ./dns/plugin/skiff/
 FUZZTIME ?= 30s
 
 .PHONY: all build test unit race fuzz e2e test-race run bench proto lint clean deps
@@ -69,7 +72,7 @@ run: deps build images
 
 # Benchmarks print their figures (ratios to raw etcd measured in the same run).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/ ./e2e/controllermanager/bench/ ./e2e/nodes/ ./e2e/hollow/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./apiserver/test/bench/ ./apiserver/internal/watchcache/ ./e2e/scheduler/bench/ ./e2e/controllermanager/bench/ ./e2e/nodes/ ./e2e/hollow/ ./e2e/proxy/
 
 # The images nodes run (no public registry is reachable): OCI image tarballs
 # for the kubelet's --image-preload-dir. skiff-images builds its Go binaries
@@ -83,9 +86,9 @@ proto:
 	bash proto/gen.sh
 
 lint:
-	@out=$$(gofmt -l proto client apiserver ctl e2e scheduler controller-manager kubelet images); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l proto client apiserver ctl e2e scheduler controller-manager kubelet images proxy dns); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(UNIT_PKGS) ./e2e/...
-	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ../scheduler/... ../controller-manager/... ../kubelet/... ../images/... ./...
+	cd e2e && $(GO) tool staticcheck ../proto/... ../client/... ../apiserver/... ../ctl/... ../scheduler/... ../controller-manager/... ../kubelet/... ../images/... ../proxy/... ../dns/... ./...
 
 clean:
 	rm -rf $(BIN) $(RUN_DIR)
