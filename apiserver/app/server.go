@@ -89,7 +89,7 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 
 	certFile, keyFile, caFile := o.TLSCertFile, o.TLSPrivateKeyFile, o.ClientCAFile
 	if certFile == "" {
-		s.bundle, err = pki.Ensure(filepath.Join(o.DataDir, "pki"), o.TLSSANs)
+		s.bundle, err = pki.Ensure(filepath.Join(o.DataDir, "pki"), append(slices.Clone(o.TLSSANs), kubernetesServiceSANs(o)...))
 		if err != nil {
 			return nil, fmt.Errorf("certificates: %w", err)
 		}
@@ -181,6 +181,19 @@ func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error
 }
 
 var serviceKind, _ = scheme.ForResource("", "services")
+
+// kubernetesServiceSANs are upstream's extra serving names: in-cluster
+// clients dial the kubernetes Service by its IP (KUBERNETES_SERVICE_HOST)
+// or its names and check the certificate against them.
+func kubernetesServiceSANs(o Options) []string {
+	sans := []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+	if ranges, err := o.serviceRanges(); err == nil {
+		for _, r := range ranges {
+			sans = append(sans, r.KubernetesServiceIP().String())
+		}
+	}
+	return sans
+}
 
 // admissionPlugins are the default-on plugins, in upstream's order.
 var admissionPlugins = []string{namespacelifecycle.PluginName, saadmission.PluginName, defaulttolerationseconds.PluginName}

@@ -37,6 +37,10 @@ type Options struct {
 	// ExtraKubeletArgs go after every node's kubelet flags, so a flag
 	// given here wins over the default one.
 	ExtraKubeletArgs []string
+	// AddonsDir holds the addon manifests applied once the nodes are up
+	// (default: manifests/addons beside BinDir); NoAddons applies none.
+	AddonsDir string
+	NoAddons  bool
 }
 
 // Component is one process of the cluster.
@@ -70,6 +74,10 @@ type Cluster struct {
 	IPForwardWas string `json:"ipForwardWas,omitempty"`
 	// MadeRunNetns says /run/netns was no mount point before the nodes.
 	MadeRunNetns bool `json:"madeRunNetns,omitempty"`
+	// Supervisor is the process that waits on the cluster and tears it
+	// down when it ends (skiff-local up in the foreground): Down from
+	// another process asks it to, rather than racing it.
+	Supervisor int `json:"supervisor,omitempty"`
 	// opts are Up's, for RestartKubelet: only a cluster this process
 	// started can start its components again.
 	opts Options
@@ -108,6 +116,9 @@ func components(o Options, nodes []*Node, port, metricsPort, schedulerPort, cmPo
 		for _, n := range nodes {
 			apiserverArgs = append(apiserverArgs, "--tls-san", n.HostIP)
 		}
+		// The kubernetes Service's endpoint: a host address every node
+		// reaches (each routes the host's addresses through its veth).
+		apiserverArgs = append(apiserverArgs, "--advertise-address", nodes[0].HostIP)
 	}
 	return []Component{{
 		Name:   "skiff-apiserver",
@@ -128,7 +139,7 @@ func components(o Options, nodes []*Node, port, metricsPort, schedulerPort, cmPo
 		Args: []string{
 			"--kubeconfig", controllerManagerKubeconfig(o.Dir),
 			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(cmPort),
-			"--allocate-node-cidrs", "--cluster-cidr", "10.244.0.0/16",
+			"--allocate-node-cidrs", "--cluster-cidr", ClusterCIDR,
 		},
 		Ready: fmt.Sprintf("http://127.0.0.1:%d/readyz", cmPort),
 	}}
@@ -343,7 +354,7 @@ func (c *Cluster) alive() bool {
 func (c *Cluster) allProcesses() []*Process {
 	ps := slices.Clone(c.Processes)
 	for _, n := range c.Nodes {
-		for _, p := range []*Process{n.Containerd, n.Kubelet} {
+		for _, p := range []*Process{n.Containerd, n.Kubelet, n.Proxy} {
 			if p != nil {
 				ps = append(ps, p)
 			}
@@ -399,7 +410,14 @@ func stop(p *Process, grace time.Duration) {
 	_ = syscall.Kill(p.PID, syscall.SIGKILL)
 }
 
-// Down stops the cluster recorded in dir by an earlier Up.
+// Supervise records the calling process as the cluster's supervisor.
+func (c *Cluster) Supervise() error {
+	c.Supervisor = os.Getpid()
+	return c.save()
+}
+
+// Down stops the cluster recorded in dir by an earlier Up. A live
+// supervisor is sent SIGTERM and waited for, so that one teardown runs.
 func Down(dir string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -411,6 +429,19 @@ func Down(dir string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if sup := c.Supervisor; sup > 0 && sup != os.Getpid() && pidAlive(sup) {
+		if err := syscall.Kill(sup, syscall.SIGTERM); err == nil {
+			deadline := time.Now().Add(2 * time.Minute)
+			for pidAlive(sup) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if !pidAlive(sup) {
+				if _, err := os.Stat(statePath(abs)); errors.Is(err, os.ErrNotExist) {
+					return c.Leftovers()
+				}
+			}
+		}
 	}
 	return c.Down()
 }

@@ -34,6 +34,7 @@ type Node struct {
 	PodCIDR     string   `json:"podCIDR,omitempty"`
 	Containerd  *Process `json:"containerd,omitempty"`
 	Kubelet     *Process `json:"kubelet,omitempty"`
+	Proxy       *Process `json:"proxy,omitempty"`
 	Mounted     []string `json:"mounted,omitempty"` // host mounts made for this node, innermost last
 	CreatedDirs []string `json:"createdDirs,omitempty"`
 }
@@ -169,6 +170,8 @@ func kubeletArgs(o Options, n *Node) []string {
 		"--pod-logs-dir", filepath.Join(n.Dir, "pod-logs"),
 		"--pod-infra-container-image", SandboxImage,
 		"--resolv-conf", "",
+		"--cluster-dns", ClusterDNS,
+		"--cluster-domain", ClusterDomain,
 		"--kubeconfig", n.Kubeconfig(),
 		"--hostname-override", n.Name,
 		"--node-ip", n.IP,
@@ -229,7 +232,13 @@ func (c *Cluster) startNodes(ctx context.Context, o Options) error {
 			return err
 		}
 	}
-	return c.routePodCIDRs(ctx, o, 30*time.Second)
+	if err := c.routePodCIDRs(ctx, o, 30*time.Second); err != nil {
+		return err
+	}
+	if err := c.startProxies(ctx, o); err != nil {
+		return err
+	}
+	return c.applyAddons(ctx, o)
 }
 
 // startKubelet starts n's kubelet inside the node and waits for its
@@ -309,8 +318,10 @@ func (c *Cluster) downNodes() error {
 	nodeErrs := make([]error, len(c.Nodes))
 	for i, n := range c.Nodes {
 		wg.Go(func() {
-			if n.Kubelet != nil {
-				stop(n.Kubelet, 10*time.Second)
+			for _, p := range []*Process{n.Proxy, n.Kubelet} {
+				if p != nil {
+					stop(p, 10*time.Second)
+				}
 			}
 			if n.Containerd != nil && pidAlive(n.Containerd.PID) {
 				if err := removeAllPods(n.ContainerdSocket(), 30*time.Second); err != nil {

@@ -46,6 +46,9 @@ func newCommand() *cobra.Command {
 				return nil
 			}
 			fmt.Println("Press Ctrl-C to stop.")
+			if err := c.Supervise(); err != nil {
+				return err
+			}
 			err = c.Wait(ctx)
 			fmt.Println("stopping…")
 			if derr := c.Down(); derr != nil && err == nil {
