@@ -187,17 +187,31 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	if s.Logger != nil {
 		s.Logger.Info("serving metrics and health", "address", l.Addr().String())
 	}
+	return ServeUntil(ctx, srv, l, 5*time.Second)
+}
+
+// ServeUntil runs srv on l (with TLS when srv.TLSConfig is set) until ctx
+// ends, then gives open requests grace to finish before it cuts them: the
+// one way every Skiff HTTP server stops.
+func ServeUntil(ctx context.Context, srv *http.Server, l net.Listener, grace time.Duration) error {
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(l, "", "")
+			return
+		}
+		errc <- srv.Serve(l)
+	}()
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+		// Streams (a followed log, an exec) do not end by themselves.
+		srv.Close()
 	}
 	return nil
 }

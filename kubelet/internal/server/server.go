@@ -152,21 +152,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, tlsCfg *tls.Config) 
 	srv := &http.Server{Handler: s.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.log.Info("Starting the kubelet server", "address", l.Addr().String(), "clientCA", s.cfg.ClientCAFile != "")
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(l, "", "") }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	// Streams (a followed log, an exec) do not end by themselves: give
-	// them a moment, then cut them.
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	return nil
+	// Streams (a followed log, an exec) get a moment, then are cut.
+	return component.ServeUntil(ctx, srv, l, 2*time.Second)
 }
 
 // pods is the node's pods as a v1 PodList, as upstream's /pods.

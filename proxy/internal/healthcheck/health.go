@@ -8,7 +8,6 @@ package healthcheck
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"skiff.dev/client/component"
 	corev1 "skiff.dev/proto/api/core/v1"
 	"skiff.dev/proxy/internal/metrics"
 )
@@ -179,17 +179,5 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Logger != nil {
 		s.Logger.Info("serving proxy health", "address", l.Addr().String())
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return component.ServeUntil(ctx, srv, l, 5*time.Second)
 }
