@@ -78,6 +78,26 @@ func TestPodCgroups(t *testing.T) {
 		t.Errorf("besteffort cpu.shares %q (%v), want 2", got, err)
 	}
 
+	// Burstable pods already on the node (the DNS addon's) weigh in the
+	// Burstable tier too: upstream's shares of the summed cpu requests.
+	var baseMilli int64
+	all, err := client.For[*corev1.Pod](cl, "").List(ctx, client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range all.Items {
+		if p.GetStatus().GetQosClass() != "Burstable" || p.GetMetadata().GetDeletionTimestamp() != nil {
+			continue
+		}
+		for _, ctr := range p.GetSpec().GetContainers() {
+			if q, ok := ctr.GetResources().GetRequests()["cpu"]; ok {
+				v := resource.MustParse(q.GetString_())
+				baseMilli += v.MilliValue()
+			}
+		}
+	}
+	shares := func(milli int64) string { return strconv.FormatInt(max(2, milli*1024/1000), 10) }
+
 	pods := client.For[*corev1.Pod](cl, "default")
 	grace := int64(1)
 	g := map[string]*metav1.Quantity{"cpu": {String_: "250m"}, "memory": {String_: "64Mi"}}
@@ -116,7 +136,7 @@ func TestPodCgroups(t *testing.T) {
 		// Not every container has a cpu limit: the pod has no quota.
 		{"cpu", bPod, "cpu.cfs_quota_us", "-1"},
 		{"memory", bPod, "memory.limit_in_bytes", "134217728"},
-		{"cpu", kubepods + "/burstable", "cpu.shares", "102"},
+		{"cpu", kubepods + "/burstable", "cpu.shares", shares(baseMilli + 100)},
 		{"cpu", kubepods + "/besteffort", "cpu.shares", "2"},
 	} {
 		if got, err := readCgroupFile(f.hierarchy, f.cgroup, f.file); err != nil || got != f.want {
@@ -156,9 +176,9 @@ func TestPodCgroups(t *testing.T) {
 			return true, ""
 		})
 	}
-	eventually(t, 20*time.Second, "burstable cpu.shares back to 2", func() (bool, string) {
+	eventually(t, 20*time.Second, "burstable cpu.shares back to "+shares(baseMilli), func() (bool, string) {
 		got, err := readCgroupFile("cpu", kubepods+"/burstable", "cpu.shares")
-		return err == nil && got == "2", fmt.Sprintf("%q %v", got, err)
+		return err == nil && got == shares(baseMilli), fmt.Sprintf("%q %v", got, err)
 	})
 
 	// A pod cgroup the kubelet does not know (left by an earlier run) is
