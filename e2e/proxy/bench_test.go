@@ -61,7 +61,13 @@ func BenchmarkSync(b *testing.B) {
 func benchSync(b *testing.B, n int) {
 	ns := newNS(b)
 	nft := newNSNFT(b, ns, knftables.IPv4Family, proxyapp.TableName)
-	p, err := proxyapp.NewNFTablesProxier(proxyapp.NFTablesConfig{Family: proxyapp.IPv4, NFT: nft, Hostname: "bench-node",
+	// As skiff-proxy does: two nft at once for a full sync's chunks.
+	var nfts []knftables.Interface
+	for range benchParallel {
+		nfts = append(nfts, newNSNFT(b, ns, knftables.IPv4Family, proxyapp.TableName))
+	}
+	p, err := proxyapp.NewNFTablesProxier(proxyapp.NFTablesConfig{Family: proxyapp.IPv4, NFT: proxyapp.NewParallelNFT(nfts...),
+		FullSyncParallel: benchParallel, Hostname: "bench-node",
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/16")}, NodePorts: proxyapp.NodePortAddresses{Primary: true},
 		SyncPeriod: time.Hour, Logger: slog.New(slog.DiscardHandler), FullSyncChunk: benchChunk})
 	if err != nil {
@@ -114,10 +120,12 @@ func benchSync(b *testing.B, n int) {
 		n, full.Round(time.Millisecond), fullOps, times, p.LastOps)
 }
 
-// benchChunk is the full sync's chunk size (0: the proxier's default);
-// set with -chunk to compare.
-var benchChunk = 0
+// benchChunk is the full sync's chunk size (0: the proxier's default) and
+// benchParallel how many nft may run at once; set with -chunk and
+// -parallel to compare.
+var benchChunk, benchParallel = 0, 2
 
 func init() {
 	flag.IntVar(&benchChunk, "chunk", 0, "ServicePorts per full-sync transaction (0: default)")
+	flag.IntVar(&benchParallel, "parallel", 2, "nft processes a full sync may run at once")
 }

@@ -119,7 +119,7 @@ func TestProxyProgramsWhatTheAPIServerHolds(t *testing.T) {
 		t.Fatal("proxy never ready")
 	}
 	dump := nft.Dump()
-	if !strings.Contains(dump, "dnat to 10.244.1.5:8080") || !strings.Contains(dump, "nodeport-ips { 192.168.0.10 }") {
+	if !strings.Contains(dump, ": 10.244.1.5 . 8080 }") || !strings.Contains(dump, "nodeport-ips { 192.168.0.10 }") {
 		t.Fatalf("first sync did not program the Service or the node's address:\n%s", dump)
 	}
 	if strings.Contains(dump, "192.168.0.11") {
@@ -134,7 +134,7 @@ func TestProxyProgramsWhatTheAPIServerHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(nft.Dump(), "dnat to 10.244.1.6:8080") {
+	for !strings.Contains(nft.Dump(), ": 10.244.1.6 . 8080 }") {
 		if time.Now().After(deadline) {
 			t.Fatalf("endpoint change not programmed:\n%s", nft.Dump())
 		}

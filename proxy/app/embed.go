@@ -1,6 +1,8 @@
 package app
 
 import (
+	"sigs.k8s.io/knftables"
+
 	"skiff.dev/proxy/internal/conntrack"
 	"skiff.dev/proxy/internal/ipvs"
 	"skiff.dev/proxy/internal/nftables"
@@ -17,6 +19,8 @@ type (
 	NFTablesConfig = nftables.Config
 	// NodePortAddresses selects the NodePort addresses of an NFTablesConfig.
 	NodePortAddresses = nftables.NodePortAddresses
+	// ParallelNFT lets a full sync's transactions run at the same time.
+	ParallelNFT = nftables.ParallelNFT
 	// Conntrack deletes stale UDP entries (the entries ConntrackFilter
 	// selects); ConntrackNetlink is the real one.
 	Conntrack        = conntrack.Interface
@@ -25,6 +29,11 @@ type (
 	// IPVSHandle is the part of moby/ipvs a Config's IPVSHandle needs.
 	IPVSHandle = ipvs.Handle
 )
+
+// NewParallelNFT spreads transactions over several interfaces of one table.
+func NewParallelNFT(nfts ...knftables.Interface) *ParallelNFT {
+	return nftables.NewParallelNFT(nfts...)
+}
 
 // NewNFTablesProxier builds one family's nftables proxier.
 func NewNFTablesProxier(cfg NFTablesConfig) (*NFTablesProxier, error) { return nftables.New(cfg) }

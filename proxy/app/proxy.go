@@ -149,7 +149,17 @@ func (p *Proxy) nft(f Family) (knftables.Interface, error) {
 	if f == IPv6 {
 		fam = knftables.IPv6Family
 	}
-	return knftables.New(fam, TableName)
+	// Two, so that a full sync's transactions run on both cores (see
+	// nftables.ParallelNFT).
+	var nfts []knftables.Interface
+	for range 2 {
+		nft, err := knftables.New(fam, TableName)
+		if err != nil {
+			return nil, err
+		}
+		nfts = append(nfts, nft)
+	}
+	return nftables.NewParallelNFT(nfts...), nil
 }
 
 func (p *Proxy) cidrs(f Family) []netip.Prefix {

@@ -1,14 +1,19 @@
-// Package nftables is skiff-proxy's default dataplane, upstream's nftables
-// proxier (pkg/proxy/nftables): one table per family that skiff-proxy
-// owns, a verdict map from address . protocol . port to a chain per
-// Service port, a chain per endpoint that DNATs, endpoint choice by
-// "numgen random mod N vmap", and rejects for Services without endpoints.
+// Package nftables is skiff-proxy's default dataplane, after upstream's
+// nftables proxier (pkg/proxy/nftables): one table per family that
+// skiff-proxy owns, a verdict map from address . protocol . port to a chain,
+// and rejects for Services without endpoints. Unlike upstream, a Service's
+// endpoints are map elements, not chains: its entries go to a chain shared
+// by every Service port with as many endpoints, which DNATs through
+// "numgen random mod N" and a map keyed by the packet's destination, so the
+// table holds a few chains and sets however many Services there are (see
+// the README for why that matters to nft 1.0.6 and the kernel).
 //
 // A sync writes only what changed since the last one (upstream's partial
-// sync): the chains, sets and map elements of the Services whose Service or
-// EndpointSlices changed. A full sync rewrites the table at start, after a
-// failure, when the node's addresses change, when a periodic look finds the
-// table changed behind our back, and once an hour.
+// sync): the map elements (and, for ClientIP affinity, the chains and sets)
+// of the Services whose Service or EndpointSlices changed. A full sync
+// rewrites the table at start, after a failure, when the node's addresses
+// change, when a periodic look finds the table changed behind our back, and
+// once an hour.
 package nftables
 
 import (
@@ -85,8 +90,12 @@ type Config struct {
 	// FullSyncPeriod is how often a sync rewrites everything (an hour).
 	FullSyncPeriod time.Duration
 	// FullSyncChunk is how many ServicePorts one transaction of a full
-	// sync writes at most (default 500).
+	// sync writes at most (default 1000).
 	FullSyncChunk int
+	// FullSyncParallel is how many of a full sync's transactions may run at
+	// once (default 2). Only an NFT whose Run allows it (ParallelNFT) runs
+	// them at the same time; knftables' own runs one nft at a time.
+	FullSyncParallel int
 }
 
 // Proxier programs one family's table.
@@ -114,11 +123,20 @@ type Proxier struct {
 	// sync can take out exactly what a Service no longer needs.
 	states   map[proxy.ServicePortName]*portState
 	elements map[elemKey]elemVal
+	// listed: the endpoints-map elements a full sync found in the table
+	// and no ServicePort has claimed yet.
+	listed map[elemKey]string
 	// staleChains were flushed at the given time and are deleted once
 	// nothing can still point at them (upstream waits a second for kernels
 	// before 6.2 to notice a dropped map element).
 	staleChains map[string]time.Time
 	names       map[proxy.ServicePortName]*portNames
+	// shared counts the ServicePorts using each shared chain, maps the
+	// live shared chains picking from each endpoints map, pairs the
+	// ServicePorts listing each hairpin endpoint.
+	shared map[sharedChain]int
+	maps   map[mapID]int
+	pairs  map[netip.Addr]int
 
 	// LastOps is the operation count of the last transaction run, for tests
 	// that check a change touched only its own objects.
@@ -126,12 +144,25 @@ type Proxier struct {
 }
 
 type portState struct {
-	chains []string
-	// epAffinity: the endpoint chains, and the affinity timeout each one's
-	// rules were written for (0: none).
+	name proxy.ServicePortName
+	// chains, epAffinity and sets are those of a ServicePort with
+	// affinity: its own chains, the endpoint chains with the affinity
+	// timeout each one's rules were written for, and its affinity sets
+	// with their timeouts.
+	chains     []string
 	epAffinity map[string]int
-	sets       map[string]int // affinity set → timeout seconds
+	sets       map[string]int
 	elems      []elemKey
+	pools      []poolRecord
+	shared     []sharedChain
+	pairs      []netip.Addr
+}
+
+// mapID names an endpoints map.
+type mapID struct {
+	kind  entryKind
+	proto string
+	n     int
 }
 
 type elemKey struct{ container, key string }
@@ -176,13 +207,17 @@ func New(cfg Config) (*Proxier, error) {
 		cfg.FullSyncPeriod = time.Hour
 	}
 	if cfg.FullSyncChunk <= 0 {
-		cfg.FullSyncChunk = 500
+		cfg.FullSyncChunk = 1000
+	}
+	if cfg.FullSyncParallel <= 0 {
+		cfg.FullSyncParallel = 2
 	}
 	p := &Proxier{cfg: cfg, log: cfg.Logger.With("ipFamily", string(cfg.Family)),
 		tracker:    proxy.NewTracker(cfg.Family, cfg.Hostname),
 		svcPortMap: proxy.ServicePortMap{}, endpointsMap: proxy.EndpointsMap{},
 		needFullSync: true, states: map[proxy.ServicePortName]*portState{}, elements: map[elemKey]elemVal{},
 		staleChains: map[string]time.Time{}, names: map[proxy.ServicePortName]*portNames{},
+		shared: map[sharedChain]int{}, maps: map[mapID]int{}, pairs: map[netip.Addr]int{},
 		ipX: "ip", addrType: "ipv4_addr", noLocalhost: "ip daddr != 127.0.0.0/8",
 		masqMark: fmt.Sprintf("%#08x", uint32(1)<<cfg.MasqueradeBit)}
 	if cfg.Family == proxy.IPv6 {
@@ -366,37 +401,57 @@ func (p *Proxier) tableChanged() string {
 	return ""
 }
 
-// write builds and runs one transaction.
+// write builds and runs the sync's transactions: one for a partial sync, a
+// few for a full one.
 func (p *Proxier) write(full bool, res proxy.UpdateResult, now time.Time) error {
-	tx := p.cfg.NFT.NewTransaction()
-	var existingChains, existingSets []string
+	ctx := context.TODO()
+	var existingChains, existingSets, existingMaps []string
+	existingPairs := map[netip.Addr]bool{}
 	if full {
-		// What a previous run (or a previous us) left: listed once here, not
-		// on every sync, since listing a big table is most of a sync's cost.
-		var err error
-		if existingChains, err = p.cfg.NFT.List(context.TODO(), "chains"); err != nil && !knftables.IsNotFound(err) {
-			return fmt.Errorf("listing chains: %w", err)
+		// What a previous run (or a previous us) left, listed once here
+		// and not on every sync, since listing a big table costs.
+		all, err := p.cfg.NFT.ListAll(ctx)
+		if err != nil && !knftables.IsNotFound(err) {
+			return fmt.Errorf("listing table: %w", err)
 		}
-		if existingSets, err = p.cfg.NFT.List(context.TODO(), "sets"); err != nil && !knftables.IsNotFound(err) {
-			return fmt.Errorf("listing sets: %w", err)
-		}
+		existingChains = all["chain"]
+		existingSets, existingMaps = all["set"], all["map"]
 		// The maps are not flushed: a full sync of many Services runs in
 		// several transactions, and every Service must keep working until
 		// its own is in. What the maps hold is listed instead; whatever no
 		// Service claims goes in the last transaction.
-		p.elements = map[elemKey]elemVal{}
-		for _, m := range []string{serviceIPsMap, serviceNodePortsMap, noEndpointServicesMap, noEndpointNodePortsMap} {
-			els, err := p.cfg.NFT.ListElements(context.TODO(), "map", m)
+		p.elements, p.listed = map[elemKey]elemVal{}, map[elemKey]string{}
+		for _, m := range all["map"] {
+			if !holdsServiceElements(m) {
+				continue
+			}
+			els, err := p.cfg.NFT.ListElements(ctx, "map", m)
 			if err != nil && !knftables.IsNotFound(err) {
 				return fmt.Errorf("listing map %s: %w", m, err)
 			}
 			for _, e := range els {
-				p.elements[elemKey{m, strings.Join(e.Key, " . ")}] = elemVal{value: strings.Join(e.Value, " "), owner: leftover}
+				k, v := elemKey{m, strings.Join(e.Key, " . ")}, strings.Join(e.Value, " . ")
+				if fixedSets[m] {
+					p.elements[k] = elemVal{value: v, owner: leftover}
+				} else {
+					p.listed[k] = v
+				}
 			}
 		}
-		p.setup(tx)
+		if slices.Contains(all["set"], hairpinSet) {
+			els, err := p.cfg.NFT.ListElements(ctx, "set", hairpinSet)
+			if err != nil && !knftables.IsNotFound(err) {
+				return fmt.Errorf("listing set %s: %w", hairpinSet, err)
+			}
+			for _, e := range els {
+				if a, err := netip.ParseAddr(e.Key[0]); err == nil {
+					existingPairs[a] = true
+				}
+			}
+		}
 		p.states = map[proxy.ServicePortName]*portState{}
 		p.staleChains = map[string]time.Time{}
+		p.shared, p.maps, p.pairs = map[sharedChain]int{}, map[mapID]int{}, map[netip.Addr]int{}
 	}
 
 	// The ServicePorts to (re)write: all, or those of changed Services.
@@ -426,43 +481,209 @@ func (p *Proxier) write(full bool, res proxy.UpdateResult, now time.Time) error 
 		return nil
 	}
 	// A fixed order keeps transactions (and golden tests) reproducible.
-	sort.Slice(todo, func(i, j int) bool { return todo[i].String()+todo[i].Protocol < todo[j].String()+todo[j].Protocol })
+	sortKeys := make(map[proxy.ServicePortName]string, len(todo))
+	for _, n := range todo {
+		sortKeys[n] = n.String() + n.Protocol
+	}
+	sort.Slice(todo, func(i, j int) bool { return sortKeys[todo[i]] < sortKeys[todo[j]] })
+
+	plans := make([]*portPlan, len(todo))
+	planRange := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if sp := p.svcPortMap[todo[i]]; sp != nil {
+				plans[i] = p.plan(sp, p.endpointsMap[todo[i]])
+			}
+		}
+	}
+	// Planning reads only what this sync holds the lock for; at start,
+	// with every Service to plan, two goroutines halve the wait before
+	// the first nft runs.
+	if half := len(todo) / 2; half >= 500 {
+		var wg sync.WaitGroup
+		wg.Go(func() { planRange(0, half) })
+		planRange(half, len(todo))
+		wg.Wait()
+	} else {
+		planRange(0, len(todo))
+	}
+	// Shared chains, their maps and hairpin pairs are counted by the
+	// ServicePorts using them; what this sync starts or stops using is
+	// created or taken out once, whichever Services it moves.
+	chainsBefore, pairsBefore := map[sharedChain]int{}, map[netip.Addr]int{}
+	for i, n := range todo {
+		var old, cur []sharedChain
+		var oldPairs, curPairs []netip.Addr
+		if st := p.states[n]; st != nil {
+			old, oldPairs = st.shared, st.pairs
+		}
+		if plans[i] != nil {
+			cur, curPairs = plans[i].shared, plans[i].pairs
+		}
+		for _, c := range old {
+			noteCount(chainsBefore, p.shared, c)
+			p.shared[c]--
+		}
+		for _, c := range cur {
+			noteCount(chainsBefore, p.shared, c)
+			p.shared[c]++
+		}
+		for _, a := range oldPairs {
+			noteCount(pairsBefore, p.pairs, a)
+			p.pairs[a]--
+		}
+		for _, a := range curPairs {
+			noteCount(pairsBefore, p.pairs, a)
+			p.pairs[a]++
+		}
+	}
+	var newChains, goneChains []sharedChain
+	mapsBefore := map[mapID]int{}
+	for c, before := range chainsBefore {
+		after := p.shared[c]
+		if after == 0 {
+			delete(p.shared, c)
+		}
+		id, picks := c.picksFrom()
+		switch {
+		case before == 0 && after > 0:
+			newChains = append(newChains, c)
+			if picks {
+				noteCount(mapsBefore, p.maps, id)
+				p.maps[id]++
+			}
+		case before > 0 && after == 0:
+			goneChains = append(goneChains, c)
+			if picks {
+				noteCount(mapsBefore, p.maps, id)
+				p.maps[id]--
+			}
+		}
+	}
+	var newMaps, goneMaps []mapID
+	for id, before := range mapsBefore {
+		after := p.maps[id]
+		switch {
+		case before == 0 && after > 0:
+			newMaps = append(newMaps, id)
+		case before > 0 && after == 0:
+			goneMaps = append(goneMaps, id)
+			delete(p.maps, id)
+		}
+	}
+	// A chain before those that go to it.
+	sort.Slice(newChains, func(i, j int) bool {
+		ci, cj := newChains[i].role == roleExternalLocal, newChains[j].role == roleExternalLocal
+		if ci != cj {
+			return cj
+		}
+		return newChains[i].String() < newChains[j].String()
+	})
+	sort.Slice(goneChains, func(i, j int) bool { return goneChains[i].String() < goneChains[j].String() })
+	sortMaps(newMaps)
+	sortMaps(goneMaps)
+
+	tx := p.cfg.NFT.NewTransaction()
+	if full {
+		p.setup(tx)
+	}
+	for _, id := range newMaps {
+		tx.Add(p.endpointsMapObject(id))
+	}
+	for _, c := range newChains {
+		p.writeShared(tx, c)
+		delete(p.staleChains, c.String())
+	}
+	var pairsAdd, pairsDelete []netip.Addr
+	if full {
+		for a, n := range p.pairs {
+			if n > 0 && !existingPairs[a] {
+				pairsAdd = append(pairsAdd, a)
+			}
+		}
+		for a := range existingPairs {
+			if p.pairs[a] == 0 {
+				pairsDelete = append(pairsDelete, a)
+			}
+		}
+	} else {
+		for a, before := range pairsBefore {
+			switch after := p.pairs[a]; {
+			case before == 0 && after > 0:
+				pairsAdd = append(pairsAdd, a)
+			case before > 0 && after == 0:
+				pairsDelete = append(pairsDelete, a)
+			}
+		}
+	}
+	for a := range pairsBefore {
+		if p.pairs[a] == 0 {
+			delete(p.pairs, a)
+		}
+	}
+	sortAddrs(pairsAdd)
+	sortAddrs(pairsDelete)
+	for _, a := range pairsAdd {
+		tx.Add(&knftables.Element{Set: hairpinSet, Key: []string{a.String(), a.String()}})
+	}
+
+	ops := 0
+	run := func() error {
+		ops += tx.NumOperations()
+		return p.cfg.NFT.Run(ctx, tx)
+	}
+	if full {
+		// The fixed objects and every shared chain first: the Services'
+		// transactions only add elements pointing at them.
+		if err := run(); err != nil {
+			return err
+		}
+		tx = p.cfg.NFT.NewTransaction()
+	}
 
 	w := &writer{p: p, tx: tx, full: full, created: map[string]bool{}, kept: map[string]bool{}}
 	newStates := make(map[proxy.ServicePortName]*portState, len(todo))
-	ops := 0
+	// A full sync's chunks run while the next is being built, up to
+	// FullSyncParallel at once: nft's parser, not the kernel, is most of
+	// their cost, and the kernel takes them one after the other anyway.
+	chunks := newChunkRunner(ctx, p.cfg.NFT, p.cfg.FullSyncParallel)
 	for i, n := range todo {
-		// The kernel walks the whole transaction for every anonymous set
-		// (each Service's numgen vmap) bound in it: one transaction of N
-		// Services costs O(N²). Chunks of whole Services keep each Service
-		// atomic and the walk short.
+		// Each Service whole in one transaction, so it switches at once.
 		if full && i > 0 && i%p.cfg.FullSyncChunk == 0 {
 			ops += tx.NumOperations()
-			if err := p.cfg.NFT.Run(context.TODO(), tx); err != nil {
+			if err := chunks.run(tx); err != nil {
 				return err
 			}
 			tx = p.cfg.NFT.NewTransaction()
 			w.tx = tx
 		}
-		if sp := p.svcPortMap[n]; sp != nil {
-			newStates[n] = w.servicePort(sp, p.endpointsMap[n])
+		if plans[i] != nil {
+			newStates[n] = w.servicePort(plans[i])
 		}
 	}
 	if full {
-		for k, v := range p.elements {
-			if v.owner == leftover {
-				tx.Delete(elementFor(k))
-				delete(p.elements, k)
-			}
+		// The last chunk too, beside the one before it; what is left to
+		// take out goes in a small transaction of its own once all are in.
+		ops += tx.NumOperations()
+		if err := chunks.run(tx); err != nil {
+			return err
 		}
+		tx = p.cfg.NFT.NewTransaction()
+		w.tx = tx
 	}
+	if err := chunks.wait(); err != nil {
+		return err
+	}
+
 	// Take out what the rewritten ServicePorts no longer use: chains are
-	// flushed now and deleted later, affinity sets and elements go now.
+	// flushed now and deleted later, sets, maps and elements go now.
 	reused := w.created
 	for c := range w.kept {
 		reused[c] = true
 	}
-	var deleteSets []string
+	for c := range p.shared {
+		reused[c.String()] = true
+	}
+	var deleteSets, deleteMaps []string
 	for _, n := range todo {
 		old, cur := p.states[n], newStates[n]
 		if old == nil {
@@ -491,28 +712,67 @@ func (p *Proxier) write(full bool, res proxy.UpdateResult, now time.Time) error 
 				delete(p.elements, k)
 			}
 		}
+		dropPools(tx, old, cur)
 	}
 	if full {
-		for _, c := range existingChains {
-			if isServiceChain(c) && !reused[c] {
-				tx.Flush(&knftables.Chain{Name: c})
-				p.staleChains[c] = now
-			}
-		}
 		active := map[string]bool{}
 		for _, st := range newStates {
 			for s := range st.sets {
 				active[s] = true
 			}
 		}
+		for id := range p.maps {
+			active[endpointsMap(id)] = true
+		}
 		for _, s := range existingSets {
-			if isAffinitySet(s) && !active[s] {
+			if !fixedSets[s] && !active[s] {
 				deleteSets = append(deleteSets, s)
 			}
 		}
+		doomed := map[string]bool{}
+		for _, m := range existingMaps {
+			if !fixedSets[m] && !active[m] {
+				deleteMaps = append(deleteMaps, m)
+				doomed[m] = true
+			}
+		}
+		for k, v := range p.elements {
+			if v.owner == leftover {
+				tx.Delete(elementFor(k))
+				delete(p.elements, k)
+			}
+		}
+		for k := range p.listed {
+			// A map about to go takes its elements along.
+			if !doomed[k.container] {
+				tx.Delete(elementFor(k))
+			}
+		}
+		p.listed = nil
+		for _, c := range existingChains {
+			if !fixedChains[c] && !reused[c] {
+				tx.Flush(&knftables.Chain{Name: c})
+				p.staleChains[c] = now
+			}
+		}
+	}
+	for _, c := range goneChains {
+		tx.Flush(&knftables.Chain{Name: c.String()})
+		p.staleChains[c.String()] = now
+	}
+	// A flushed chain no longer refers to its map, so the map can go in
+	// the same transaction.
+	for _, id := range goneMaps {
+		deleteMaps = append(deleteMaps, endpointsMap(id))
 	}
 	for _, s := range deleteSets {
 		tx.Delete(&knftables.Set{Name: s})
+	}
+	for _, m := range deleteMaps {
+		tx.Delete(&knftables.Map{Name: m})
+	}
+	for _, a := range pairsDelete {
+		tx.Delete(&knftables.Element{Set: hairpinSet, Key: []string{a.String(), a.String()}})
 	}
 	var deletedChains []string
 	for c, t := range p.staleChains {
@@ -525,14 +785,16 @@ func (p *Proxier) write(full bool, res proxy.UpdateResult, now time.Time) error 
 			deletedChains = append(deletedChains, c)
 		}
 	}
+	sort.Strings(deletedChains)
 	gen := p.generation + 1
 	tx.Flush(&knftables.Set{Name: generationSet})
 	tx.Add(&knftables.Element{Set: generationSet, Key: []string{strconv.FormatUint(uint64(gen), 10)}})
 
-	p.LastOps = ops + tx.NumOperations()
-	if err := p.cfg.NFT.Run(context.TODO(), tx); err != nil {
+	if err := run(); err != nil {
+		p.LastOps = ops
 		return err
 	}
+	p.LastOps = ops
 	p.generation = gen
 	for _, c := range deletedChains {
 		delete(p.staleChains, c)
@@ -545,12 +807,92 @@ func (p *Proxier) write(full bool, res proxy.UpdateResult, now time.Time) error 
 			delete(p.names, n)
 		}
 	}
-	internal, external := w.noLocalInternal, w.noLocalExternal
 	if full {
-		p.cfg.Metrics.NoLocalEndpoints.WithLabelValues("internal").Set(float64(internal))
-		p.cfg.Metrics.NoLocalEndpoints.WithLabelValues("external").Set(float64(external))
+		p.cfg.Metrics.NoLocalEndpoints.WithLabelValues("internal").Set(float64(w.noLocalInternal))
+		p.cfg.Metrics.NoLocalEndpoints.WithLabelValues("external").Set(float64(w.noLocalExternal))
 	}
 	return nil
+}
+
+// chunkRunner runs transactions in the background, at most n at once.
+type chunkRunner struct {
+	ctx  context.Context
+	nft  knftables.Interface
+	slot chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	err  error
+}
+
+func newChunkRunner(ctx context.Context, nft knftables.Interface, n int) *chunkRunner {
+	return &chunkRunner{ctx: ctx, nft: nft, slot: make(chan struct{}, max(n, 1))}
+}
+
+// run starts tx once a slot is free, and reports the first failure of any
+// transaction started so far.
+func (c *chunkRunner) run(tx *knftables.Transaction) error {
+	c.slot <- struct{}{}
+	if err := c.failed(); err != nil {
+		<-c.slot
+		return c.wait()
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.slot }()
+		if err := c.nft.Run(c.ctx, tx); err != nil {
+			c.mu.Lock()
+			if c.err == nil {
+				c.err = err
+			}
+			c.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
+func (c *chunkRunner) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// wait waits for every transaction started and reports the first failure.
+func (c *chunkRunner) wait() error {
+	c.wg.Wait()
+	return c.failed()
+}
+
+// noteCount records a counter's value before this sync first changes it.
+func noteCount[K comparable](before, counts map[K]int, k K) {
+	if _, ok := before[k]; !ok {
+		before[k] = counts[k]
+	}
+}
+
+// picksFrom is the endpoints map a shared chain looks endpoints up in
+// (roleExternalLocal only passes traffic on to other shared chains).
+func (c sharedChain) picksFrom() (mapID, bool) {
+	if c.role == roleExternalLocal {
+		return mapID{}, false
+	}
+	return mapID{c.kind, c.proto, c.n}, true
+}
+
+func sortMaps(ids []mapID) {
+	sort.Slice(ids, func(i, j int) bool { return endpointsMap(ids[i]) < endpointsMap(ids[j]) })
+}
+
+func sortAddrs(a []netip.Addr) { slices.SortFunc(a, netip.Addr.Compare) }
+
+// holdsServiceElements: the map's elements belong to ServicePorts.
+func holdsServiceElements(m string) bool {
+	switch m {
+	case serviceIPsMap, serviceNodePortsMap, noEndpointServicesMap, noEndpointNodePortsMap:
+		return true
+	}
+	// Besides those, the only maps we make are endpoints maps.
+	return !fixedSets[m]
 }
 
 // staleDue: some flushed chain may be deleted now.
@@ -565,7 +907,7 @@ func (p *Proxier) staleDue(now time.Time) bool {
 
 func elementFor(k elemKey) *knftables.Element {
 	e := &knftables.Element{Key: strings.Split(k.key, " . ")}
-	if k.container == nodePortIPsSet || k.container == generationSet {
+	if k.container == nodePortIPsSet || k.container == generationSet || k.container == hairpinSet {
 		e.Set = k.container
 	} else {
 		e.Map = k.container
@@ -622,6 +964,12 @@ func (p *Proxier) setup(tx *knftables.Transaction) {
 	}
 	ensure(markMasqChain)
 	tx.Add(&knftables.Rule{Chain: markMasqChain, Rule: knftables.Concat("mark", "set", "mark", "or", p.masqMark)})
+	// Hairpin: a connection DNATed back to its own source must not reach
+	// the endpoint with the endpoint's own address as its source.
+	tx.Add(&knftables.Set{Name: hairpinSet, Type: p.addrType + " . " + p.addrType,
+		Comment: knftables.PtrTo("endpoints that may be their own client: masqueraded when DNATed to themselves")})
+	tx.Add(&knftables.Rule{Chain: masqueradingChain,
+		Rule: knftables.Concat("ct status dnat", p.ipX, "saddr", ".", p.ipX, "daddr", "@", hairpinSet, "jump", markMasqChain)})
 	tx.Add(&knftables.Rule{Chain: masqueradingChain, Rule: knftables.Concat("mark", "and", p.masqMark, "==", "0", "return")})
 	tx.Add(&knftables.Rule{Chain: masqueradingChain, Rule: knftables.Concat("mark", "set", "mark", "xor", p.masqMark)})
 	tx.Add(&knftables.Rule{Chain: masqueradingChain, Rule: "masquerade fully-random"})

@@ -158,32 +158,62 @@ func (t *Tracker) Apply(svcMap ServicePortMap, epMap EndpointsMap) UpdateResult 
 	triggers := t.triggers
 	t.triggers = map[NamespacedName][]time.Time{}
 	type work struct {
+		nn     NamespacedName
 		svc    *corev1.Service
 		slices []*discoveryv1.EndpointSlice
+		ports  []*ServicePort
+		eps    map[ServicePortName][]*Endpoint
 	}
-	todo := make(map[NamespacedName]work, len(dirty))
+	todo := make([]work, 0, len(dirty))
 	for nn := range dirty {
-		w := work{svc: t.services[nn]}
+		w := work{nn: nn, svc: t.services[nn]}
 		for _, s := range t.slices[nn] {
 			w.slices = append(w.slices, s)
 		}
-		todo[nn] = w
+		todo = append(todo, w)
 	}
 	t.mu.Unlock()
 
+	// Reading the objects is most of the work when every Service is dirty
+	// (at start), and needs nothing shared: two goroutines do it.
+	convert := func(ws []work) {
+		for i := range ws {
+			ws[i].ports = ServicePorts(ws[i].svc, t.family)
+			ws[i].eps = Endpoints(ws[i].nn, ws[i].slices, t.hostname)
+		}
+	}
+	if half := len(todo) / 2; half >= 500 {
+		var wg sync.WaitGroup
+		wg.Go(func() { convert(todo[:half]) })
+		convert(todo[half:])
+		wg.Wait()
+	} else {
+		convert(todo)
+	}
+
 	res := UpdateResult{UpdatedServices: make(map[NamespacedName]struct{}, len(dirty)), LastChangeTriggerTimes: triggers}
-	for nn, w := range todo {
-		oldPorts := map[ServicePortName]*ServicePort{}
+	for _, w := range todo {
+		nn := w.nn
+		// nil for a Service seen for the first time, as every one is at
+		// start: a nil map reads as empty, and the first Apply of a big
+		// cluster need not allocate two per Service.
+		var oldPorts map[ServicePortName]*ServicePort
+		if len(t.ports[nn]) > 0 {
+			oldPorts = make(map[ServicePortName]*ServicePort, len(t.ports[nn]))
+		}
 		for _, n := range t.ports[nn] {
 			oldPorts[n] = svcMap[n]
 			delete(svcMap, n)
 		}
-		oldEps := map[ServicePortName][]*Endpoint{}
+		var oldEps map[ServicePortName][]*Endpoint
+		if len(t.epPorts[nn]) > 0 {
+			oldEps = make(map[ServicePortName][]*Endpoint, len(t.epPorts[nn]))
+		}
 		for _, n := range t.epPorts[nn] {
 			oldEps[n] = epMap[n]
 			delete(epMap, n)
 		}
-		newPorts := ServicePorts(w.svc, t.family)
+		newPorts := w.ports
 		t.ports[nn] = t.ports[nn][:0]
 		for _, sp := range newPorts {
 			svcMap[sp.Name] = sp
@@ -192,7 +222,7 @@ func (t *Tracker) Apply(svcMap ServicePortMap, epMap EndpointsMap) UpdateResult 
 		if len(t.ports[nn]) == 0 {
 			delete(t.ports, nn)
 		}
-		newEps := Endpoints(nn, w.slices, t.hostname)
+		newEps := w.eps
 		t.epPorts[nn] = t.epPorts[nn][:0]
 		for n, eps := range newEps {
 			epMap[n] = eps
@@ -210,8 +240,10 @@ func (t *Tracker) Apply(svcMap ServicePortMap, epMap EndpointsMap) UpdateResult 
 				res.DeletedUDP = append(res.DeletedUDP, old)
 			}
 		}
-		for n := range svcMap {
-			if n.NamespacedName == nn && oldPorts[n] == nil {
+		// The Service's ports now are newPorts: looking them up, not
+		// scanning svcMap, keeps a full Apply linear in the Services.
+		for _, sp := range newPorts {
+			if oldPorts[sp.Name] == nil {
 				changed = true
 			}
 		}
@@ -367,7 +399,6 @@ func Endpoints(nn NamespacedName, slicesOf []*discoveryv1.EndpointSlice, hostnam
 		return strings.Compare(a.GetMetadata().GetName(), b.GetMetadata().GetName())
 	})
 	out := map[ServicePortName][]*Endpoint{}
-	seen := map[ServicePortName]map[string]bool{}
 	for _, s := range slicesOf {
 		for _, p := range s.GetPorts() {
 			if p.Port == nil {
@@ -393,24 +424,22 @@ func Endpoints(nn NamespacedName, slicesOf []*discoveryv1.EndpointSlice, hostnam
 					Terminating: c != nil && c.Terminating != nil && *c.Terminating,
 					NodeName:    e.GetNodeName()}
 				ep.IsLocal = ep.NodeName != "" && ep.NodeName == hostname
-				if seen[name] == nil {
-					seen[name] = map[string]bool{}
-				}
-				if seen[name][ep.String()] {
-					continue
-				}
-				seen[name][ep.String()] = true
 				out[name] = append(out[name], ep)
 			}
 		}
 	}
-	for _, eps := range out {
-		slices.SortFunc(eps, func(a, b *Endpoint) int {
+	// An endpoint in two slices counts once, as it appears first: a stable
+	// sort keeps that one ahead of its duplicates, and compacting drops
+	// them (no set of seen endpoints, which was most of the cost of reading
+	// a big cluster at start).
+	for name, eps := range out {
+		slices.SortStableFunc(eps, func(a, b *Endpoint) int {
 			if c := a.IP.Compare(b.IP); c != 0 {
 				return c
 			}
 			return a.Port - b.Port
 		})
+		out[name] = slices.CompactFunc(eps, func(a, b *Endpoint) bool { return a.IP == b.IP && a.Port == b.Port })
 	}
 	return out
 }

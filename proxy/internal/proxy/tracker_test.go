@@ -155,3 +155,18 @@ func TestCategorize(t *testing.T) {
 		t.Error("an endpoint neither ready nor serving counted as usable")
 	}
 }
+
+// An endpoint listed by two slices counts once, as the first slice (by
+// name) has it.
+func TestEndpointInTwoSlicesCountsOnce(t *testing.T) {
+	a := epSlice("web-a", "1", "", endpoint("10.244.1.5", "n1", ptr(true), nil, nil), endpoint("10.244.1.6", "n1", ptr(true), nil, nil))
+	b := epSlice("web-b", "1", "", endpoint("10.244.1.5", "n2", ptr(false), nil, nil), endpoint("10.244.1.4", "n2", ptr(true), nil, nil))
+	eps := Endpoints(NamespacedName{"ns", "web"}, []*discoveryv1.EndpointSlice{b, a}, "n1")
+	got := eps[ServicePortName{NamespacedName{"ns", "web"}, "dns", "UDP"}]
+	if len(got) != 3 || got[0].IP.String() != "10.244.1.4" || got[1].IP.String() != "10.244.1.5" || got[2].IP.String() != "10.244.1.6" {
+		t.Fatalf("endpoints %v", got)
+	}
+	if !got[1].Ready || got[1].NodeName != "n1" || !got[1].IsLocal {
+		t.Errorf("the duplicate is web-b's, not web-a's: %+v", got[1])
+	}
+}
