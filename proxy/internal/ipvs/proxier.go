@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mobyipvs "github.com/moby/ipvs"
@@ -19,7 +18,6 @@ import (
 	"sigs.k8s.io/knftables"
 
 	corev1 "skiff.dev/proto/api/core/v1"
-	discoveryv1 "skiff.dev/proto/api/discovery/v1"
 	"skiff.dev/proxy/internal/conntrack"
 	"skiff.dev/proxy/internal/metrics"
 	"skiff.dev/proxy/internal/nftables"
@@ -60,8 +58,9 @@ type Proxier struct {
 	endpointsMap proxy.EndpointsMap
 	nodeIPs      []netip.Addr
 
-	servicesSynced, slicesSynced bool
-	initialized                  atomic.Bool
+	// Feed is the informers' side: events into the tracker, syncs asked
+	// for once both kinds are listed.
+	*proxy.Feed
 }
 
 // New builds the proxier.
@@ -83,13 +82,8 @@ func New(cfg Config) (*Proxier, error) {
 		svcPortMap: proxy.ServicePortMap{}, endpointsMap: proxy.EndpointsMap{},
 		rec: &Reconciler{Handle: cfg.Handle, Addresses: cfg.Addresses, Scheduler: cfg.Scheduler}}
 	p.runner = runner.New(func() { _ = p.SyncNow() }, cfg.MinSyncPeriod, cfg.SyncPeriod, 2)
+	p.Feed = proxy.NewFeed(p.tracker, p.Sync)
 	return p, nil
-}
-
-func (p *Proxier) changed(ok bool) {
-	if ok && p.initialized.Load() {
-		p.Sync()
-	}
 }
 
 // Sync asks for a sync soon.
@@ -106,37 +100,6 @@ func (p *Proxier) SyncLoop(ctx context.Context) {
 	p.runner.Loop(ctx)
 }
 
-func (p *Proxier) OnServiceAdd(s *corev1.Service) { p.changed(p.tracker.ServiceUpdate(nil, s)) }
-func (p *Proxier) OnServiceUpdate(old, s *corev1.Service) {
-	p.changed(p.tracker.ServiceUpdate(old, s))
-}
-func (p *Proxier) OnServiceDelete(s *corev1.Service) { p.changed(p.tracker.ServiceUpdate(s, nil)) }
-func (p *Proxier) OnEndpointSliceAdd(s *discoveryv1.EndpointSlice) {
-	p.changed(p.tracker.EndpointSliceUpdate(s, false))
-}
-func (p *Proxier) OnEndpointSliceUpdate(_, s *discoveryv1.EndpointSlice) {
-	p.changed(p.tracker.EndpointSliceUpdate(s, false))
-}
-func (p *Proxier) OnEndpointSliceDelete(s *discoveryv1.EndpointSlice) {
-	p.changed(p.tracker.EndpointSliceUpdate(s, true))
-}
-
-func (p *Proxier) OnServicesSynced() {
-	p.mu.Lock()
-	p.servicesSynced = true
-	p.initialized.Store(p.slicesSynced)
-	p.mu.Unlock()
-	p.Sync()
-}
-
-func (p *Proxier) OnEndpointSlicesSynced() {
-	p.mu.Lock()
-	p.slicesSynced = true
-	p.initialized.Store(p.servicesSynced)
-	p.mu.Unlock()
-	p.Sync()
-}
-
 // OnNodeChange takes the node's addresses: NodePort virtual servers go on
 // them.
 func (p *Proxier) OnNodeChange(n *corev1.Node) {
@@ -145,14 +108,16 @@ func (p *Proxier) OnNodeChange(n *corev1.Node) {
 	same := slices.Equal(ips, p.nodeIPs)
 	p.nodeIPs = ips
 	p.mu.Unlock()
-	p.changed(!same)
+	if !same && p.Initialized() {
+		p.Sync()
+	}
 }
 
 // SyncNow reconciles at once.
 func (p *Proxier) SyncNow() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.initialized.Load() {
+	if !p.Initialized() {
 		return nil
 	}
 	start := time.Now()

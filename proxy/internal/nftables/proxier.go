@@ -26,13 +26,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"sigs.k8s.io/knftables"
 
 	corev1 "skiff.dev/proto/api/core/v1"
-	discoveryv1 "skiff.dev/proto/api/discovery/v1"
 	"skiff.dev/proxy/internal/conntrack"
 	"skiff.dev/proxy/internal/metrics"
 	"skiff.dev/proxy/internal/proxy"
@@ -116,8 +114,9 @@ type Proxier struct {
 	lastCheck    time.Time
 	generation   uint32
 
-	servicesSynced, slicesSynced bool
-	initialized                  atomic.Bool
+	// Feed is the informers' side: events into the tracker, syncs asked
+	// for once both kinds are listed.
+	*proxy.Feed
 
 	// What is in the table, per ServicePort and in the maps, so a partial
 	// sync can take out exactly what a Service no longer needs.
@@ -224,6 +223,7 @@ func New(cfg Config) (*Proxier, error) {
 		p.ipX, p.addrType, p.noLocalhost = "ip6", "ipv6_addr", "ip6 daddr != ::1"
 	}
 	p.runner = runner.New(p.syncProxyRules, cfg.MinSyncPeriod, cfg.SyncPeriod, 2)
+	p.Feed = proxy.NewFeed(p.tracker, p.Sync)
 	return p, nil
 }
 
@@ -251,45 +251,6 @@ func (p *Proxier) SyncNow() error {
 	return p.sync()
 }
 
-func (p *Proxier) changed(ok bool) {
-	if ok && p.initialized.Load() {
-		p.Sync()
-	}
-}
-
-func (p *Proxier) OnServiceAdd(s *corev1.Service) { p.changed(p.tracker.ServiceUpdate(nil, s)) }
-func (p *Proxier) OnServiceUpdate(old, s *corev1.Service) {
-	p.changed(p.tracker.ServiceUpdate(old, s))
-}
-func (p *Proxier) OnServiceDelete(s *corev1.Service) { p.changed(p.tracker.ServiceUpdate(s, nil)) }
-func (p *Proxier) OnEndpointSliceAdd(s *discoveryv1.EndpointSlice) {
-	p.changed(p.tracker.EndpointSliceUpdate(s, false))
-}
-func (p *Proxier) OnEndpointSliceUpdate(_, s *discoveryv1.EndpointSlice) {
-	p.changed(p.tracker.EndpointSliceUpdate(s, false))
-}
-func (p *Proxier) OnEndpointSliceDelete(s *discoveryv1.EndpointSlice) {
-	p.changed(p.tracker.EndpointSliceUpdate(s, true))
-}
-
-// OnServicesSynced and OnEndpointSlicesSynced: the informers have handed
-// over everything; syncing earlier would program a partial view.
-func (p *Proxier) OnServicesSynced() {
-	p.mu.Lock()
-	p.servicesSynced = true
-	p.initialized.Store(p.slicesSynced)
-	p.mu.Unlock()
-	p.Sync()
-}
-
-func (p *Proxier) OnEndpointSlicesSynced() {
-	p.mu.Lock()
-	p.slicesSynced = true
-	p.initialized.Store(p.servicesSynced)
-	p.mu.Unlock()
-	p.Sync()
-}
-
 // OnNodeChange takes the node's addresses for the "primary" NodePort
 // addresses; a change rewrites everything.
 func (p *Proxier) OnNodeChange(n *corev1.Node) {
@@ -303,7 +264,9 @@ func (p *Proxier) OnNodeChange(n *corev1.Node) {
 	p.mu.Unlock()
 	if !same {
 		p.log.Info("node addresses changed", "addresses", ips)
-		p.changed(true)
+		if p.Initialized() {
+			p.Sync()
+		}
 	}
 }
 
@@ -334,7 +297,7 @@ func (p *Proxier) syncProxyRules() { _ = p.sync() }
 func (p *Proxier) sync() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.initialized.Load() {
+	if !p.Initialized() {
 		p.log.Debug("not syncing nftables until Services and EndpointSlices have been received")
 		return nil
 	}

@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"sync"
+	"sync/atomic"
+
+	corev1 "skiff.dev/proto/api/core/v1"
+	discoveryv1 "skiff.dev/proto/api/discovery/v1"
+)
+
+// Feed turns the informers' events into Tracker changes and sync requests,
+// the same way for every proxier: nothing is programmed before Services and
+// EndpointSlices have both been listed once (a sync earlier would program
+// a partial view and break connections that work), and after that every
+// change the Tracker says matters asks for a sync.
+type Feed struct {
+	tracker *Tracker
+	sync    func()
+
+	mu                           sync.Mutex
+	servicesSynced, slicesSynced bool
+	initialized                  atomic.Bool
+}
+
+// NewFeed feeds t and calls sync to ask for a sync.
+func NewFeed(t *Tracker, sync func()) *Feed { return &Feed{tracker: t, sync: sync} }
+
+// Initialized reports that both kinds have been listed once.
+func (f *Feed) Initialized() bool { return f.initialized.Load() }
+
+func (f *Feed) changed(ok bool) {
+	if ok && f.initialized.Load() {
+		f.sync()
+	}
+}
+
+func (f *Feed) OnServiceAdd(s *corev1.Service)         { f.changed(f.tracker.ServiceUpdate(nil, s)) }
+func (f *Feed) OnServiceUpdate(old, s *corev1.Service) { f.changed(f.tracker.ServiceUpdate(old, s)) }
+func (f *Feed) OnServiceDelete(s *corev1.Service)      { f.changed(f.tracker.ServiceUpdate(s, nil)) }
+func (f *Feed) OnEndpointSliceAdd(s *discoveryv1.EndpointSlice) {
+	f.changed(f.tracker.EndpointSliceUpdate(s, false))
+}
+func (f *Feed) OnEndpointSliceUpdate(_, s *discoveryv1.EndpointSlice) {
+	f.changed(f.tracker.EndpointSliceUpdate(s, false))
+}
+func (f *Feed) OnEndpointSliceDelete(s *discoveryv1.EndpointSlice) {
+	f.changed(f.tracker.EndpointSliceUpdate(s, true))
+}
+
+// OnServicesSynced and OnEndpointSlicesSynced: the informers have handed
+// over everything of their kind.
+func (f *Feed) OnServicesSynced() {
+	f.mu.Lock()
+	f.servicesSynced = true
+	f.initialized.Store(f.slicesSynced)
+	f.mu.Unlock()
+	f.sync()
+}
+
+func (f *Feed) OnEndpointSlicesSynced() {
+	f.mu.Lock()
+	f.slicesSynced = true
+	f.initialized.Store(f.servicesSynced)
+	f.mu.Unlock()
+	f.sync()
+}
