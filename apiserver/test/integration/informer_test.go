@@ -148,6 +148,18 @@ func TestInformerSurvivesRestartAndExpiry(t *testing.T) {
 		return true
 	}
 	waitFor(t, converged)
+	// The store is there; each handler gets its notifications on its own
+	// goroutine, so wait for the last ones to reach it.
+	waitFor(t, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for i := range 5 {
+			if rec.adds[fmt.Sprintf("c-%d", i)] == 0 || rec.deletes[fmt.Sprintf("a-%d", i)] == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	for _, p := range []string{"a", "b", "c"} {
