@@ -1,7 +1,7 @@
-// Package addon checks manifests/addons/coredns.yaml against Skiff's own
+// Package addons checks manifests/addons/coredns.yaml against Skiff's own
 // apiserver: every object decodes strictly and is accepted by its
 // validation and admission, and carries what the cluster relies on.
-package addon
+package addons
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 	"skiff.dev/proto/scheme"
 )
 
-const manifest = "../../../manifests/addons/coredns.yaml"
+const manifest = "../../manifests/addons/coredns.yaml"
 
 func readManifest(t *testing.T) []scheme.Object {
 	t.Helper()
