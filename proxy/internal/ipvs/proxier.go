@@ -82,22 +82,12 @@ func New(cfg Config) (*Proxier, error) {
 		svcPortMap: proxy.ServicePortMap{}, endpointsMap: proxy.EndpointsMap{},
 		rec: &Reconciler{Handle: cfg.Handle, Addresses: cfg.Addresses, Scheduler: cfg.Scheduler}}
 	p.runner = runner.New(func() { _ = p.SyncNow() }, cfg.MinSyncPeriod, cfg.SyncPeriod, 2)
-	p.Feed = proxy.NewFeed(p.tracker, p.Sync)
-	return p, nil
-}
-
-// Sync asks for a sync soon.
-func (p *Proxier) Sync() {
+	var health interface{ QueuedUpdate(string) }
 	if p.cfg.Health != nil {
-		p.cfg.Health.QueuedUpdate(string(p.cfg.Family))
+		health = p.cfg.Health
 	}
-	p.cfg.Metrics.LastQueued.SetToCurrentTime()
-	p.runner.Run()
-}
-
-// SyncLoop runs syncs until ctx ends.
-func (p *Proxier) SyncLoop(ctx context.Context) {
-	p.runner.Loop(ctx)
+	p.Feed = proxy.NewFeed(p.tracker, proxy.Pace{Runner: p.runner, Health: health, Metrics: p.cfg.Metrics, Family: p.cfg.Family})
+	return p, nil
 }
 
 // OnNodeChange takes the node's addresses: NodePort virtual servers go on

@@ -223,27 +223,16 @@ func New(cfg Config) (*Proxier, error) {
 		p.ipX, p.addrType, p.noLocalhost = "ip6", "ipv6_addr", "ip6 daddr != ::1"
 	}
 	p.runner = runner.New(p.syncProxyRules, cfg.MinSyncPeriod, cfg.SyncPeriod, 2)
-	p.Feed = proxy.NewFeed(p.tracker, p.Sync)
+	var health interface{ QueuedUpdate(string) }
+	if p.cfg.Health != nil {
+		health = p.cfg.Health
+	}
+	p.Feed = proxy.NewFeed(p.tracker, proxy.Pace{Runner: p.runner, Health: health, Metrics: p.cfg.Metrics, Family: p.cfg.Family})
 	return p, nil
 }
 
 // Family is the proxier's family.
 func (p *Proxier) Family() proxy.Family { return p.cfg.Family }
-
-// Sync asks for a sync soon.
-func (p *Proxier) Sync() {
-	if p.cfg.Health != nil {
-		p.cfg.Health.QueuedUpdate(string(p.cfg.Family))
-	}
-	p.cfg.Metrics.LastQueued.SetToCurrentTime()
-	p.runner.Run()
-}
-
-// SyncLoop syncs as the runner paces it until ctx ends.
-func (p *Proxier) SyncLoop(ctx context.Context) {
-	p.cfg.Metrics.LastQueued.SetToCurrentTime()
-	p.runner.Loop(ctx)
-}
 
 // SyncNow syncs at once on the caller's goroutine and reports whether it
 // succeeded (tests and benchmarks).

@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
 	corev1 "skiff.dev/proto/api/core/v1"
 	discoveryv1 "skiff.dev/proto/api/discovery/v1"
+	"skiff.dev/proxy/internal/metrics"
+	"skiff.dev/proxy/internal/runner"
 )
 
 // Feed turns the informers' events into Tracker changes and sync requests,
@@ -15,22 +18,47 @@ import (
 // change the Tracker says matters asks for a sync.
 type Feed struct {
 	tracker *Tracker
-	sync    func()
+	pace    Pace
 
 	mu                           sync.Mutex
 	servicesSynced, slicesSynced bool
 	initialized                  atomic.Bool
 }
 
-// NewFeed feeds t and calls sync to ask for a sync.
-func NewFeed(t *Tracker, sync func()) *Feed { return &Feed{tracker: t, sync: sync} }
+// Pace is how every proxier asks for a sync: the health server hears an
+// update is pending (nil: no health server), the metric records when, and
+// the runner schedules the sync within its bounds.
+type Pace struct {
+	Runner  *runner.Runner
+	Health  interface{ QueuedUpdate(family string) }
+	Metrics *metrics.Metrics
+	Family  Family
+}
+
+// NewFeed feeds t and asks for syncs as pace says.
+func NewFeed(t *Tracker, pace Pace) *Feed { return &Feed{tracker: t, pace: pace} }
+
+// Sync asks for a sync soon.
+func (f *Feed) Sync() {
+	if f.pace.Health != nil {
+		f.pace.Health.QueuedUpdate(string(f.pace.Family))
+	}
+	f.pace.Metrics.LastQueued.SetToCurrentTime()
+	f.pace.Runner.Run()
+}
+
+// SyncLoop syncs as the runner paces it until ctx ends.
+func (f *Feed) SyncLoop(ctx context.Context) {
+	f.pace.Metrics.LastQueued.SetToCurrentTime()
+	f.pace.Runner.Loop(ctx)
+}
 
 // Initialized reports that both kinds have been listed once.
 func (f *Feed) Initialized() bool { return f.initialized.Load() }
 
 func (f *Feed) changed(ok bool) {
 	if ok && f.initialized.Load() {
-		f.sync()
+		f.Sync()
 	}
 }
 
@@ -54,7 +82,7 @@ func (f *Feed) OnServicesSynced() {
 	f.servicesSynced = true
 	f.initialized.Store(f.slicesSynced)
 	f.mu.Unlock()
-	f.sync()
+	f.Sync()
 }
 
 func (f *Feed) OnEndpointSlicesSynced() {
@@ -62,5 +90,5 @@ func (f *Feed) OnEndpointSlicesSynced() {
 	f.slicesSynced = true
 	f.initialized.Store(f.servicesSynced)
 	f.mu.Unlock()
-	f.sync()
+	f.Sync()
 }
