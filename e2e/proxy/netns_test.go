@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"sigs.k8s.io/knftables"
+
+	proxyapp "skiff.dev/proxy/app"
 )
 
 var nsCounter atomic.Int32
@@ -108,7 +110,10 @@ type nsNFT struct {
 	inner knftables.Interface
 }
 
-func newNSNFT(tb testing.TB, ns *netNS, family knftables.Family, table string) *nsNFT {
+// newNSNFT is the interface skiff-proxy would have inside ns: knftables,
+// with its transactions' elements coalesced (the Coalescing's own nft is
+// started through nsenter, since it runs from no thread of ours).
+func newNSNFT(tb testing.TB, ns *netNS, family knftables.Family, table string) knftables.Interface {
 	tb.Helper()
 	n := &nsNFT{ns: ns}
 	if err := ns.do(func() error {
@@ -118,7 +123,9 @@ func newNSNFT(tb testing.TB, ns *netNS, family knftables.Family, table string) *
 	}); err != nil {
 		tb.Fatal(err)
 	}
-	return n
+	return &proxyapp.CoalescingNFT{Interface: n, Command: func(ctx context.Context) *exec.Cmd {
+		return exec.CommandContext(ctx, "nsenter", "--net=/run/netns/"+ns.name, "nft", "-f", "-")
+	}}
 }
 
 func (n *nsNFT) NewTransaction() *knftables.Transaction { return n.inner.NewTransaction() }

@@ -84,7 +84,7 @@ func TestRestartOverOwnTable(t *testing.T) {
 }
 
 // elements lists every element of the table's sets and maps.
-func elements(t *testing.T, nft *nsNFT) []string {
+func elements(t *testing.T, nft knftables.Interface) []string {
 	t.Helper()
 	all, err := nft.ListAll(t.Context())
 	if err != nil {

@@ -21,6 +21,9 @@ type (
 	NodePortAddresses = nftables.NodePortAddresses
 	// ParallelNFT lets a full sync's transactions run at the same time.
 	ParallelNFT = nftables.ParallelNFT
+	// CoalescingNFT writes a transaction's elements as few nft commands,
+	// as skiff-proxy's own interfaces do.
+	CoalescingNFT = nftables.Coalescing
 	// Conntrack deletes stale UDP entries (the entries ConntrackFilter
 	// selects); ConntrackNetlink is the real one.
 	Conntrack        = conntrack.Interface

@@ -150,14 +150,15 @@ func (p *Proxy) nft(f Family) (knftables.Interface, error) {
 		fam = knftables.IPv6Family
 	}
 	// Two, so that a full sync's transactions run on both cores (see
-	// nftables.ParallelNFT).
+	// nftables.ParallelNFT), each writing elements as few commands
+	// (nftables.Coalescing).
 	var nfts []knftables.Interface
 	for range 2 {
 		nft, err := knftables.New(fam, TableName)
 		if err != nil {
 			return nil, err
 		}
-		nfts = append(nfts, nft)
+		nfts = append(nfts, &nftables.Coalescing{Interface: nft})
 	}
 	return nftables.NewParallelNFT(nfts...), nil
 }
