@@ -37,7 +37,9 @@ type cluster struct {
 	node *netNS
 	pods []*netNS
 	cs   *fake.Clientset
-	nft  *nsNFT
+	nft  knftables.Interface
+	// nft6, when set, has the proxy program IPv6 too (see addIPv6).
+	nft6 knftables.Interface
 }
 
 // newCluster makes the node namespace and n pod namespaces, pod i at
@@ -60,7 +62,8 @@ func newCluster(t *testing.T, n int) *cluster {
 	return c
 }
 
-// serve runs an HTTP server answering body on addr inside ns.
+// serve runs an HTTP server inside ns answering body on addr, and the
+// client's address on /clientip (what masquerading leaves of it).
 func serve(t *testing.T, ns *netNS, addr, body string) {
 	t.Helper()
 	var l net.Listener
@@ -71,8 +74,14 @@ func serve(t *testing.T, ns *netNS, addr, body string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) }),
-		ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/clientip" {
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			io.WriteString(w, body+" "+host)
+			return
+		}
+		io.WriteString(w, body)
+	}), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 }
@@ -80,15 +89,21 @@ func serve(t *testing.T, ns *netNS, addr, body string) {
 // get fetches http://addr/ from the node namespace, one connection per
 // request so each is a fresh endpoint choice.
 func (c *cluster) get(ctx context.Context, addr string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	return getFrom(ctx, c.node, addr, "/", 3*time.Second)
+}
+
+// getFrom fetches http://addr/path from inside ns on a new connection,
+// giving up after timeout.
+func getFrom(ctx context.Context, ns *netNS, addr, path string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := c.node.dial(ctx, "tcp", addr)
+	conn, err := ns.dial(ctx, "tcp", addr)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr); err != nil {
+	conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, addr); err != nil {
 		return "", err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
@@ -135,9 +150,15 @@ func (c *cluster) startProxy(t *testing.T, ctx context.Context) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ct.Close)
-	p, err := proxyapp.New(proxyapp.Config{Client: c.cs.Client, Hostname: nodeName, Families: []proxyapp.Family{proxyapp.IPv4},
-		NFT: map[proxyapp.Family]knftables.Interface{proxyapp.IPv4: c.nft}, Conntrack: proxyapp.ConntrackNetlink{Handle: ct},
-		ClusterCIDRs:  []netip.Prefix{netip.MustParsePrefix("10.99.0.0/17")},
+	families, nfts := []proxyapp.Family{proxyapp.IPv4}, map[proxyapp.Family]knftables.Interface{proxyapp.IPv4: c.nft}
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.99.0.0/17")}
+	if c.nft6 != nil {
+		families, nfts[proxyapp.IPv6] = append(families, proxyapp.IPv6), c.nft6
+		cidrs = append(cidrs, netip.MustParsePrefix(podCIDR6))
+	}
+	p, err := proxyapp.New(proxyapp.Config{Client: c.cs.Client, Hostname: nodeName, Families: families,
+		NFT: nfts, Conntrack: proxyapp.ConntrackNetlink{Handle: ct},
+		ClusterCIDRs:  cidrs,
 		MinSyncPeriod: 20 * time.Millisecond, SyncPeriod: 30 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
