@@ -1,10 +1,12 @@
 package app
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/knftables"
 
 	"skiff.dev/proxy/internal/conntrack"
 	"skiff.dev/proxy/internal/ipvs"
+	"skiff.dev/proxy/internal/metrics"
 	"skiff.dev/proxy/internal/nftables"
 )
 
@@ -29,6 +31,9 @@ type (
 	Conntrack        = conntrack.Interface
 	ConntrackFilter  = conntrack.Filter
 	ConntrackNetlink = conntrack.Netlink
+	// Metrics are a proxier's metrics (NFTablesConfig.Metrics), made by
+	// NewMetrics on a registry or none.
+	Metrics = metrics.Metrics
 	// IPVSHandle is the part of moby/ipvs a Config's IPVSHandle needs.
 	IPVSHandle = ipvs.Handle
 )
@@ -37,6 +42,9 @@ type (
 func NewParallelNFT(nfts ...knftables.Interface) *ParallelNFT {
 	return nftables.NewParallelNFT(nfts...)
 }
+
+// NewMetrics makes the proxy's metrics, registered on reg unless nil.
+func NewMetrics(reg prometheus.Registerer) *Metrics { return metrics.New(reg) }
 
 // NewNFTablesProxier builds one family's nftables proxier.
 func NewNFTablesProxier(cfg NFTablesConfig) (*NFTablesProxier, error) { return nftables.New(cfg) }
