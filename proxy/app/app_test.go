@@ -3,12 +3,19 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	mobyipvs "github.com/moby/ipvs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"sigs.k8s.io/knftables"
@@ -180,4 +187,123 @@ func prometheusGauge(t *testing.T, reg *prometheus.Registry, name string) promet
 	}
 	t.Fatalf("%s not registered", name)
 	return nil
+}
+
+// The health check node port of an eTP=Local LoadBalancer, end to end over
+// the fake apiserver, in either mode: opened on the node's address once the proxy syncs,
+// 503 while this node has no endpoint, 200 once it has one, closed with the
+// Service.
+func TestHealthCheckNodePortFollowsLocalEndpoints(t *testing.T) {
+	for _, mode := range []string{"nftables", "ipvs"} {
+		t.Run(mode, func(t *testing.T) { testHealthCheckNodePort(t, mode) })
+	}
+}
+
+// nopIPVS is a kernel without virtual servers: what the ipvs proxier does
+// with them is internal/ipvs's tests' business.
+type nopIPVS struct{}
+
+func (nopIPVS) GetServices() ([]*mobyipvs.Service, error)                          { return nil, nil }
+func (nopIPVS) NewService(*mobyipvs.Service) error                                 { return nil }
+func (nopIPVS) UpdateService(*mobyipvs.Service) error                              { return nil }
+func (nopIPVS) DelService(*mobyipvs.Service) error                                 { return nil }
+func (nopIPVS) GetDestinations(*mobyipvs.Service) ([]*mobyipvs.Destination, error) { return nil, nil }
+func (nopIPVS) NewDestination(*mobyipvs.Service, *mobyipvs.Destination) error      { return nil }
+func (nopIPVS) UpdateDestination(*mobyipvs.Service, *mobyipvs.Destination) error   { return nil }
+func (nopIPVS) DelDestination(*mobyipvs.Service, *mobyipvs.Destination) error      { return nil }
+func (nopIPVS) EnsureInterface(string) error                                       { return nil }
+func (nopIPVS) List(string) ([]netip.Addr, error)                                  { return nil, nil }
+func (nopIPVS) Add(string, netip.Addr) error                                       { return nil }
+func (nopIPVS) Del(string, netip.Addr) error                                       { return nil }
+
+func testHealthCheckNodePort(t *testing.T, mode string) {
+	freePort := func() int {
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port
+	}
+	lb := func(name, ip string, hc int) *corev1.Service {
+		return &corev1.Service{Metadata: &metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: &corev1.ServiceSpec{Type: "LoadBalancer", ClusterIP: ip, ClusterIPs: []string{ip},
+				ExternalTrafficPolicy: "Local", HealthCheckNodePort: int32(hc),
+				Ports: []*corev1.ServicePort{{Name: "http", Protocol: "TCP", Port: 80, NodePort: int32(30000 + hc%1000)}}}}
+	}
+	port, port2 := freePort(), freePort()
+	svc, svc2 := lb("lb", "10.96.0.20", port), lb("lb2", "10.96.0.21", port2)
+	slice := &discoveryv1.EndpointSlice{Metadata: &metav1.ObjectMeta{Namespace: "default", Name: "lb-1",
+		Labels: map[string]string{"kubernetes.io/service-name": "lb"}}, AddressType: "IPv4",
+		Ports: []*discoveryv1.EndpointPort{{Name: ptr("http"), Protocol: ptr("TCP"), Port: ptr(int32(8080))}},
+		Endpoints: []*discoveryv1.Endpoint{{Addresses: []string{"10.244.1.5"}, NodeName: ptr("node-b"),
+			Conditions: &discoveryv1.EndpointConditions{Ready: ptr(true)}}}}
+	// The node's own address is where NodePorts, and so health checks, are
+	// (--nodeport-addresses primary); loopback keeps the test on this host.
+	node := &corev1.Node{Metadata: &metav1.ObjectMeta{Name: "node-a"},
+		Status: &corev1.NodeStatus{Addresses: []*corev1.NodeAddress{{Type: "InternalIP", Address: "127.0.0.1"}}}}
+	cs := fake.NewClientset(svc, svc2, slice, node)
+	defer cs.Close()
+	p, err := New(Config{Client: cs.Client, Hostname: "node-a", Families: []Family{IPv4}, Mode: mode,
+		NFT:        map[Family]knftables.Interface{IPv4: knftables.NewFake(knftables.IPv4Family, TableName)},
+		IPVSHandle: nopIPVS{}, IPVSAddresses: nopIPVS{},
+		Conntrack: nopConntrack{}, Registerer: prometheus.NewRegistry(), MinSyncPeriod: 10 * time.Millisecond, SyncPeriod: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Start(ctx) }()
+
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	probePort := func(port int) (int, string, error) {
+		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	probe := func() (int, string, error) { return probePort(port) }
+	await := func(what string, ok func(code int, body string, err error) bool) {
+		t.Helper()
+		var code int
+		var body string
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if code, body, err = probe(); ok(code, body, err) {
+				return
+			}
+		}
+		t.Fatalf("%s: last answer %d %q, %v", what, code, body, err)
+	}
+	await("503 without a local endpoint", func(code int, body string, err error) bool {
+		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, `"localEndpoints":0`)
+	})
+
+	slice.Endpoints[0].NodeName = ptr("node-a")
+	if _, err := client.For[*discoveryv1.EndpointSlice](cs.Client, "default").Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	await("200 with the local endpoint", func(code int, body string, err error) bool {
+		return err == nil && code == http.StatusOK &&
+			body == `{"service":{"namespace":"default","name":"lb"},"localEndpoints":1,"serviceProxyHealthy":true}`
+	})
+
+	if _, err := client.For[*corev1.Service](cs.Client, "default").Delete(ctx, "lb", client.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	await("closed with the Service", func(_ int, _ string, err error) bool { return errors.Is(err, syscall.ECONNREFUSED) })
+	if code, _, err := probePort(port2); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("the other Service's health check: %d, %v", code, err)
+	}
+	cancel()
+	if err := <-done; err != nil && ctx.Err() == nil {
+		t.Errorf("Start: %v", err)
+	}
+	if _, _, err := probePort(port2); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("health check still answering after the proxy stopped: %v", err)
+	}
 }

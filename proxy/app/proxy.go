@@ -71,6 +71,10 @@ type Config struct {
 	// IPVSHandle and IPVSAddresses replace the kernel's in ipvs mode.
 	IPVSHandle    ipvs.Handle
 	IPVSAddresses ipvs.Addresses
+	// HealthCheckListen opens the listeners of the Services' health check
+	// node ports (default net.Listen): tests open them in the node's
+	// network namespace.
+	HealthCheckListen func(network, address string) (net.Listener, error)
 }
 
 // provider is one family's dataplane.
@@ -97,6 +101,9 @@ type Proxy struct {
 	node      atomic.Pointer[corev1.Node]
 	synced    *syncWatch
 	ready     chan struct{}
+
+	// serviceHealth: a health check server per family, as upstream.
+	serviceHealth []*healthcheck.ServiceServer
 }
 
 // New builds a proxy from cfg; Start runs it.
@@ -204,8 +211,8 @@ func (p *Proxy) buildNFTables() error {
 		return nftables.New(nftables.Config{Family: f, NFT: nft, Hostname: p.cfg.Hostname, ClusterCIDRs: p.cidrs(f),
 			MasqueradeAll: p.cfg.MasqueradeAll,
 			NodePorts:     nftables.NodePortAddresses{Primary: p.cfg.NodePortsPrimary, CIDRs: np, LocalAddrs: localAddrs},
-			Conntrack:     p.cfg.Conntrack, Metrics: p.metrics, Health: p.synced, Logger: p.log,
-			SyncPeriod: p.cfg.SyncPeriod, MinSyncPeriod: p.cfg.MinSyncPeriod})
+			Conntrack:     p.cfg.Conntrack, Metrics: p.metrics, Health: p.synced, ServiceHealth: p.newServiceHealth(f),
+			Logger: p.log, SyncPeriod: p.cfg.SyncPeriod, MinSyncPeriod: p.cfg.MinSyncPeriod})
 	})
 }
 
@@ -225,9 +232,58 @@ func (p *Proxy) buildIPVS() error {
 	return p.families(func(f Family, nft knftables.Interface) (provider, error) {
 		return ipvs.New(ipvs.Config{Family: f, Handle: h, Addresses: addrs, NFT: nft, Scheduler: p.cfg.IPVSScheduler,
 			Hostname: p.cfg.Hostname, ClusterCIDRs: p.cidrs(f), MasqueradeAll: p.cfg.MasqueradeAll,
-			Conntrack: p.cfg.Conntrack, Metrics: p.metrics, Health: p.synced, Logger: p.log,
-			SyncPeriod: p.cfg.SyncPeriod, MinSyncPeriod: p.cfg.MinSyncPeriod})
+			Conntrack: p.cfg.Conntrack, Metrics: p.metrics, Health: p.synced, ServiceHealth: p.newServiceHealth(f),
+			Logger: p.log, SyncPeriod: p.cfg.SyncPeriod, MinSyncPeriod: p.cfg.MinSyncPeriod})
 	})
+}
+
+// newServiceHealth is family f's health check server, answering
+// serviceProxyHealthy from the proxy's own health.
+func (p *Proxy) newServiceHealth(f Family) *healthcheck.ServiceServer {
+	s := healthcheck.NewServiceServer(healthcheck.ServiceConfig{Family: f, Addresses: p.nodePortAddresses(f),
+		Listen: p.cfg.HealthCheckListen, Proxy: p.health, Logger: p.log})
+	p.serviceHealth = append(p.serviceHealth, s)
+	return s
+}
+
+// nodePortAddresses are where family f accepts NodePort traffic, by the
+// nftables proxier's reading of --nodeport-addresses, so that a load
+// balancer's probe reaches the node where its traffic would: nil (every
+// address) for a CIDR matching all; the node's own IPs for "primary", or
+// when no CIDR is of this family; else the local addresses inside the
+// CIDRs.
+func (p *Proxy) nodePortAddresses(f Family) func() ([]netip.Addr, error) {
+	var cidrs []netip.Prefix
+	for _, c := range p.cfg.NodePortCIDRs {
+		if proxy.FamilyOf(c.Addr()) == f {
+			if c.Bits() == 0 {
+				return nil
+			}
+			cidrs = append(cidrs, c)
+		}
+	}
+	if p.cfg.NodePortsPrimary || len(cidrs) == 0 {
+		return func() ([]netip.Addr, error) { return nftables.NodeIPs(p.node.Load(), f), nil }
+	}
+	return func() ([]netip.Addr, error) {
+		addrs, err := localAddrs()
+		if err != nil {
+			return nil, err
+		}
+		var out []netip.Addr
+		for _, a := range addrs {
+			if a.IsLoopback() || proxy.FamilyOf(a) != f {
+				continue
+			}
+			for _, c := range cidrs {
+				if c.Contains(a) {
+					out = append(out, a)
+					break
+				}
+			}
+		}
+		return out, nil
+	}
 }
 
 func localAddrs() ([]netip.Addr, error) {
@@ -294,6 +350,13 @@ func (p *Proxy) Start(ctx context.Context) error {
 	nodeReg := nodes.AddHandler(informer.Handler{OnAdd: onNode, OnUpdate: func(_, cur scheme.Object) { onNode(cur) },
 		OnDelete: func(scheme.Object) { p.node.Store(nil) }})
 
+	// After the sync loops have stopped (deferred calls run last first), so
+	// that no sync opens a listener again.
+	defer func() {
+		for _, s := range p.serviceHealth {
+			s.Close()
+		}
+	}()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	f.Start(ctx)

@@ -1,8 +1,10 @@
-// Package healthcheck serves skiff-proxy's /healthz and /livez on the
-// healthz address (10256), as upstream's ProxyHealthServer: the proxy is
-// healthy unless a change has waited longer than the health timeout (twice
-// the sync period) for its rules, and /healthz is also unhealthy while the
-// node is being deleted, so load balancers drain it first.
+// Package healthcheck serves what load balancers and probes ask of
+// skiff-proxy, as upstream's pkg/proxy/healthcheck: /healthz and /livez on
+// the healthz address (10256), healthy unless a change has waited longer
+// than the health timeout (twice the sync period) for its rules, /healthz
+// also unhealthy while the node is being deleted so load balancers drain it
+// first (this file); and each Local-policy Service's health check node
+// port, with its count of local endpoints (service.go).
 package healthcheck
 
 import (

@@ -38,6 +38,9 @@ type Config struct {
 	Conntrack     conntrack.Interface
 	Metrics       *metrics.Metrics
 	Health        nftables.HealthUpdater
+	// ServiceHealth hears the health check node ports and local endpoint
+	// counts after every successful sync (nil: nobody listens).
+	ServiceHealth proxy.ServiceHealth
 	Logger        *slog.Logger
 	SyncPeriod    time.Duration
 	MinSyncPeriod time.Duration
@@ -131,6 +134,11 @@ func (p *Proxier) SyncNow() error {
 		p.cfg.Health.Updated(string(p.cfg.Family))
 	}
 	p.cfg.Metrics.LastSync.SetToCurrentTime()
+	if p.cfg.ServiceHealth != nil {
+		if err := proxy.SyncServiceHealth(p.cfg.ServiceHealth, p.svcPortMap, p.endpointsMap); err != nil {
+			p.log.Error("syncing service health checks", "err", err)
+		}
+	}
 	if p.cfg.Conntrack != nil {
 		if fs := conntrack.Filters(res); len(fs) > 0 {
 			if _, err := p.cfg.Conntrack.DeleteUDP(p.cfg.Family, fs); err != nil {

@@ -80,6 +80,9 @@ type Config struct {
 	Conntrack     conntrack.Interface
 	Metrics       *metrics.Metrics
 	Health        HealthUpdater
+	// ServiceHealth hears the health check node ports and local endpoint
+	// counts after every successful sync (nil: nobody listens).
+	ServiceHealth proxy.ServiceHealth
 	Logger        *slog.Logger
 	// SyncPeriod is the most time between syncs, each of which checks the
 	// table is still ours; MinSyncPeriod the least between bursts of them.
@@ -326,6 +329,13 @@ func (p *Proxier) sync() error {
 		p.cfg.Health.Updated(string(p.cfg.Family))
 	}
 	p.cfg.Metrics.LastSync.SetToCurrentTime()
+	if p.cfg.ServiceHealth != nil {
+		// Every sync, changes or not: a port that could not be bound is
+		// tried again on the next one.
+		if err := proxy.SyncServiceHealth(p.cfg.ServiceHealth, p.svcPortMap, p.endpointsMap); err != nil {
+			p.log.Error("syncing service health checks", "err", err)
+		}
+	}
 	if p.cfg.Conntrack != nil {
 		if fs := conntrack.Filters(res); len(fs) > 0 {
 			n, err := p.cfg.Conntrack.DeleteUDP(p.cfg.Family, fs)
