@@ -64,6 +64,10 @@ func TestServices(t *testing.T) {
 			Ports: []*corev1.ServicePort{{Name: "http", Port: 80, TargetPort: http8080}}}},
 		{Metadata: &metav1.ObjectMeta{Name: "headless"}, Spec: &corev1.ServiceSpec{ClusterIP: "None", Selector: labels,
 			Ports: []*corev1.ServicePort{{Name: "http", Port: 8080}}}},
+		// No load balancer answers here: it is served as a NodePort with
+		// the Local policy, and gets a health-check node port.
+		{Metadata: &metav1.ObjectMeta{Name: "local"}, Spec: &corev1.ServiceSpec{Type: "LoadBalancer", ExternalTrafficPolicy: "Local",
+			Selector: labels, Ports: []*corev1.ServicePort{{Name: "http", Port: 80, TargetPort: http8080}}}},
 	} {
 		if _, err := services.Create(ctx, s); err != nil {
 			t.Fatal(err)
@@ -76,6 +80,7 @@ func TestServices(t *testing.T) {
 		t.Fatal(err)
 	}
 	var names, ips []string
+	ipOf, nodeOf := map[string]string{}, map[string]string{}
 	eventually(t, 90*time.Second, "two ready web pods and the client running", func() (bool, string) {
 		names, ips = nil, nil
 		l, err := pods.List(ctx, client.ListOptions{LabelSelector: "app=web"})
@@ -85,6 +90,7 @@ func TestServices(t *testing.T) {
 		for _, p := range l.Items {
 			if condition(p, "Ready") == "True" {
 				names, ips = append(names, p.Metadata.Name), append(ips, p.Status.PodIP)
+				ipOf[p.Metadata.Name], nodeOf[p.Metadata.Name] = p.Status.PodIP, p.Spec.NodeName
 			}
 		}
 		cp, err := pods.Get(ctx, "client")
@@ -121,6 +127,51 @@ func TestServices(t *testing.T) {
 		if err != nil || !slices.Contains(names, body) {
 			t.Errorf("NodePort on %s: %q (%v), want one of %v", n.Name, body, err, names)
 		}
+	}
+
+	// Hairpin: a web pod reaching its own Service gets itself back, across
+	// the bridge and masqueraded (netexec's /dial makes the requests from
+	// the pod). Two pods at random: 20 tries all miss it with p ~1e-6.
+	for _, name := range names {
+		dial := fmt.Sprintf("http://%s/dial?request=hostname&protocol=http&host=%s&port=80&tries=20",
+			net.JoinHostPort(ipOf[name], "8080"), svc.Spec.ClusterIP)
+		if out, err := inPod("client", "timeout 30 wget -qO- '"+dial+"'"); err != nil || !strings.Contains(out, `"`+name+`"`) {
+			t.Errorf("%s through its own Service: %s (%v), want its own name among the answers", name, out, err)
+		}
+	}
+
+	// externalTrafficPolicy Local: each node's NodePort answers only with
+	// the pod on that node, which sees the host's own address; the
+	// health-check port says how many local endpoints the node has.
+	lsvc, err := services.Get(ctx, "local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	localPort, healthPort := strconv.Itoa(int(lsvc.Spec.Ports[0].NodePort)), strconv.Itoa(int(lsvc.Spec.HealthCheckNodePort))
+	if lsvc.Spec.HealthCheckNodePort == 0 {
+		t.Errorf("a LoadBalancer Service with externalTrafficPolicy Local has no healthCheckNodePort")
+	}
+	for _, n := range c.Nodes {
+		var here string
+		for _, name := range names {
+			if nodeOf[name] == n.Name {
+				here = name
+			}
+		}
+		for range 10 {
+			body, err := hostGet("http://" + net.JoinHostPort(n.IP, localPort) + "/hostname")
+			if err != nil || body != here {
+				t.Errorf("Local NodePort on %s: %q (%v), want only %s, the pod on that node", n.Name, body, err, here)
+				break
+			}
+		}
+		if body, err := hostGet("http://" + net.JoinHostPort(n.IP, localPort) + "/clientip"); err != nil || !strings.HasPrefix(body, n.HostIP+":") {
+			t.Errorf("Local NodePort on %s: the pod saw %q (%v), want the host's %s", n.Name, body, err, n.HostIP)
+		}
+		eventually(t, 30*time.Second, "the health-check node port on "+n.Name, func() (bool, string) {
+			body, err := hostGet("http://" + net.JoinHostPort(n.IP, healthPort) + "/healthz")
+			return err == nil && strings.Contains(body, `"localEndpoints":1`), fmt.Sprint(body, err)
+		})
 	}
 
 	// ClientIP affinity: one pod for every request of one client.
@@ -191,6 +242,12 @@ func TestServices(t *testing.T) {
 		out, err := exec.Command("nsenter", "--net="+n.NetNS(), "--", "nft", "list", "table", family, "skiff-proxy").CombinedOutput()
 		if err == nil {
 			t.Errorf("after --cleanup, table %s skiff-proxy is still there:\n%s", family, out)
+		}
+		// The proxies program their nodes' namespaces only, which
+		// skiff-local down deletes (TestTwoNodes sees them gone): so down
+		// leaves no table as long as none is ever in the host's.
+		if out, err := exec.Command("nft", "list", "table", family, "skiff-proxy").CombinedOutput(); err == nil {
+			t.Errorf("the host has a table %s skiff-proxy:\n%s", family, out)
 		}
 	}
 }
