@@ -6,15 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/knftables"
 
@@ -29,7 +25,6 @@ import (
 // The node's address facing the "load balancer" namespace, and the port
 // the apiserver would have allocated.
 const (
-	hcNode     = "hc-node"
 	hcNodeIP   = "10.99.210.1"
 	hcProberIP = "10.99.210.2"
 	hcPort     = 32100
@@ -69,12 +64,13 @@ func TestHealthCheckNodePort(t *testing.T) {
 		Labels: map[string]string{"kubernetes.io/service-name": "lb"}}, AddressType: "IPv4",
 		Ports:     []*discoveryv1.EndpointPort{{Name: proto.String("http"), Protocol: proto.String("TCP"), Port: proto.Int32(8080)}},
 		Endpoints: []*discoveryv1.Endpoint{endpoint("10.99.1.2", "another-node")}}
-	cs := fake.NewClientset(svc, slice, &corev1.Node{Metadata: &metav1.ObjectMeta{Name: hcNode},
+	cs := fake.NewClientset(svc, slice, &corev1.Node{Metadata: &metav1.ObjectMeta{Name: nodeName},
 		Status: &corev1.NodeStatus{Addresses: []*corev1.NodeAddress{{Type: "InternalIP", Address: hcNodeIP}}}})
 	t.Cleanup(cs.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	startHealthCheckProxy(t, ctx, node, cs)
+	pc := &cluster{node: node, cs: cs, nft: newNSNFT(t, node, knftables.IPv4Family, proxyapp.TableName)}
+	pc.startProxy(t, ctx)
 
 	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: prober.dial}}
 	url := fmt.Sprintf("http://%s:%d/", hcNodeIP, hcPort)
@@ -119,7 +115,7 @@ func TestHealthCheckNodePort(t *testing.T) {
 		t.Errorf("without a local endpoint: %+v", a)
 	}
 
-	slice.Endpoints = append(slice.Endpoints, endpoint("10.99.2.2", hcNode))
+	slice.Endpoints = append(slice.Endpoints, endpoint("10.99.2.2", nodeName))
 	sliceClient := client.For[*discoveryv1.EndpointSlice](cs.Client, "default")
 	cur, err := sliceClient.Get(ctx, slice.Metadata.Name)
 	if err != nil {
@@ -140,45 +136,4 @@ func TestHealthCheckNodePort(t *testing.T) {
 		t.Fatal(err)
 	}
 	await("the port closed with the Service", func(_ hcAnswer, err error) bool { return errors.Is(err, syscall.ECONNREFUSED) })
-}
-
-// startHealthCheckProxy runs the real proxy on cs with its rules, and its
-// health check listeners, in node.
-func startHealthCheckProxy(t *testing.T, ctx context.Context, node *netNS, cs *fake.Clientset) {
-	t.Helper()
-	ct, err := netlink.NewHandleAt(node.h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ct.Close)
-	listen := func(network, addr string) (l net.Listener, err error) {
-		// The socket stays in the namespace it was made in, whichever
-		// thread later accepts on it.
-		err = node.do(func() error { l, err = net.Listen(network, addr); return err })
-		return l, err
-	}
-	p, err := proxyapp.New(proxyapp.Config{Client: cs.Client, Hostname: hcNode, Families: []proxyapp.Family{proxyapp.IPv4},
-		NFT:       map[proxyapp.Family]knftables.Interface{proxyapp.IPv4: newNSNFT(t, node, knftables.IPv4Family, proxyapp.TableName)},
-		Conntrack: proxyapp.ConntrackNetlink{Handle: ct}, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/17")},
-		MinSyncPeriod: 20 * time.Millisecond, SyncPeriod: 30 * time.Second, HealthCheckListen: listen,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("proxy: %v", err)
-		}
-	})
-	select {
-	case <-p.Ready():
-	case err := <-done:
-		t.Fatalf("proxy stopped before its first sync: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("proxy not ready after 20s")
-	}
 }

@@ -160,6 +160,12 @@ func (c *cluster) startProxy(t *testing.T, ctx context.Context) {
 		NFT: nfts, Conntrack: proxyapp.ConntrackNetlink{Handle: ct},
 		ClusterCIDRs:  cidrs,
 		MinSyncPeriod: 20 * time.Millisecond, SyncPeriod: 30 * time.Second,
+		HealthCheckListen: func(network, addr string) (l net.Listener, err error) {
+			// Health check ports listen in the node: a socket stays in the
+			// namespace it was made in, whichever thread accepts on it.
+			err = c.node.do(func() error { l, err = net.Listen(network, addr); return err })
+			return l, err
+		},
 		Logger: slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
 		t.Fatal(err)
