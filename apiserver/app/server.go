@@ -69,14 +69,16 @@ type Server struct {
 }
 
 // New prepares a server: certificates, etcd, listeners. Start serves.
-func New(ctx context.Context, o Options, log *slog.Logger) (s *Server, err error) {
+func New(ctx context.Context, o Options, log *slog.Logger) (_ *Server, err error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	s = &Server{opts: o, log: log, ready: make(chan struct{}), Registry: prometheus.NewRegistry()}
+	s := &Server{opts: o, log: log, ready: make(chan struct{}), Registry: prometheus.NewRegistry()}
+	// s is not the named result: every failure returns nil for it, and
+	// what was opened until then must still be closed.
 	defer func() {
 		if err != nil {
 			s.Close()
