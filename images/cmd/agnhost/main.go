@@ -9,6 +9,7 @@ import (
 	"log"
 	"os"
 
+	"skiff.dev/images/internal/agnhost/bench"
 	"skiff.dev/images/internal/agnhost/liveness"
 	"skiff.dev/images/internal/agnhost/netexec"
 	"skiff.dev/images/internal/agnhost/pause"
@@ -24,6 +25,9 @@ Subcommands:
   serve-hostname  serves the hostname over HTTP, TCP or UDP (--port 9376)
   pause           sleeps until SIGINT or SIGTERM
   liveness        /healthz answers 200 for 10 s, then 500
+  bench-http      HTTP load at pod IPs and at their ClusterIP in turns; prints one JSON line
+                  (--direct BODY=URL ... --service URL --conn keepalive|newconn; not upstream's)
+  bench-dns       the same for DNS A queries (--direct IP --service IP --name N --want-a IP)
 `
 
 func main() {
@@ -42,6 +46,10 @@ func main() {
 		code, err = pause.Main(args)
 	case "liveness":
 		err = liveness.Main(args)
+	case "bench-http":
+		err = bench.HTTPMain(args)
+	case "bench-dns":
+		err = bench.DNSMain(args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
