@@ -13,6 +13,7 @@ import (
 	"skiff.dev/images/internal/agnhost/liveness"
 	"skiff.dev/images/internal/agnhost/netexec"
 	"skiff.dev/images/internal/agnhost/pause"
+	"skiff.dev/images/internal/agnhost/resourceconsumer"
 	"skiff.dev/images/internal/agnhost/servehostname"
 )
 
@@ -25,6 +26,7 @@ Subcommands:
   serve-hostname  serves the hostname over HTTP, TCP or UDP (--port 9376)
   pause           sleeps until SIGINT or SIGTERM
   liveness        /healthz answers 200 for 10 s, then 500
+  resource-consumer  POST /ConsumeCPU?millicores=&durationSec=, /ConsumeMem?megabytes=&durationSec=, /GetCurrentStatus (--port 8080)
   bench-http      HTTP load at pod IPs and at their ClusterIP in turns; prints one JSON line
                   (--direct BODY=URL ... --service URL --conn keepalive|newconn; not upstream's)
   bench-dns       the same for DNS A queries (--direct IP --service IP --name N --want-a IP)
@@ -46,6 +48,8 @@ func main() {
 		code, err = pause.Main(args)
 	case "liveness":
 		err = liveness.Main(args)
+	case "resource-consumer":
+		err = resourceconsumer.Main(args)
 	case "bench-http":
 		err = bench.HTTPMain(args)
 	case "bench-dns":
