@@ -40,6 +40,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -97,6 +98,9 @@ var groups = []*group{
 	}},
 	{goPath: "k8s.io/api/scheduling/v1", protoPkg: "skiff.api.scheduling.v1", dir: "api/scheduling/v1", goName: "schedulingv1", roots: []any{
 		schedulingv1.PriorityClass{},
+	}},
+	{goPath: "k8s.io/api/storage/v1", protoPkg: "skiff.api.storage.v1", dir: "api/storage/v1", goName: "storagev1", roots: []any{
+		storagev1.StorageClass{}, storagev1.CSIDriver{}, storagev1.CSINode{}, storagev1.VolumeAttachment{},
 	}},
 }
 

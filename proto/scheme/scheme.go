@@ -23,6 +23,7 @@ import (
 	policyv1 "skiff.dev/proto/api/policy/v1"
 	rbacv1 "skiff.dev/proto/api/rbac/v1"
 	schedulingv1 "skiff.dev/proto/api/scheduling/v1"
+	storagev1 "skiff.dev/proto/api/storage/v1"
 	"skiff.dev/proto/apipb"
 )
 
@@ -135,6 +136,10 @@ var all = []*Kind{
 	kind("autoscaling", "v2", &autoscalingv2.HorizontalPodAutoscaler{}, "horizontalpodautoscalers", "horizontalpodautoscaler", true, []string{"hpa"}, "status"),
 	kind("policy", "v1", &policyv1.PodDisruptionBudget{}, "poddisruptionbudgets", "poddisruptionbudget", true, []string{"pdb"}, "status"),
 	kind("scheduling.k8s.io", "v1", &schedulingv1.PriorityClass{}, "priorityclasses", "priorityclass", false, []string{"pc"}),
+	kind("storage.k8s.io", "v1", &storagev1.StorageClass{}, "storageclasses", "storageclass", false, []string{"sc"}),
+	kind("storage.k8s.io", "v1", &storagev1.CSIDriver{}, "csidrivers", "csidriver", false, nil),
+	kind("storage.k8s.io", "v1", &storagev1.CSINode{}, "csinodes", "csinode", false, nil),
+	kind("storage.k8s.io", "v1", &storagev1.VolumeAttachment{}, "volumeattachments", "volumeattachment", false, nil, "status"),
 }
 
 // createOnly are the kinds that are answered, not stored; they are not in

@@ -6,11 +6,13 @@ import (
 	"strings"
 	"time"
 
+	"skiff.dev/ctl/internal/printers"
 	appsv1 "skiff.dev/proto/api/apps/v1"
 	coordinationv1 "skiff.dev/proto/api/coordination/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
 	discoveryv1 "skiff.dev/proto/api/discovery/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
+	storagev1 "skiff.dev/proto/api/storage/v1"
 	"skiff.dev/proto/scheme"
 )
 
@@ -24,6 +26,10 @@ func init() {
 	describers["LimitRange"] = describeLimitRange
 	describers["ControllerRevision"] = describeControllerRevision
 	describers["ReplicationController"] = describeRC
+	describers["StorageClass"] = describeStorageClass
+	describers["CSIDriver"] = describeCSIDriver
+	describers["CSINode"] = describeCSINode
+	describers["VolumeAttachment"] = describeVolumeAttachment
 }
 
 func describePV(w io.Writer, o scheme.Object, _ time.Time) {
@@ -208,5 +214,71 @@ func describeRC(w io.Writer, o scheme.Object, now time.Time) {
 	l.kv("Replicas", fmt.Sprintf("%d current / %d desired", rc.GetStatus().GetReplicas(), rc.GetSpec().GetReplicas()))
 	if t := rc.GetSpec().GetTemplate(); t != nil {
 		podTemplate(w, t, now)
+	}
+}
+
+func describeStorageClass(w io.Writer, o scheme.Object, _ time.Time) {
+	sc := o.(*storagev1.StorageClass)
+	l := lines{w: w}
+	l.kv("Name", sc.Metadata.GetName())
+	l.kv("IsDefaultClass", map[bool]string{true: "Yes", false: "No"}[printers.IsDefaultClass(sc.Metadata)])
+	l.multi("Annotations", annotations(sc.Metadata))
+	l.kv("Provisioner", sc.Provisioner)
+	l.kv("Parameters", orNone(strings.Join(kvList(sc.GetParameters()), ",")))
+	expand := "<unset>"
+	if sc.AllowVolumeExpansion != nil {
+		expand = fmt.Sprint(*sc.AllowVolumeExpansion)
+	}
+	l.kv("AllowVolumeExpansion", expand)
+	l.kv("MountOptions", orNone(strings.Join(sc.GetMountOptions(), ", ")))
+	l.kv("ReclaimPolicy", sc.GetReclaimPolicy())
+	l.kv("VolumeBindingMode", sc.GetVolumeBindingMode())
+}
+
+func describeCSIDriver(w io.Writer, o scheme.Object, _ time.Time) {
+	d := o.(*storagev1.CSIDriver)
+	sp := d.GetSpec()
+	l := lines{w: w}
+	header(l, d.Metadata, false)
+	fmt.Fprintln(w, "Spec:")
+	sl := l.in()
+	sl.kv("Attach Required", sp.AttachRequired == nil || *sp.AttachRequired)
+	sl.kv("Pod Info On Mount", sp.GetPodInfoOnMount())
+	sl.kv("Storage Capacity", sp.GetStorageCapacity())
+	sl.kv("Fs Group Policy", sp.GetFsGroupPolicy())
+	sl.multi("Volume Lifecycle Modes", sp.GetVolumeLifecycleModes())
+}
+
+func describeCSINode(w io.Writer, o scheme.Object, _ time.Time) {
+	n := o.(*storagev1.CSINode)
+	l := lines{w: w}
+	header(l, n.Metadata, false)
+	fmt.Fprintln(w, "Spec:")
+	fmt.Fprintln(w, "  Drivers:")
+	for _, d := range n.GetSpec().GetDrivers() {
+		fmt.Fprintf(w, "    %s:\n", d.Name)
+		dl := l.in().in().in()
+		dl.kv("Node ID", d.NodeID)
+		if c := d.GetAllocatable().GetCount(); d.GetAllocatable() != nil {
+			dl.kv("Allocatables", fmt.Sprintf("Count: %d", c))
+		}
+		dl.multi("Topology Keys", d.GetTopologyKeys())
+	}
+}
+
+func describeVolumeAttachment(w io.Writer, o scheme.Object, _ time.Time) {
+	va := o.(*storagev1.VolumeAttachment)
+	sp, st := va.GetSpec(), va.GetStatus()
+	l := lines{w: w}
+	header(l, va.Metadata, false)
+	fmt.Fprintln(w, "Spec:")
+	sl := l.in()
+	sl.kv("Attacher", sp.GetAttacher())
+	sl.kv("Node Name", sp.GetNodeName())
+	sl.kv("Persistent Volume Name", sp.GetSource().GetPersistentVolumeName())
+	fmt.Fprintln(w, "Status:")
+	l.in().kv("Attached", st.GetAttached())
+	if e := st.GetAttachError(); e != nil {
+		l.in().kv("Attach Error", e.GetMessage())
 	}
 }

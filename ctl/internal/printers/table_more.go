@@ -16,6 +16,7 @@ import (
 	policyv1 "skiff.dev/proto/api/policy/v1"
 	rbacv1 "skiff.dev/proto/api/rbac/v1"
 	schedulingv1 "skiff.dev/proto/api/scheduling/v1"
+	storagev1 "skiff.dev/proto/api/storage/v1"
 	"skiff.dev/proto/scheme"
 )
 
@@ -151,6 +152,57 @@ func moreColumns(k *scheme.Kind) []column {
 				return strconv.Itoa(int(p(o).GetStatus().GetDisruptionsAllowed()))
 			}},
 			ageCol}
+	case "StorageClass":
+		sc := func(o scheme.Object) *storagev1.StorageClass { return o.(*storagev1.StorageClass) }
+		return []column{{name: "NAME", cell: func(o scheme.Object, now time.Time) string {
+			if IsDefaultClass(o.GetMetadata()) {
+				return name(o, now) + " (default)"
+			}
+			return name(o, now)
+		}},
+			{name: "PROVISIONER", cell: func(o scheme.Object, _ time.Time) string { return sc(o).Provisioner }},
+			{name: "RECLAIMPOLICY", cell: func(o scheme.Object, _ time.Time) string { return orDefault(sc(o).GetReclaimPolicy(), "Delete") }},
+			{name: "VOLUMEBINDINGMODE", cell: func(o scheme.Object, _ time.Time) string {
+				return orDefault(sc(o).GetVolumeBindingMode(), "Immediate")
+			}},
+			{name: "ALLOWVOLUMEEXPANSION", cell: func(o scheme.Object, _ time.Time) string { return strconv.FormatBool(sc(o).GetAllowVolumeExpansion()) }},
+			ageCol}
+	case "CSIDriver":
+		d := func(o scheme.Object) *storagev1.CSIDriverSpec { return o.(*storagev1.CSIDriver).GetSpec() }
+		return []column{nameCol,
+			{name: "ATTACHREQUIRED", cell: func(o scheme.Object, _ time.Time) string {
+				return strconv.FormatBool(d(o).AttachRequired == nil || *d(o).AttachRequired)
+			}},
+			{name: "PODINFOONMOUNT", cell: func(o scheme.Object, _ time.Time) string { return strconv.FormatBool(d(o).GetPodInfoOnMount()) }},
+			{name: "STORAGECAPACITY", cell: func(o scheme.Object, _ time.Time) string { return strconv.FormatBool(d(o).GetStorageCapacity()) }},
+			{name: "TOKENREQUESTS", cell: func(o scheme.Object, _ time.Time) string {
+				var auds []string
+				for _, t := range d(o).GetTokenRequests() {
+					auds = append(auds, t.GetAudience())
+				}
+				return orDefault(strings.Join(auds, ","), "<unset>")
+			}},
+			{name: "REQUIRESREPUBLISH", cell: func(o scheme.Object, _ time.Time) string { return strconv.FormatBool(d(o).GetRequiresRepublish()) }},
+			{name: "MODES", cell: func(o scheme.Object, _ time.Time) string {
+				return orDefault(strings.Join(d(o).GetVolumeLifecycleModes(), ","), "Persistent")
+			}},
+			ageCol}
+	case "CSINode":
+		return []column{nameCol,
+			{name: "DRIVERS", cell: func(o scheme.Object, _ time.Time) string {
+				return strconv.Itoa(len(o.(*storagev1.CSINode).GetSpec().GetDrivers()))
+			}},
+			ageCol}
+	case "VolumeAttachment":
+		va := func(o scheme.Object) *storagev1.VolumeAttachment { return o.(*storagev1.VolumeAttachment) }
+		return []column{nameCol,
+			{name: "ATTACHER", cell: func(o scheme.Object, _ time.Time) string { return va(o).GetSpec().GetAttacher() }},
+			{name: "PV", cell: func(o scheme.Object, _ time.Time) string {
+				return va(o).GetSpec().GetSource().GetPersistentVolumeName()
+			}},
+			{name: "NODE", cell: func(o scheme.Object, _ time.Time) string { return va(o).GetSpec().GetNodeName() }},
+			{name: "ATTACHED", cell: func(o scheme.Object, _ time.Time) string { return strconv.FormatBool(va(o).GetStatus().GetAttached()) }},
+			ageCol}
 	case "PriorityClass":
 		pc := func(o scheme.Object) *schedulingv1.PriorityClass { return o.(*schedulingv1.PriorityClass) }
 		return []column{nameCol,
@@ -246,4 +298,18 @@ func hpaTargets(h *autoscalingv2.HorizontalPodAutoscaler) string {
 		return "<none>"
 	}
 	return strings.Join(out, ", ")
+}
+
+// IsDefaultClass reports the annotation that makes a StorageClass the one
+// claims without a class get, as kubectl reads it (the beta key too).
+func IsDefaultClass(m *metav1.ObjectMeta) bool {
+	a := m.GetAnnotations()
+	return a["storageclass.kubernetes.io/is-default-class"] == "true" || a["storageclass.beta.kubernetes.io/is-default-class"] == "true"
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }

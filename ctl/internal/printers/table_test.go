@@ -8,6 +8,7 @@ import (
 
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
+	storagev1 "skiff.dev/proto/api/storage/v1"
 	"skiff.dev/proto/scheme"
 )
 
@@ -69,6 +70,11 @@ func TestTables(t *testing.T) {
 		{nodePort, Options{Now: now}, "NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)                AGE\nweb    NodePort   10.96.0.10   <none>        80:30080/TCP,443/TCP   3m2s\n"},
 		{nodePort, Options{Now: now, AllNamespaces: true}, "NAMESPACE   NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)                AGE\ndefault     web    NodePort   10.96.0.10   <none>        80:30080/TCP,443/TCP   3m2s\n"},
 		{node, Options{Now: now}, "NAME   STATUS                     ROLES           AGE    VERSION\nn1     Ready,SchedulingDisabled   control-plane   2d1h   v1.37.0-skiff\n"},
+		{&storagev1.StorageClass{Metadata: &metav1.ObjectMeta{Name: "local-path", CreationTimestamp: created,
+			Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}},
+			Provisioner: "skiff.dev/local-path", VolumeBindingMode: new("WaitForFirstConsumer")}, Options{Now: now},
+			"NAME                   PROVISIONER            RECLAIMPOLICY   VOLUMEBINDINGMODE      ALLOWVOLUMEEXPANSION   AGE\n" +
+				"local-path (default)   skiff.dev/local-path   Delete          WaitForFirstConsumer   false                  3m2s\n"},
 	}
 	for _, tc := range cases {
 		var b bytes.Buffer
@@ -95,6 +101,10 @@ func TestMoreKindsHaveUpstreamHeaders(t *testing.T) {
 		"leases":                 "NAME   HOLDER   AGE",
 		"controllerrevisions":    "NAME   CONTROLLER   REVISION   AGE",
 		"replicationcontrollers": "NAME   DESIRED   CURRENT   READY   AGE",
+		"sc":                     "NAME   PROVISIONER   RECLAIMPOLICY   VOLUMEBINDINGMODE   ALLOWVOLUMEEXPANSION   AGE",
+		"csidrivers":             "NAME   ATTACHREQUIRED   PODINFOONMOUNT   STORAGECAPACITY   TOKENREQUESTS   REQUIRESREPUBLISH   MODES   AGE",
+		"csinodes":               "NAME   DRIVERS   AGE",
+		"volumeattachments":      "NAME   ATTACHER   PV    NODE   ATTACHED   AGE",
 	} {
 		k, err := scheme.Lookup(kind)
 		if err != nil {

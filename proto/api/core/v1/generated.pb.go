@@ -17341,6 +17341,113 @@ func (x *Toleration) GetTolerationSeconds() int64 {
 	return 0
 }
 
+// A topology selector requirement is a selector that matches given label.
+// This is an alpha feature and may change in the future.
+type TopologySelectorLabelRequirement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The label key that the selector applies to.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// An array of string values. One value must match the label to be selected.
+	// Each entry in Values is ORed.
+	Values        []string `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopologySelectorLabelRequirement) Reset() {
+	*x = TopologySelectorLabelRequirement{}
+	mi := &file_api_core_v1_generated_proto_msgTypes[196]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopologySelectorLabelRequirement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopologySelectorLabelRequirement) ProtoMessage() {}
+
+func (x *TopologySelectorLabelRequirement) ProtoReflect() protoreflect.Message {
+	mi := &file_api_core_v1_generated_proto_msgTypes[196]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopologySelectorLabelRequirement.ProtoReflect.Descriptor instead.
+func (*TopologySelectorLabelRequirement) Descriptor() ([]byte, []int) {
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{196}
+}
+
+func (x *TopologySelectorLabelRequirement) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *TopologySelectorLabelRequirement) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// A topology selector term represents the result of label queries.
+// A null or empty topology selector term matches no objects.
+// The requirements of them are ANDed.
+// It provides a subset of functionality as NodeSelectorTerm.
+// This is an alpha feature and may change in the future.
+type TopologySelectorTerm struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A list of topology selector requirements by labels.
+	MatchLabelExpressions []*TopologySelectorLabelRequirement `protobuf:"bytes,1,rep,name=matchLabelExpressions,proto3" json:"matchLabelExpressions,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *TopologySelectorTerm) Reset() {
+	*x = TopologySelectorTerm{}
+	mi := &file_api_core_v1_generated_proto_msgTypes[197]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopologySelectorTerm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopologySelectorTerm) ProtoMessage() {}
+
+func (x *TopologySelectorTerm) ProtoReflect() protoreflect.Message {
+	mi := &file_api_core_v1_generated_proto_msgTypes[197]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopologySelectorTerm.ProtoReflect.Descriptor instead.
+func (*TopologySelectorTerm) Descriptor() ([]byte, []int) {
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{197}
+}
+
+func (x *TopologySelectorTerm) GetMatchLabelExpressions() []*TopologySelectorLabelRequirement {
+	if x != nil {
+		return x.MatchLabelExpressions
+	}
+	return nil
+}
+
 // TopologySpreadConstraint specifies how to spread matching pods among the given topology.
 type TopologySpreadConstraint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -17449,7 +17556,7 @@ type TopologySpreadConstraint struct {
 
 func (x *TopologySpreadConstraint) Reset() {
 	*x = TopologySpreadConstraint{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[196]
+	mi := &file_api_core_v1_generated_proto_msgTypes[198]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -17461,7 +17568,7 @@ func (x *TopologySpreadConstraint) String() string {
 func (*TopologySpreadConstraint) ProtoMessage() {}
 
 func (x *TopologySpreadConstraint) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[196]
+	mi := &file_api_core_v1_generated_proto_msgTypes[198]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -17474,7 +17581,7 @@ func (x *TopologySpreadConstraint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologySpreadConstraint.ProtoReflect.Descriptor instead.
 func (*TopologySpreadConstraint) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{196}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{198}
 }
 
 func (x *TopologySpreadConstraint) GetMaxSkew() int32 {
@@ -17565,7 +17672,7 @@ type TypedLocalObjectReference struct {
 
 func (x *TypedLocalObjectReference) Reset() {
 	*x = TypedLocalObjectReference{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[197]
+	mi := &file_api_core_v1_generated_proto_msgTypes[199]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -17577,7 +17684,7 @@ func (x *TypedLocalObjectReference) String() string {
 func (*TypedLocalObjectReference) ProtoMessage() {}
 
 func (x *TypedLocalObjectReference) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[197]
+	mi := &file_api_core_v1_generated_proto_msgTypes[199]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -17590,7 +17697,7 @@ func (x *TypedLocalObjectReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypedLocalObjectReference.ProtoReflect.Descriptor instead.
 func (*TypedLocalObjectReference) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{197}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{199}
 }
 
 func (x *TypedLocalObjectReference) GetApiGroup() string {
@@ -17635,7 +17742,7 @@ type TypedObjectReference struct {
 
 func (x *TypedObjectReference) Reset() {
 	*x = TypedObjectReference{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[198]
+	mi := &file_api_core_v1_generated_proto_msgTypes[200]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -17647,7 +17754,7 @@ func (x *TypedObjectReference) String() string {
 func (*TypedObjectReference) ProtoMessage() {}
 
 func (x *TypedObjectReference) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[198]
+	mi := &file_api_core_v1_generated_proto_msgTypes[200]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -17660,7 +17767,7 @@ func (x *TypedObjectReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypedObjectReference.ProtoReflect.Descriptor instead.
 func (*TypedObjectReference) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{198}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{200}
 }
 
 func (x *TypedObjectReference) GetApiGroup() string {
@@ -17708,7 +17815,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[199]
+	mi := &file_api_core_v1_generated_proto_msgTypes[201]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -17720,7 +17827,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[199]
+	mi := &file_api_core_v1_generated_proto_msgTypes[201]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -17733,7 +17840,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{199}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{201}
 }
 
 func (x *Volume) GetName() string {
@@ -17763,7 +17870,7 @@ type VolumeDevice struct {
 
 func (x *VolumeDevice) Reset() {
 	*x = VolumeDevice{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[200]
+	mi := &file_api_core_v1_generated_proto_msgTypes[202]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -17775,7 +17882,7 @@ func (x *VolumeDevice) String() string {
 func (*VolumeDevice) ProtoMessage() {}
 
 func (x *VolumeDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[200]
+	mi := &file_api_core_v1_generated_proto_msgTypes[202]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -17788,7 +17895,7 @@ func (x *VolumeDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeDevice.ProtoReflect.Descriptor instead.
 func (*VolumeDevice) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{200}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{202}
 }
 
 func (x *VolumeDevice) GetName() string {
@@ -17827,7 +17934,7 @@ type VolumeHealthCondition struct {
 
 func (x *VolumeHealthCondition) Reset() {
 	*x = VolumeHealthCondition{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[201]
+	mi := &file_api_core_v1_generated_proto_msgTypes[203]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -17839,7 +17946,7 @@ func (x *VolumeHealthCondition) String() string {
 func (*VolumeHealthCondition) ProtoMessage() {}
 
 func (x *VolumeHealthCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[201]
+	mi := &file_api_core_v1_generated_proto_msgTypes[203]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -17852,7 +17959,7 @@ func (x *VolumeHealthCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeHealthCondition.ProtoReflect.Descriptor instead.
 func (*VolumeHealthCondition) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{201}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{203}
 }
 
 func (x *VolumeHealthCondition) GetStatus() string {
@@ -17892,7 +17999,7 @@ type VolumeHealthStatus struct {
 
 func (x *VolumeHealthStatus) Reset() {
 	*x = VolumeHealthStatus{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[202]
+	mi := &file_api_core_v1_generated_proto_msgTypes[204]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -17904,7 +18011,7 @@ func (x *VolumeHealthStatus) String() string {
 func (*VolumeHealthStatus) ProtoMessage() {}
 
 func (x *VolumeHealthStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[202]
+	mi := &file_api_core_v1_generated_proto_msgTypes[204]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -17917,7 +18024,7 @@ func (x *VolumeHealthStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeHealthStatus.ProtoReflect.Descriptor instead.
 func (*VolumeHealthStatus) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{202}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{204}
 }
 
 func (x *VolumeHealthStatus) GetHealthConditions() []*VolumeHealthCondition {
@@ -17989,7 +18096,7 @@ type VolumeMount struct {
 
 func (x *VolumeMount) Reset() {
 	*x = VolumeMount{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[203]
+	mi := &file_api_core_v1_generated_proto_msgTypes[205]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18001,7 +18108,7 @@ func (x *VolumeMount) String() string {
 func (*VolumeMount) ProtoMessage() {}
 
 func (x *VolumeMount) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[203]
+	mi := &file_api_core_v1_generated_proto_msgTypes[205]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18014,7 +18121,7 @@ func (x *VolumeMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
 func (*VolumeMount) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{203}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{205}
 }
 
 func (x *VolumeMount) GetName() string {
@@ -18095,7 +18202,7 @@ type VolumeMountStatus struct {
 
 func (x *VolumeMountStatus) Reset() {
 	*x = VolumeMountStatus{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[204]
+	mi := &file_api_core_v1_generated_proto_msgTypes[206]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18107,7 +18214,7 @@ func (x *VolumeMountStatus) String() string {
 func (*VolumeMountStatus) ProtoMessage() {}
 
 func (x *VolumeMountStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[204]
+	mi := &file_api_core_v1_generated_proto_msgTypes[206]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18120,7 +18227,7 @@ func (x *VolumeMountStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMountStatus.ProtoReflect.Descriptor instead.
 func (*VolumeMountStatus) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{204}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{206}
 }
 
 func (x *VolumeMountStatus) GetName() string {
@@ -18169,7 +18276,7 @@ type VolumeNodeAffinity struct {
 
 func (x *VolumeNodeAffinity) Reset() {
 	*x = VolumeNodeAffinity{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[205]
+	mi := &file_api_core_v1_generated_proto_msgTypes[207]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18181,7 +18288,7 @@ func (x *VolumeNodeAffinity) String() string {
 func (*VolumeNodeAffinity) ProtoMessage() {}
 
 func (x *VolumeNodeAffinity) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[205]
+	mi := &file_api_core_v1_generated_proto_msgTypes[207]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18194,7 +18301,7 @@ func (x *VolumeNodeAffinity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeNodeAffinity.ProtoReflect.Descriptor instead.
 func (*VolumeNodeAffinity) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{205}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{207}
 }
 
 func (x *VolumeNodeAffinity) GetRequired() *NodeSelector {
@@ -18271,7 +18378,7 @@ type VolumeProjection struct {
 
 func (x *VolumeProjection) Reset() {
 	*x = VolumeProjection{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[206]
+	mi := &file_api_core_v1_generated_proto_msgTypes[208]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18283,7 +18390,7 @@ func (x *VolumeProjection) String() string {
 func (*VolumeProjection) ProtoMessage() {}
 
 func (x *VolumeProjection) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[206]
+	mi := &file_api_core_v1_generated_proto_msgTypes[208]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18296,7 +18403,7 @@ func (x *VolumeProjection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeProjection.ProtoReflect.Descriptor instead.
 func (*VolumeProjection) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{206}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{208}
 }
 
 func (x *VolumeProjection) GetSecret() *SecretProjection {
@@ -18358,7 +18465,7 @@ type VolumeResourceRequirements struct {
 
 func (x *VolumeResourceRequirements) Reset() {
 	*x = VolumeResourceRequirements{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[207]
+	mi := &file_api_core_v1_generated_proto_msgTypes[209]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18370,7 +18477,7 @@ func (x *VolumeResourceRequirements) String() string {
 func (*VolumeResourceRequirements) ProtoMessage() {}
 
 func (x *VolumeResourceRequirements) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[207]
+	mi := &file_api_core_v1_generated_proto_msgTypes[209]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18383,7 +18490,7 @@ func (x *VolumeResourceRequirements) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeResourceRequirements.ProtoReflect.Descriptor instead.
 func (*VolumeResourceRequirements) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{207}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{209}
 }
 
 func (x *VolumeResourceRequirements) GetLimits() map[string]*v1.Quantity {
@@ -18555,7 +18662,7 @@ type VolumeSource struct {
 
 func (x *VolumeSource) Reset() {
 	*x = VolumeSource{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[208]
+	mi := &file_api_core_v1_generated_proto_msgTypes[210]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18567,7 +18674,7 @@ func (x *VolumeSource) String() string {
 func (*VolumeSource) ProtoMessage() {}
 
 func (x *VolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[208]
+	mi := &file_api_core_v1_generated_proto_msgTypes[210]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18580,7 +18687,7 @@ func (x *VolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSource.ProtoReflect.Descriptor instead.
 func (*VolumeSource) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{208}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{210}
 }
 
 func (x *VolumeSource) GetHostPath() *HostPathVolumeSource {
@@ -18805,7 +18912,7 @@ type VolumeStatus struct {
 
 func (x *VolumeStatus) Reset() {
 	*x = VolumeStatus{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[209]
+	mi := &file_api_core_v1_generated_proto_msgTypes[211]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18817,7 +18924,7 @@ func (x *VolumeStatus) String() string {
 func (*VolumeStatus) ProtoMessage() {}
 
 func (x *VolumeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[209]
+	mi := &file_api_core_v1_generated_proto_msgTypes[211]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18830,7 +18937,7 @@ func (x *VolumeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeStatus.ProtoReflect.Descriptor instead.
 func (*VolumeStatus) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{209}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{211}
 }
 
 func (x *VolumeStatus) GetImage() *ImageVolumeStatus {
@@ -18859,7 +18966,7 @@ type VsphereVirtualDiskVolumeSource struct {
 
 func (x *VsphereVirtualDiskVolumeSource) Reset() {
 	*x = VsphereVirtualDiskVolumeSource{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[210]
+	mi := &file_api_core_v1_generated_proto_msgTypes[212]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18871,7 +18978,7 @@ func (x *VsphereVirtualDiskVolumeSource) String() string {
 func (*VsphereVirtualDiskVolumeSource) ProtoMessage() {}
 
 func (x *VsphereVirtualDiskVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[210]
+	mi := &file_api_core_v1_generated_proto_msgTypes[212]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18884,7 +18991,7 @@ func (x *VsphereVirtualDiskVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VsphereVirtualDiskVolumeSource.ProtoReflect.Descriptor instead.
 func (*VsphereVirtualDiskVolumeSource) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{210}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{212}
 }
 
 func (x *VsphereVirtualDiskVolumeSource) GetVolumePath() string {
@@ -18929,7 +19036,7 @@ type WeightedPodAffinityTerm struct {
 
 func (x *WeightedPodAffinityTerm) Reset() {
 	*x = WeightedPodAffinityTerm{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[211]
+	mi := &file_api_core_v1_generated_proto_msgTypes[213]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -18941,7 +19048,7 @@ func (x *WeightedPodAffinityTerm) String() string {
 func (*WeightedPodAffinityTerm) ProtoMessage() {}
 
 func (x *WeightedPodAffinityTerm) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[211]
+	mi := &file_api_core_v1_generated_proto_msgTypes[213]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -18954,7 +19061,7 @@ func (x *WeightedPodAffinityTerm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedPodAffinityTerm.ProtoReflect.Descriptor instead.
 func (*WeightedPodAffinityTerm) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{211}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{213}
 }
 
 func (x *WeightedPodAffinityTerm) GetWeight() int32 {
@@ -18996,7 +19103,7 @@ type WindowsSecurityContextOptions struct {
 
 func (x *WindowsSecurityContextOptions) Reset() {
 	*x = WindowsSecurityContextOptions{}
-	mi := &file_api_core_v1_generated_proto_msgTypes[212]
+	mi := &file_api_core_v1_generated_proto_msgTypes[214]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -19008,7 +19115,7 @@ func (x *WindowsSecurityContextOptions) String() string {
 func (*WindowsSecurityContextOptions) ProtoMessage() {}
 
 func (x *WindowsSecurityContextOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_api_core_v1_generated_proto_msgTypes[212]
+	mi := &file_api_core_v1_generated_proto_msgTypes[214]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -19021,7 +19128,7 @@ func (x *WindowsSecurityContextOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WindowsSecurityContextOptions.ProtoReflect.Descriptor instead.
 func (*WindowsSecurityContextOptions) Descriptor() ([]byte, []int) {
-	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{212}
+	return file_api_core_v1_generated_proto_rawDescGZIP(), []int{214}
 }
 
 func (x *WindowsSecurityContextOptions) GetGmsaCredentialSpecName() string {
@@ -20492,7 +20599,12 @@ const file_api_core_v1_generated_proto_rawDesc = "" +
 	"\x05value\x18\x03 \x01(\tR\x05value\x12\x16\n" +
 	"\x06effect\x18\x04 \x01(\tR\x06effect\x121\n" +
 	"\x11tolerationSeconds\x18\x05 \x01(\x03H\x00R\x11tolerationSeconds\x88\x01\x01B\x14\n" +
-	"\x12_tolerationSeconds\"\xcc\x03\n" +
+	"\x12_tolerationSeconds\"X\n" +
+	" TopologySelectorLabelRequirement\x12\x16\n" +
+	"\x03key\x18\x01 \x01(\tB\x04\xc8\xf3\x18\x01R\x03key\x12\x1c\n" +
+	"\x06values\x18\x02 \x03(\tB\x04\xc8\xf3\x18\x01R\x06values\"\x81\x01\n" +
+	"\x14TopologySelectorTerm\x12i\n" +
+	"\x15matchLabelExpressions\x18\x01 \x03(\v23.skiff.api.core.v1.TopologySelectorLabelRequirementR\x15matchLabelExpressions\"\xcc\x03\n" +
 	"\x18TopologySpreadConstraint\x12\x1e\n" +
 	"\amaxSkew\x18\x01 \x01(\x05B\x04\xc8\xf3\x18\x01R\amaxSkew\x12&\n" +
 	"\vtopologyKey\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x01R\vtopologyKey\x122\n" +
@@ -20639,7 +20751,7 @@ func file_api_core_v1_generated_proto_rawDescGZIP() []byte {
 	return file_api_core_v1_generated_proto_rawDescData
 }
 
-var file_api_core_v1_generated_proto_msgTypes = make([]protoimpl.MessageInfo, 246)
+var file_api_core_v1_generated_proto_msgTypes = make([]protoimpl.MessageInfo, 248)
 var file_api_core_v1_generated_proto_goTypes = []any{
 	(*AWSElasticBlockStoreVolumeSource)(nil),   // 0: skiff.api.core.v1.AWSElasticBlockStoreVolumeSource
 	(*Affinity)(nil),                           // 1: skiff.api.core.v1.Affinity
@@ -20837,86 +20949,88 @@ var file_api_core_v1_generated_proto_goTypes = []any{
 	(*TCPSocketAction)(nil),                    // 193: skiff.api.core.v1.TCPSocketAction
 	(*Taint)(nil),                              // 194: skiff.api.core.v1.Taint
 	(*Toleration)(nil),                         // 195: skiff.api.core.v1.Toleration
-	(*TopologySpreadConstraint)(nil),           // 196: skiff.api.core.v1.TopologySpreadConstraint
-	(*TypedLocalObjectReference)(nil),          // 197: skiff.api.core.v1.TypedLocalObjectReference
-	(*TypedObjectReference)(nil),               // 198: skiff.api.core.v1.TypedObjectReference
-	(*Volume)(nil),                             // 199: skiff.api.core.v1.Volume
-	(*VolumeDevice)(nil),                       // 200: skiff.api.core.v1.VolumeDevice
-	(*VolumeHealthCondition)(nil),              // 201: skiff.api.core.v1.VolumeHealthCondition
-	(*VolumeHealthStatus)(nil),                 // 202: skiff.api.core.v1.VolumeHealthStatus
-	(*VolumeMount)(nil),                        // 203: skiff.api.core.v1.VolumeMount
-	(*VolumeMountStatus)(nil),                  // 204: skiff.api.core.v1.VolumeMountStatus
-	(*VolumeNodeAffinity)(nil),                 // 205: skiff.api.core.v1.VolumeNodeAffinity
-	(*VolumeProjection)(nil),                   // 206: skiff.api.core.v1.VolumeProjection
-	(*VolumeResourceRequirements)(nil),         // 207: skiff.api.core.v1.VolumeResourceRequirements
-	(*VolumeSource)(nil),                       // 208: skiff.api.core.v1.VolumeSource
-	(*VolumeStatus)(nil),                       // 209: skiff.api.core.v1.VolumeStatus
-	(*VsphereVirtualDiskVolumeSource)(nil),     // 210: skiff.api.core.v1.VsphereVirtualDiskVolumeSource
-	(*WeightedPodAffinityTerm)(nil),            // 211: skiff.api.core.v1.WeightedPodAffinityTerm
-	(*WindowsSecurityContextOptions)(nil),      // 212: skiff.api.core.v1.WindowsSecurityContextOptions
-	nil,                                        // 213: skiff.api.core.v1.CSIPersistentVolumeSource.VolumeAttributesEntry
-	nil,                                        // 214: skiff.api.core.v1.CSIVolumeSource.VolumeAttributesEntry
-	nil,                                        // 215: skiff.api.core.v1.ConfigMap.DataEntry
-	nil,                                        // 216: skiff.api.core.v1.ConfigMap.BinaryDataEntry
-	nil,                                        // 217: skiff.api.core.v1.ContainerStatus.AllocatedResourcesEntry
-	nil,                                        // 218: skiff.api.core.v1.FlexPersistentVolumeSource.OptionsEntry
-	nil,                                        // 219: skiff.api.core.v1.FlexVolumeSource.OptionsEntry
-	nil,                                        // 220: skiff.api.core.v1.LimitRangeItem.MaxEntry
-	nil,                                        // 221: skiff.api.core.v1.LimitRangeItem.MinEntry
-	nil,                                        // 222: skiff.api.core.v1.LimitRangeItem.DefaultEntry
-	nil,                                        // 223: skiff.api.core.v1.LimitRangeItem.DefaultRequestEntry
-	nil,                                        // 224: skiff.api.core.v1.LimitRangeItem.MaxLimitRequestRatioEntry
-	nil,                                        // 225: skiff.api.core.v1.NodeStatus.CapacityEntry
-	nil,                                        // 226: skiff.api.core.v1.NodeStatus.AllocatableEntry
-	nil,                                        // 227: skiff.api.core.v1.PersistentVolumeClaimStatus.CapacityEntry
-	nil,                                        // 228: skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourcesEntry
-	nil,                                        // 229: skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourceStatusesEntry
-	nil,                                        // 230: skiff.api.core.v1.PersistentVolumeSpec.CapacityEntry
-	nil,                                        // 231: skiff.api.core.v1.PodCertificateProjection.UserAnnotationsEntry
-	nil,                                        // 232: skiff.api.core.v1.PodSpec.NodeSelectorEntry
-	nil,                                        // 233: skiff.api.core.v1.PodSpec.OverheadEntry
-	nil,                                        // 234: skiff.api.core.v1.PodStatus.AllocatedResourcesEntry
-	nil,                                        // 235: skiff.api.core.v1.ReplicationControllerSpec.SelectorEntry
-	nil,                                        // 236: skiff.api.core.v1.ResourceQuotaSpec.HardEntry
-	nil,                                        // 237: skiff.api.core.v1.ResourceQuotaStatus.HardEntry
-	nil,                                        // 238: skiff.api.core.v1.ResourceQuotaStatus.UsedEntry
-	nil,                                        // 239: skiff.api.core.v1.ResourceRequirements.LimitsEntry
-	nil,                                        // 240: skiff.api.core.v1.ResourceRequirements.RequestsEntry
-	nil,                                        // 241: skiff.api.core.v1.Secret.DataEntry
-	nil,                                        // 242: skiff.api.core.v1.Secret.StringDataEntry
-	nil,                                        // 243: skiff.api.core.v1.ServiceSpec.SelectorEntry
-	nil,                                        // 244: skiff.api.core.v1.VolumeResourceRequirements.LimitsEntry
-	nil,                                        // 245: skiff.api.core.v1.VolumeResourceRequirements.RequestsEntry
-	(*v1.ObjectMeta)(nil),                      // 246: skiff.api.meta.v1.ObjectMeta
-	(*v1.LabelSelector)(nil),                   // 247: skiff.api.meta.v1.LabelSelector
-	(*v1.Time)(nil),                            // 248: skiff.api.meta.v1.Time
-	(*v1.Quantity)(nil),                        // 249: skiff.api.meta.v1.Quantity
-	(*v1.MicroTime)(nil),                       // 250: skiff.api.meta.v1.MicroTime
-	(*v1.IntOrString)(nil),                     // 251: skiff.api.meta.v1.IntOrString
-	(*v1.Condition)(nil),                       // 252: skiff.api.meta.v1.Condition
+	(*TopologySelectorLabelRequirement)(nil),   // 196: skiff.api.core.v1.TopologySelectorLabelRequirement
+	(*TopologySelectorTerm)(nil),               // 197: skiff.api.core.v1.TopologySelectorTerm
+	(*TopologySpreadConstraint)(nil),           // 198: skiff.api.core.v1.TopologySpreadConstraint
+	(*TypedLocalObjectReference)(nil),          // 199: skiff.api.core.v1.TypedLocalObjectReference
+	(*TypedObjectReference)(nil),               // 200: skiff.api.core.v1.TypedObjectReference
+	(*Volume)(nil),                             // 201: skiff.api.core.v1.Volume
+	(*VolumeDevice)(nil),                       // 202: skiff.api.core.v1.VolumeDevice
+	(*VolumeHealthCondition)(nil),              // 203: skiff.api.core.v1.VolumeHealthCondition
+	(*VolumeHealthStatus)(nil),                 // 204: skiff.api.core.v1.VolumeHealthStatus
+	(*VolumeMount)(nil),                        // 205: skiff.api.core.v1.VolumeMount
+	(*VolumeMountStatus)(nil),                  // 206: skiff.api.core.v1.VolumeMountStatus
+	(*VolumeNodeAffinity)(nil),                 // 207: skiff.api.core.v1.VolumeNodeAffinity
+	(*VolumeProjection)(nil),                   // 208: skiff.api.core.v1.VolumeProjection
+	(*VolumeResourceRequirements)(nil),         // 209: skiff.api.core.v1.VolumeResourceRequirements
+	(*VolumeSource)(nil),                       // 210: skiff.api.core.v1.VolumeSource
+	(*VolumeStatus)(nil),                       // 211: skiff.api.core.v1.VolumeStatus
+	(*VsphereVirtualDiskVolumeSource)(nil),     // 212: skiff.api.core.v1.VsphereVirtualDiskVolumeSource
+	(*WeightedPodAffinityTerm)(nil),            // 213: skiff.api.core.v1.WeightedPodAffinityTerm
+	(*WindowsSecurityContextOptions)(nil),      // 214: skiff.api.core.v1.WindowsSecurityContextOptions
+	nil,                                        // 215: skiff.api.core.v1.CSIPersistentVolumeSource.VolumeAttributesEntry
+	nil,                                        // 216: skiff.api.core.v1.CSIVolumeSource.VolumeAttributesEntry
+	nil,                                        // 217: skiff.api.core.v1.ConfigMap.DataEntry
+	nil,                                        // 218: skiff.api.core.v1.ConfigMap.BinaryDataEntry
+	nil,                                        // 219: skiff.api.core.v1.ContainerStatus.AllocatedResourcesEntry
+	nil,                                        // 220: skiff.api.core.v1.FlexPersistentVolumeSource.OptionsEntry
+	nil,                                        // 221: skiff.api.core.v1.FlexVolumeSource.OptionsEntry
+	nil,                                        // 222: skiff.api.core.v1.LimitRangeItem.MaxEntry
+	nil,                                        // 223: skiff.api.core.v1.LimitRangeItem.MinEntry
+	nil,                                        // 224: skiff.api.core.v1.LimitRangeItem.DefaultEntry
+	nil,                                        // 225: skiff.api.core.v1.LimitRangeItem.DefaultRequestEntry
+	nil,                                        // 226: skiff.api.core.v1.LimitRangeItem.MaxLimitRequestRatioEntry
+	nil,                                        // 227: skiff.api.core.v1.NodeStatus.CapacityEntry
+	nil,                                        // 228: skiff.api.core.v1.NodeStatus.AllocatableEntry
+	nil,                                        // 229: skiff.api.core.v1.PersistentVolumeClaimStatus.CapacityEntry
+	nil,                                        // 230: skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourcesEntry
+	nil,                                        // 231: skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourceStatusesEntry
+	nil,                                        // 232: skiff.api.core.v1.PersistentVolumeSpec.CapacityEntry
+	nil,                                        // 233: skiff.api.core.v1.PodCertificateProjection.UserAnnotationsEntry
+	nil,                                        // 234: skiff.api.core.v1.PodSpec.NodeSelectorEntry
+	nil,                                        // 235: skiff.api.core.v1.PodSpec.OverheadEntry
+	nil,                                        // 236: skiff.api.core.v1.PodStatus.AllocatedResourcesEntry
+	nil,                                        // 237: skiff.api.core.v1.ReplicationControllerSpec.SelectorEntry
+	nil,                                        // 238: skiff.api.core.v1.ResourceQuotaSpec.HardEntry
+	nil,                                        // 239: skiff.api.core.v1.ResourceQuotaStatus.HardEntry
+	nil,                                        // 240: skiff.api.core.v1.ResourceQuotaStatus.UsedEntry
+	nil,                                        // 241: skiff.api.core.v1.ResourceRequirements.LimitsEntry
+	nil,                                        // 242: skiff.api.core.v1.ResourceRequirements.RequestsEntry
+	nil,                                        // 243: skiff.api.core.v1.Secret.DataEntry
+	nil,                                        // 244: skiff.api.core.v1.Secret.StringDataEntry
+	nil,                                        // 245: skiff.api.core.v1.ServiceSpec.SelectorEntry
+	nil,                                        // 246: skiff.api.core.v1.VolumeResourceRequirements.LimitsEntry
+	nil,                                        // 247: skiff.api.core.v1.VolumeResourceRequirements.RequestsEntry
+	(*v1.ObjectMeta)(nil),                      // 248: skiff.api.meta.v1.ObjectMeta
+	(*v1.LabelSelector)(nil),                   // 249: skiff.api.meta.v1.LabelSelector
+	(*v1.Time)(nil),                            // 250: skiff.api.meta.v1.Time
+	(*v1.Quantity)(nil),                        // 251: skiff.api.meta.v1.Quantity
+	(*v1.MicroTime)(nil),                       // 252: skiff.api.meta.v1.MicroTime
+	(*v1.IntOrString)(nil),                     // 253: skiff.api.meta.v1.IntOrString
+	(*v1.Condition)(nil),                       // 254: skiff.api.meta.v1.Condition
 }
 var file_api_core_v1_generated_proto_depIdxs = []int32{
 	94,  // 0: skiff.api.core.v1.Affinity.nodeAffinity:type_name -> skiff.api.core.v1.NodeAffinity
 	127, // 1: skiff.api.core.v1.Affinity.podAffinity:type_name -> skiff.api.core.v1.PodAffinity
 	129, // 2: skiff.api.core.v1.Affinity.podAntiAffinity:type_name -> skiff.api.core.v1.PodAntiAffinity
-	246, // 3: skiff.api.core.v1.Binding.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 3: skiff.api.core.v1.Binding.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	114, // 4: skiff.api.core.v1.Binding.target:type_name -> skiff.api.core.v1.ObjectReference
-	213, // 5: skiff.api.core.v1.CSIPersistentVolumeSource.volumeAttributes:type_name -> skiff.api.core.v1.CSIPersistentVolumeSource.VolumeAttributesEntry
+	215, // 5: skiff.api.core.v1.CSIPersistentVolumeSource.volumeAttributes:type_name -> skiff.api.core.v1.CSIPersistentVolumeSource.VolumeAttributesEntry
 	179, // 6: skiff.api.core.v1.CSIPersistentVolumeSource.controllerPublishSecretRef:type_name -> skiff.api.core.v1.SecretReference
 	179, // 7: skiff.api.core.v1.CSIPersistentVolumeSource.nodeStageSecretRef:type_name -> skiff.api.core.v1.SecretReference
 	179, // 8: skiff.api.core.v1.CSIPersistentVolumeSource.nodePublishSecretRef:type_name -> skiff.api.core.v1.SecretReference
 	179, // 9: skiff.api.core.v1.CSIPersistentVolumeSource.controllerExpandSecretRef:type_name -> skiff.api.core.v1.SecretReference
 	179, // 10: skiff.api.core.v1.CSIPersistentVolumeSource.nodeExpandSecretRef:type_name -> skiff.api.core.v1.SecretReference
-	214, // 11: skiff.api.core.v1.CSIVolumeSource.volumeAttributes:type_name -> skiff.api.core.v1.CSIVolumeSource.VolumeAttributesEntry
+	216, // 11: skiff.api.core.v1.CSIVolumeSource.volumeAttributes:type_name -> skiff.api.core.v1.CSIVolumeSource.VolumeAttributesEntry
 	84,  // 12: skiff.api.core.v1.CSIVolumeSource.nodePublishSecretRef:type_name -> skiff.api.core.v1.LocalObjectReference
 	179, // 13: skiff.api.core.v1.CephFSPersistentVolumeSource.secretRef:type_name -> skiff.api.core.v1.SecretReference
 	84,  // 14: skiff.api.core.v1.CephFSVolumeSource.secretRef:type_name -> skiff.api.core.v1.LocalObjectReference
 	179, // 15: skiff.api.core.v1.CinderPersistentVolumeSource.secretRef:type_name -> skiff.api.core.v1.SecretReference
 	84,  // 16: skiff.api.core.v1.CinderVolumeSource.secretRef:type_name -> skiff.api.core.v1.LocalObjectReference
-	247, // 17: skiff.api.core.v1.ClusterTrustBundleProjection.labelSelector:type_name -> skiff.api.meta.v1.LabelSelector
-	246, // 18: skiff.api.core.v1.ConfigMap.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
-	215, // 19: skiff.api.core.v1.ConfigMap.data:type_name -> skiff.api.core.v1.ConfigMap.DataEntry
-	216, // 20: skiff.api.core.v1.ConfigMap.binaryData:type_name -> skiff.api.core.v1.ConfigMap.BinaryDataEntry
+	249, // 17: skiff.api.core.v1.ClusterTrustBundleProjection.labelSelector:type_name -> skiff.api.meta.v1.LabelSelector
+	248, // 18: skiff.api.core.v1.ConfigMap.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	217, // 19: skiff.api.core.v1.ConfigMap.data:type_name -> skiff.api.core.v1.ConfigMap.DataEntry
+	218, // 20: skiff.api.core.v1.ConfigMap.binaryData:type_name -> skiff.api.core.v1.ConfigMap.BinaryDataEntry
 	84,  // 21: skiff.api.core.v1.ConfigMapEnvSource.localObjectReference:type_name -> skiff.api.core.v1.LocalObjectReference
 	84,  // 22: skiff.api.core.v1.ConfigMapKeySelector.localObjectReference:type_name -> skiff.api.core.v1.LocalObjectReference
 	84,  // 23: skiff.api.core.v1.ConfigMapProjection.localObjectReference:type_name -> skiff.api.core.v1.LocalObjectReference
@@ -20929,8 +21043,8 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	167, // 30: skiff.api.core.v1.Container.resources:type_name -> skiff.api.core.v1.ResourceRequirements
 	27,  // 31: skiff.api.core.v1.Container.resizePolicy:type_name -> skiff.api.core.v1.ContainerResizePolicy
 	28,  // 32: skiff.api.core.v1.Container.restartPolicyRules:type_name -> skiff.api.core.v1.ContainerRestartRule
-	203, // 33: skiff.api.core.v1.Container.volumeMounts:type_name -> skiff.api.core.v1.VolumeMount
-	200, // 34: skiff.api.core.v1.Container.volumeDevices:type_name -> skiff.api.core.v1.VolumeDevice
+	205, // 33: skiff.api.core.v1.Container.volumeMounts:type_name -> skiff.api.core.v1.VolumeMount
+	202, // 34: skiff.api.core.v1.Container.volumeDevices:type_name -> skiff.api.core.v1.VolumeDevice
 	151, // 35: skiff.api.core.v1.Container.livenessProbe:type_name -> skiff.api.core.v1.Probe
 	151, // 36: skiff.api.core.v1.Container.readinessProbe:type_name -> skiff.api.core.v1.Probe
 	151, // 37: skiff.api.core.v1.Container.startupProbe:type_name -> skiff.api.core.v1.Probe
@@ -20940,14 +21054,14 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	33,  // 41: skiff.api.core.v1.ContainerState.waiting:type_name -> skiff.api.core.v1.ContainerStateWaiting
 	31,  // 42: skiff.api.core.v1.ContainerState.running:type_name -> skiff.api.core.v1.ContainerStateRunning
 	32,  // 43: skiff.api.core.v1.ContainerState.terminated:type_name -> skiff.api.core.v1.ContainerStateTerminated
-	248, // 44: skiff.api.core.v1.ContainerStateRunning.startedAt:type_name -> skiff.api.meta.v1.Time
-	248, // 45: skiff.api.core.v1.ContainerStateTerminated.startedAt:type_name -> skiff.api.meta.v1.Time
-	248, // 46: skiff.api.core.v1.ContainerStateTerminated.finishedAt:type_name -> skiff.api.meta.v1.Time
+	250, // 44: skiff.api.core.v1.ContainerStateRunning.startedAt:type_name -> skiff.api.meta.v1.Time
+	250, // 45: skiff.api.core.v1.ContainerStateTerminated.startedAt:type_name -> skiff.api.meta.v1.Time
+	250, // 46: skiff.api.core.v1.ContainerStateTerminated.finishedAt:type_name -> skiff.api.meta.v1.Time
 	30,  // 47: skiff.api.core.v1.ContainerStatus.state:type_name -> skiff.api.core.v1.ContainerState
 	30,  // 48: skiff.api.core.v1.ContainerStatus.lastState:type_name -> skiff.api.core.v1.ContainerState
-	217, // 49: skiff.api.core.v1.ContainerStatus.allocatedResources:type_name -> skiff.api.core.v1.ContainerStatus.AllocatedResourcesEntry
+	219, // 49: skiff.api.core.v1.ContainerStatus.allocatedResources:type_name -> skiff.api.core.v1.ContainerStatus.AllocatedResourcesEntry
 	167, // 50: skiff.api.core.v1.ContainerStatus.resources:type_name -> skiff.api.core.v1.ResourceRequirements
-	204, // 51: skiff.api.core.v1.ContainerStatus.volumeMounts:type_name -> skiff.api.core.v1.VolumeMountStatus
+	206, // 51: skiff.api.core.v1.ContainerStatus.volumeMounts:type_name -> skiff.api.core.v1.VolumeMountStatus
 	35,  // 52: skiff.api.core.v1.ContainerStatus.user:type_name -> skiff.api.core.v1.ContainerUser
 	168, // 53: skiff.api.core.v1.ContainerStatus.allocatedResourcesStatus:type_name -> skiff.api.core.v1.ResourceStatus
 	81,  // 54: skiff.api.core.v1.ContainerUser.linux:type_name -> skiff.api.core.v1.LinuxContainerUser
@@ -20955,12 +21069,12 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	113, // 56: skiff.api.core.v1.DownwardAPIVolumeFile.fieldRef:type_name -> skiff.api.core.v1.ObjectFieldSelector
 	162, // 57: skiff.api.core.v1.DownwardAPIVolumeFile.resourceFieldRef:type_name -> skiff.api.core.v1.ResourceFieldSelector
 	38,  // 58: skiff.api.core.v1.DownwardAPIVolumeSource.items:type_name -> skiff.api.core.v1.DownwardAPIVolumeFile
-	249, // 59: skiff.api.core.v1.EmptyDirVolumeSource.sizeLimit:type_name -> skiff.api.meta.v1.Quantity
+	251, // 59: skiff.api.core.v1.EmptyDirVolumeSource.sizeLimit:type_name -> skiff.api.meta.v1.Quantity
 	114, // 60: skiff.api.core.v1.EndpointAddress.targetRef:type_name -> skiff.api.core.v1.ObjectReference
 	41,  // 61: skiff.api.core.v1.EndpointSubset.addresses:type_name -> skiff.api.core.v1.EndpointAddress
 	41,  // 62: skiff.api.core.v1.EndpointSubset.notReadyAddresses:type_name -> skiff.api.core.v1.EndpointAddress
 	42,  // 63: skiff.api.core.v1.EndpointSubset.ports:type_name -> skiff.api.core.v1.EndpointPort
-	246, // 64: skiff.api.core.v1.Endpoints.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 64: skiff.api.core.v1.Endpoints.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	43,  // 65: skiff.api.core.v1.Endpoints.subsets:type_name -> skiff.api.core.v1.EndpointSubset
 	18,  // 66: skiff.api.core.v1.EnvFromSource.configMapRef:type_name -> skiff.api.core.v1.ConfigMapEnvSource
 	176, // 67: skiff.api.core.v1.EnvFromSource.secretRef:type_name -> skiff.api.core.v1.SecretEnvSource
@@ -20977,28 +21091,28 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	167, // 78: skiff.api.core.v1.EphemeralContainerCommon.resources:type_name -> skiff.api.core.v1.ResourceRequirements
 	27,  // 79: skiff.api.core.v1.EphemeralContainerCommon.resizePolicy:type_name -> skiff.api.core.v1.ContainerResizePolicy
 	28,  // 80: skiff.api.core.v1.EphemeralContainerCommon.restartPolicyRules:type_name -> skiff.api.core.v1.ContainerRestartRule
-	203, // 81: skiff.api.core.v1.EphemeralContainerCommon.volumeMounts:type_name -> skiff.api.core.v1.VolumeMount
-	200, // 82: skiff.api.core.v1.EphemeralContainerCommon.volumeDevices:type_name -> skiff.api.core.v1.VolumeDevice
+	205, // 81: skiff.api.core.v1.EphemeralContainerCommon.volumeMounts:type_name -> skiff.api.core.v1.VolumeMount
+	202, // 82: skiff.api.core.v1.EphemeralContainerCommon.volumeDevices:type_name -> skiff.api.core.v1.VolumeDevice
 	151, // 83: skiff.api.core.v1.EphemeralContainerCommon.livenessProbe:type_name -> skiff.api.core.v1.Probe
 	151, // 84: skiff.api.core.v1.EphemeralContainerCommon.readinessProbe:type_name -> skiff.api.core.v1.Probe
 	151, // 85: skiff.api.core.v1.EphemeralContainerCommon.startupProbe:type_name -> skiff.api.core.v1.Probe
 	76,  // 86: skiff.api.core.v1.EphemeralContainerCommon.lifecycle:type_name -> skiff.api.core.v1.Lifecycle
 	181, // 87: skiff.api.core.v1.EphemeralContainerCommon.securityContext:type_name -> skiff.api.core.v1.SecurityContext
 	120, // 88: skiff.api.core.v1.EphemeralVolumeSource.volumeClaimTemplate:type_name -> skiff.api.core.v1.PersistentVolumeClaimTemplate
-	246, // 89: skiff.api.core.v1.Event.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 89: skiff.api.core.v1.Event.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	114, // 90: skiff.api.core.v1.Event.involvedObject:type_name -> skiff.api.core.v1.ObjectReference
 	53,  // 91: skiff.api.core.v1.Event.source:type_name -> skiff.api.core.v1.EventSource
-	248, // 92: skiff.api.core.v1.Event.firstTimestamp:type_name -> skiff.api.meta.v1.Time
-	248, // 93: skiff.api.core.v1.Event.lastTimestamp:type_name -> skiff.api.meta.v1.Time
-	250, // 94: skiff.api.core.v1.Event.eventTime:type_name -> skiff.api.meta.v1.MicroTime
+	250, // 92: skiff.api.core.v1.Event.firstTimestamp:type_name -> skiff.api.meta.v1.Time
+	250, // 93: skiff.api.core.v1.Event.lastTimestamp:type_name -> skiff.api.meta.v1.Time
+	252, // 94: skiff.api.core.v1.Event.eventTime:type_name -> skiff.api.meta.v1.MicroTime
 	52,  // 95: skiff.api.core.v1.Event.series:type_name -> skiff.api.core.v1.EventSeries
 	114, // 96: skiff.api.core.v1.Event.related:type_name -> skiff.api.core.v1.ObjectReference
-	250, // 97: skiff.api.core.v1.EventSeries.lastObservedTime:type_name -> skiff.api.meta.v1.MicroTime
+	252, // 97: skiff.api.core.v1.EventSeries.lastObservedTime:type_name -> skiff.api.meta.v1.MicroTime
 	179, // 98: skiff.api.core.v1.FlexPersistentVolumeSource.secretRef:type_name -> skiff.api.core.v1.SecretReference
-	218, // 99: skiff.api.core.v1.FlexPersistentVolumeSource.options:type_name -> skiff.api.core.v1.FlexPersistentVolumeSource.OptionsEntry
+	220, // 99: skiff.api.core.v1.FlexPersistentVolumeSource.options:type_name -> skiff.api.core.v1.FlexPersistentVolumeSource.OptionsEntry
 	84,  // 100: skiff.api.core.v1.FlexVolumeSource.secretRef:type_name -> skiff.api.core.v1.LocalObjectReference
-	219, // 101: skiff.api.core.v1.FlexVolumeSource.options:type_name -> skiff.api.core.v1.FlexVolumeSource.OptionsEntry
-	251, // 102: skiff.api.core.v1.HTTPGetAction.port:type_name -> skiff.api.meta.v1.IntOrString
+	221, // 101: skiff.api.core.v1.FlexVolumeSource.options:type_name -> skiff.api.core.v1.FlexVolumeSource.OptionsEntry
+	253, // 102: skiff.api.core.v1.HTTPGetAction.port:type_name -> skiff.api.meta.v1.IntOrString
 	67,  // 103: skiff.api.core.v1.HTTPGetAction.httpHeaders:type_name -> skiff.api.core.v1.HTTPHeader
 	179, // 104: skiff.api.core.v1.ISCSIPersistentVolumeSource.secretRef:type_name -> skiff.api.core.v1.SecretReference
 	84,  // 105: skiff.api.core.v1.ISCSIVolumeSource.secretRef:type_name -> skiff.api.core.v1.LocalObjectReference
@@ -21008,33 +21122,33 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	66,  // 109: skiff.api.core.v1.LifecycleHandler.httpGet:type_name -> skiff.api.core.v1.HTTPGetAction
 	193, // 110: skiff.api.core.v1.LifecycleHandler.tcpSocket:type_name -> skiff.api.core.v1.TCPSocketAction
 	189, // 111: skiff.api.core.v1.LifecycleHandler.sleep:type_name -> skiff.api.core.v1.SleepAction
-	246, // 112: skiff.api.core.v1.LimitRange.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 112: skiff.api.core.v1.LimitRange.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	80,  // 113: skiff.api.core.v1.LimitRange.spec:type_name -> skiff.api.core.v1.LimitRangeSpec
-	220, // 114: skiff.api.core.v1.LimitRangeItem.max:type_name -> skiff.api.core.v1.LimitRangeItem.MaxEntry
-	221, // 115: skiff.api.core.v1.LimitRangeItem.min:type_name -> skiff.api.core.v1.LimitRangeItem.MinEntry
-	222, // 116: skiff.api.core.v1.LimitRangeItem.default:type_name -> skiff.api.core.v1.LimitRangeItem.DefaultEntry
-	223, // 117: skiff.api.core.v1.LimitRangeItem.defaultRequest:type_name -> skiff.api.core.v1.LimitRangeItem.DefaultRequestEntry
-	224, // 118: skiff.api.core.v1.LimitRangeItem.maxLimitRequestRatio:type_name -> skiff.api.core.v1.LimitRangeItem.MaxLimitRequestRatioEntry
+	222, // 114: skiff.api.core.v1.LimitRangeItem.max:type_name -> skiff.api.core.v1.LimitRangeItem.MaxEntry
+	223, // 115: skiff.api.core.v1.LimitRangeItem.min:type_name -> skiff.api.core.v1.LimitRangeItem.MinEntry
+	224, // 116: skiff.api.core.v1.LimitRangeItem.default:type_name -> skiff.api.core.v1.LimitRangeItem.DefaultEntry
+	225, // 117: skiff.api.core.v1.LimitRangeItem.defaultRequest:type_name -> skiff.api.core.v1.LimitRangeItem.DefaultRequestEntry
+	226, // 118: skiff.api.core.v1.LimitRangeItem.maxLimitRequestRatio:type_name -> skiff.api.core.v1.LimitRangeItem.MaxLimitRequestRatioEntry
 	79,  // 119: skiff.api.core.v1.LimitRangeSpec.limits:type_name -> skiff.api.core.v1.LimitRangeItem
 	148, // 120: skiff.api.core.v1.LoadBalancerIngress.ports:type_name -> skiff.api.core.v1.PortStatus
 	82,  // 121: skiff.api.core.v1.LoadBalancerStatus.ingress:type_name -> skiff.api.core.v1.LoadBalancerIngress
-	246, // 122: skiff.api.core.v1.Namespace.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 122: skiff.api.core.v1.Namespace.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	90,  // 123: skiff.api.core.v1.Namespace.spec:type_name -> skiff.api.core.v1.NamespaceSpec
 	91,  // 124: skiff.api.core.v1.Namespace.status:type_name -> skiff.api.core.v1.NamespaceStatus
-	248, // 125: skiff.api.core.v1.NamespaceCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
+	250, // 125: skiff.api.core.v1.NamespaceCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
 	89,  // 126: skiff.api.core.v1.NamespaceStatus.conditions:type_name -> skiff.api.core.v1.NamespaceCondition
-	246, // 127: skiff.api.core.v1.Node.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 127: skiff.api.core.v1.Node.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	109, // 128: skiff.api.core.v1.Node.spec:type_name -> skiff.api.core.v1.NodeSpec
 	110, // 129: skiff.api.core.v1.Node.status:type_name -> skiff.api.core.v1.NodeStatus
 	106, // 130: skiff.api.core.v1.NodeAffinity.requiredDuringSchedulingIgnoredDuringExecution:type_name -> skiff.api.core.v1.NodeSelector
 	150, // 131: skiff.api.core.v1.NodeAffinity.preferredDuringSchedulingIgnoredDuringExecution:type_name -> skiff.api.core.v1.PreferredSchedulingTerm
-	249, // 132: skiff.api.core.v1.NodeAllocatableMappedResources.quantity:type_name -> skiff.api.meta.v1.Quantity
-	249, // 133: skiff.api.core.v1.NodeAllocatableOverheadResources.perPod:type_name -> skiff.api.meta.v1.Quantity
-	249, // 134: skiff.api.core.v1.NodeAllocatableOverheadResources.perContainer:type_name -> skiff.api.meta.v1.Quantity
+	251, // 132: skiff.api.core.v1.NodeAllocatableMappedResources.quantity:type_name -> skiff.api.meta.v1.Quantity
+	251, // 133: skiff.api.core.v1.NodeAllocatableOverheadResources.perPod:type_name -> skiff.api.meta.v1.Quantity
+	251, // 134: skiff.api.core.v1.NodeAllocatableOverheadResources.perContainer:type_name -> skiff.api.meta.v1.Quantity
 	95,  // 135: skiff.api.core.v1.NodeAllocatableResourceClaimStatus.mapping:type_name -> skiff.api.core.v1.NodeAllocatableMappedResources
 	96,  // 136: skiff.api.core.v1.NodeAllocatableResourceClaimStatus.overhead:type_name -> skiff.api.core.v1.NodeAllocatableOverheadResources
-	248, // 137: skiff.api.core.v1.NodeCondition.lastHeartbeatTime:type_name -> skiff.api.meta.v1.Time
-	248, // 138: skiff.api.core.v1.NodeCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
+	250, // 137: skiff.api.core.v1.NodeCondition.lastHeartbeatTime:type_name -> skiff.api.meta.v1.Time
+	250, // 138: skiff.api.core.v1.NodeCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
 	20,  // 139: skiff.api.core.v1.NodeConfigSource.configMap:type_name -> skiff.api.core.v1.ConfigMapNodeConfigSource
 	99,  // 140: skiff.api.core.v1.NodeConfigStatus.assigned:type_name -> skiff.api.core.v1.NodeConfigSource
 	99,  // 141: skiff.api.core.v1.NodeConfigStatus.active:type_name -> skiff.api.core.v1.NodeConfigSource
@@ -21047,8 +21161,8 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	194, // 148: skiff.api.core.v1.NodeSpec.taints:type_name -> skiff.api.core.v1.Taint
 	99,  // 149: skiff.api.core.v1.NodeSpec.configSource:type_name -> skiff.api.core.v1.NodeConfigSource
 	103, // 150: skiff.api.core.v1.NodeSpec.podPreemptionPolicy:type_name -> skiff.api.core.v1.NodePodPreemptionPolicy
-	225, // 151: skiff.api.core.v1.NodeStatus.capacity:type_name -> skiff.api.core.v1.NodeStatus.CapacityEntry
-	226, // 152: skiff.api.core.v1.NodeStatus.allocatable:type_name -> skiff.api.core.v1.NodeStatus.AllocatableEntry
+	227, // 151: skiff.api.core.v1.NodeStatus.capacity:type_name -> skiff.api.core.v1.NodeStatus.CapacityEntry
+	228, // 152: skiff.api.core.v1.NodeStatus.allocatable:type_name -> skiff.api.core.v1.NodeStatus.AllocatableEntry
 	98,  // 153: skiff.api.core.v1.NodeStatus.conditions:type_name -> skiff.api.core.v1.NodeCondition
 	93,  // 154: skiff.api.core.v1.NodeStatus.addresses:type_name -> skiff.api.core.v1.NodeAddress
 	101, // 155: skiff.api.core.v1.NodeStatus.daemonEndpoints:type_name -> skiff.api.core.v1.NodeDaemonEndpoints
@@ -21059,25 +21173,25 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	104, // 160: skiff.api.core.v1.NodeStatus.runtimeHandlers:type_name -> skiff.api.core.v1.NodeRuntimeHandler
 	102, // 161: skiff.api.core.v1.NodeStatus.features:type_name -> skiff.api.core.v1.NodeFeatures
 	111, // 162: skiff.api.core.v1.NodeSystemInfo.swap:type_name -> skiff.api.core.v1.NodeSwapStatus
-	246, // 163: skiff.api.core.v1.PersistentVolume.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 163: skiff.api.core.v1.PersistentVolume.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	123, // 164: skiff.api.core.v1.PersistentVolume.spec:type_name -> skiff.api.core.v1.PersistentVolumeSpec
 	124, // 165: skiff.api.core.v1.PersistentVolume.status:type_name -> skiff.api.core.v1.PersistentVolumeStatus
-	246, // 166: skiff.api.core.v1.PersistentVolumeClaim.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 166: skiff.api.core.v1.PersistentVolumeClaim.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	118, // 167: skiff.api.core.v1.PersistentVolumeClaim.spec:type_name -> skiff.api.core.v1.PersistentVolumeClaimSpec
 	119, // 168: skiff.api.core.v1.PersistentVolumeClaim.status:type_name -> skiff.api.core.v1.PersistentVolumeClaimStatus
-	248, // 169: skiff.api.core.v1.PersistentVolumeClaimCondition.lastProbeTime:type_name -> skiff.api.meta.v1.Time
-	248, // 170: skiff.api.core.v1.PersistentVolumeClaimCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
-	247, // 171: skiff.api.core.v1.PersistentVolumeClaimSpec.selector:type_name -> skiff.api.meta.v1.LabelSelector
-	207, // 172: skiff.api.core.v1.PersistentVolumeClaimSpec.resources:type_name -> skiff.api.core.v1.VolumeResourceRequirements
-	197, // 173: skiff.api.core.v1.PersistentVolumeClaimSpec.dataSource:type_name -> skiff.api.core.v1.TypedLocalObjectReference
-	198, // 174: skiff.api.core.v1.PersistentVolumeClaimSpec.dataSourceRef:type_name -> skiff.api.core.v1.TypedObjectReference
-	227, // 175: skiff.api.core.v1.PersistentVolumeClaimStatus.capacity:type_name -> skiff.api.core.v1.PersistentVolumeClaimStatus.CapacityEntry
+	250, // 169: skiff.api.core.v1.PersistentVolumeClaimCondition.lastProbeTime:type_name -> skiff.api.meta.v1.Time
+	250, // 170: skiff.api.core.v1.PersistentVolumeClaimCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
+	249, // 171: skiff.api.core.v1.PersistentVolumeClaimSpec.selector:type_name -> skiff.api.meta.v1.LabelSelector
+	209, // 172: skiff.api.core.v1.PersistentVolumeClaimSpec.resources:type_name -> skiff.api.core.v1.VolumeResourceRequirements
+	199, // 173: skiff.api.core.v1.PersistentVolumeClaimSpec.dataSource:type_name -> skiff.api.core.v1.TypedLocalObjectReference
+	200, // 174: skiff.api.core.v1.PersistentVolumeClaimSpec.dataSourceRef:type_name -> skiff.api.core.v1.TypedObjectReference
+	229, // 175: skiff.api.core.v1.PersistentVolumeClaimStatus.capacity:type_name -> skiff.api.core.v1.PersistentVolumeClaimStatus.CapacityEntry
 	117, // 176: skiff.api.core.v1.PersistentVolumeClaimStatus.conditions:type_name -> skiff.api.core.v1.PersistentVolumeClaimCondition
-	228, // 177: skiff.api.core.v1.PersistentVolumeClaimStatus.allocatedResources:type_name -> skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourcesEntry
-	229, // 178: skiff.api.core.v1.PersistentVolumeClaimStatus.allocatedResourceStatuses:type_name -> skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourceStatusesEntry
+	230, // 177: skiff.api.core.v1.PersistentVolumeClaimStatus.allocatedResources:type_name -> skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourcesEntry
+	231, // 178: skiff.api.core.v1.PersistentVolumeClaimStatus.allocatedResourceStatuses:type_name -> skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourceStatusesEntry
 	86,  // 179: skiff.api.core.v1.PersistentVolumeClaimStatus.modifyVolumeStatus:type_name -> skiff.api.core.v1.ModifyVolumeStatus
-	202, // 180: skiff.api.core.v1.PersistentVolumeClaimStatus.healthStatus:type_name -> skiff.api.core.v1.VolumeHealthStatus
-	246, // 181: skiff.api.core.v1.PersistentVolumeClaimTemplate.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	204, // 180: skiff.api.core.v1.PersistentVolumeClaimStatus.healthStatus:type_name -> skiff.api.core.v1.VolumeHealthStatus
+	248, // 181: skiff.api.core.v1.PersistentVolumeClaimTemplate.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	118, // 182: skiff.api.core.v1.PersistentVolumeClaimTemplate.spec:type_name -> skiff.api.core.v1.PersistentVolumeClaimSpec
 	61,  // 183: skiff.api.core.v1.PersistentVolumeSource.gcePersistentDisk:type_name -> skiff.api.core.v1.GCEPersistentDiskVolumeSource
 	0,   // 184: skiff.api.core.v1.PersistentVolumeSource.awsElasticBlockStore:type_name -> skiff.api.core.v1.AWSElasticBlockStoreVolumeSource
@@ -21092,7 +21206,7 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	60,  // 193: skiff.api.core.v1.PersistentVolumeSource.flocker:type_name -> skiff.api.core.v1.FlockerVolumeSource
 	58,  // 194: skiff.api.core.v1.PersistentVolumeSource.flexVolume:type_name -> skiff.api.core.v1.FlexPersistentVolumeSource
 	5,   // 195: skiff.api.core.v1.PersistentVolumeSource.azureFile:type_name -> skiff.api.core.v1.AzureFilePersistentVolumeSource
-	210, // 196: skiff.api.core.v1.PersistentVolumeSource.vsphereVolume:type_name -> skiff.api.core.v1.VsphereVirtualDiskVolumeSource
+	212, // 196: skiff.api.core.v1.PersistentVolumeSource.vsphereVolume:type_name -> skiff.api.core.v1.VsphereVirtualDiskVolumeSource
 	154, // 197: skiff.api.core.v1.PersistentVolumeSource.quobyte:type_name -> skiff.api.core.v1.QuobyteVolumeSource
 	4,   // 198: skiff.api.core.v1.PersistentVolumeSource.azureDisk:type_name -> skiff.api.core.v1.AzureDiskVolumeSource
 	125, // 199: skiff.api.core.v1.PersistentVolumeSource.photonPersistentDisk:type_name -> skiff.api.core.v1.PhotonPersistentDiskVolumeSource
@@ -21101,36 +21215,36 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	85,  // 202: skiff.api.core.v1.PersistentVolumeSource.local:type_name -> skiff.api.core.v1.LocalVolumeSource
 	190, // 203: skiff.api.core.v1.PersistentVolumeSource.storageos:type_name -> skiff.api.core.v1.StorageOSPersistentVolumeSource
 	8,   // 204: skiff.api.core.v1.PersistentVolumeSource.csi:type_name -> skiff.api.core.v1.CSIPersistentVolumeSource
-	230, // 205: skiff.api.core.v1.PersistentVolumeSpec.capacity:type_name -> skiff.api.core.v1.PersistentVolumeSpec.CapacityEntry
+	232, // 205: skiff.api.core.v1.PersistentVolumeSpec.capacity:type_name -> skiff.api.core.v1.PersistentVolumeSpec.CapacityEntry
 	122, // 206: skiff.api.core.v1.PersistentVolumeSpec.persistentVolumeSource:type_name -> skiff.api.core.v1.PersistentVolumeSource
 	114, // 207: skiff.api.core.v1.PersistentVolumeSpec.claimRef:type_name -> skiff.api.core.v1.ObjectReference
-	205, // 208: skiff.api.core.v1.PersistentVolumeSpec.nodeAffinity:type_name -> skiff.api.core.v1.VolumeNodeAffinity
-	248, // 209: skiff.api.core.v1.PersistentVolumeStatus.lastPhaseTransitionTime:type_name -> skiff.api.meta.v1.Time
-	246, // 210: skiff.api.core.v1.Pod.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	207, // 208: skiff.api.core.v1.PersistentVolumeSpec.nodeAffinity:type_name -> skiff.api.core.v1.VolumeNodeAffinity
+	250, // 209: skiff.api.core.v1.PersistentVolumeStatus.lastPhaseTransitionTime:type_name -> skiff.api.meta.v1.Time
+	248, // 210: skiff.api.core.v1.Pod.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	144, // 211: skiff.api.core.v1.Pod.spec:type_name -> skiff.api.core.v1.PodSpec
 	145, // 212: skiff.api.core.v1.Pod.status:type_name -> skiff.api.core.v1.PodStatus
 	128, // 213: skiff.api.core.v1.PodAffinity.requiredDuringSchedulingIgnoredDuringExecution:type_name -> skiff.api.core.v1.PodAffinityTerm
-	211, // 214: skiff.api.core.v1.PodAffinity.preferredDuringSchedulingIgnoredDuringExecution:type_name -> skiff.api.core.v1.WeightedPodAffinityTerm
-	247, // 215: skiff.api.core.v1.PodAffinityTerm.labelSelector:type_name -> skiff.api.meta.v1.LabelSelector
-	247, // 216: skiff.api.core.v1.PodAffinityTerm.namespaceSelector:type_name -> skiff.api.meta.v1.LabelSelector
+	213, // 214: skiff.api.core.v1.PodAffinity.preferredDuringSchedulingIgnoredDuringExecution:type_name -> skiff.api.core.v1.WeightedPodAffinityTerm
+	249, // 215: skiff.api.core.v1.PodAffinityTerm.labelSelector:type_name -> skiff.api.meta.v1.LabelSelector
+	249, // 216: skiff.api.core.v1.PodAffinityTerm.namespaceSelector:type_name -> skiff.api.meta.v1.LabelSelector
 	128, // 217: skiff.api.core.v1.PodAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution:type_name -> skiff.api.core.v1.PodAffinityTerm
-	211, // 218: skiff.api.core.v1.PodAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution:type_name -> skiff.api.core.v1.WeightedPodAffinityTerm
-	231, // 219: skiff.api.core.v1.PodCertificateProjection.userAnnotations:type_name -> skiff.api.core.v1.PodCertificateProjection.UserAnnotationsEntry
-	248, // 220: skiff.api.core.v1.PodCondition.lastProbeTime:type_name -> skiff.api.meta.v1.Time
-	248, // 221: skiff.api.core.v1.PodCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
+	213, // 218: skiff.api.core.v1.PodAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution:type_name -> skiff.api.core.v1.WeightedPodAffinityTerm
+	233, // 219: skiff.api.core.v1.PodCertificateProjection.userAnnotations:type_name -> skiff.api.core.v1.PodCertificateProjection.UserAnnotationsEntry
+	250, // 220: skiff.api.core.v1.PodCondition.lastProbeTime:type_name -> skiff.api.meta.v1.Time
+	250, // 221: skiff.api.core.v1.PodCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
 	133, // 222: skiff.api.core.v1.PodDNSConfig.options:type_name -> skiff.api.core.v1.PodDNSConfigOption
 	24,  // 223: skiff.api.core.v1.PodExtendedResourceClaimStatus.requestMappings:type_name -> skiff.api.core.v1.ContainerExtendedResourceRequest
-	248, // 224: skiff.api.core.v1.PodLogOptions.sinceTime:type_name -> skiff.api.meta.v1.Time
+	250, // 224: skiff.api.core.v1.PodLogOptions.sinceTime:type_name -> skiff.api.meta.v1.Time
 	169, // 225: skiff.api.core.v1.PodSecurityContext.seLinuxOptions:type_name -> skiff.api.core.v1.SELinuxOptions
-	212, // 226: skiff.api.core.v1.PodSecurityContext.windowsOptions:type_name -> skiff.api.core.v1.WindowsSecurityContextOptions
+	214, // 226: skiff.api.core.v1.PodSecurityContext.windowsOptions:type_name -> skiff.api.core.v1.WindowsSecurityContextOptions
 	192, // 227: skiff.api.core.v1.PodSecurityContext.sysctls:type_name -> skiff.api.core.v1.Sysctl
 	174, // 228: skiff.api.core.v1.PodSecurityContext.seccompProfile:type_name -> skiff.api.core.v1.SeccompProfile
 	2,   // 229: skiff.api.core.v1.PodSecurityContext.appArmorProfile:type_name -> skiff.api.core.v1.AppArmorProfile
-	199, // 230: skiff.api.core.v1.PodSpec.volumes:type_name -> skiff.api.core.v1.Volume
+	201, // 230: skiff.api.core.v1.PodSpec.volumes:type_name -> skiff.api.core.v1.Volume
 	23,  // 231: skiff.api.core.v1.PodSpec.initContainers:type_name -> skiff.api.core.v1.Container
 	23,  // 232: skiff.api.core.v1.PodSpec.containers:type_name -> skiff.api.core.v1.Container
 	48,  // 233: skiff.api.core.v1.PodSpec.ephemeralContainers:type_name -> skiff.api.core.v1.EphemeralContainer
-	232, // 234: skiff.api.core.v1.PodSpec.nodeSelector:type_name -> skiff.api.core.v1.PodSpec.NodeSelectorEntry
+	234, // 234: skiff.api.core.v1.PodSpec.nodeSelector:type_name -> skiff.api.core.v1.PodSpec.NodeSelectorEntry
 	143, // 235: skiff.api.core.v1.PodSpec.securityContext:type_name -> skiff.api.core.v1.PodSecurityContext
 	84,  // 236: skiff.api.core.v1.PodSpec.imagePullSecrets:type_name -> skiff.api.core.v1.LocalObjectReference
 	1,   // 237: skiff.api.core.v1.PodSpec.affinity:type_name -> skiff.api.core.v1.Affinity
@@ -21138,8 +21252,8 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	68,  // 239: skiff.api.core.v1.PodSpec.hostAliases:type_name -> skiff.api.core.v1.HostAlias
 	132, // 240: skiff.api.core.v1.PodSpec.dnsConfig:type_name -> skiff.api.core.v1.PodDNSConfig
 	138, // 241: skiff.api.core.v1.PodSpec.readinessGates:type_name -> skiff.api.core.v1.PodReadinessGate
-	233, // 242: skiff.api.core.v1.PodSpec.overhead:type_name -> skiff.api.core.v1.PodSpec.OverheadEntry
-	196, // 243: skiff.api.core.v1.PodSpec.topologySpreadConstraints:type_name -> skiff.api.core.v1.TopologySpreadConstraint
+	235, // 242: skiff.api.core.v1.PodSpec.overhead:type_name -> skiff.api.core.v1.PodSpec.OverheadEntry
+	198, // 243: skiff.api.core.v1.PodSpec.topologySpreadConstraints:type_name -> skiff.api.core.v1.TopologySpreadConstraint
 	137, // 244: skiff.api.core.v1.PodSpec.os:type_name -> skiff.api.core.v1.PodOS
 	141, // 245: skiff.api.core.v1.PodSpec.schedulingGates:type_name -> skiff.api.core.v1.PodSchedulingGate
 	139, // 246: skiff.api.core.v1.PodSpec.resourceClaims:type_name -> skiff.api.core.v1.PodResourceClaim
@@ -21149,54 +21263,54 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	131, // 250: skiff.api.core.v1.PodStatus.conditions:type_name -> skiff.api.core.v1.PodCondition
 	69,  // 251: skiff.api.core.v1.PodStatus.hostIPs:type_name -> skiff.api.core.v1.HostIP
 	135, // 252: skiff.api.core.v1.PodStatus.podIPs:type_name -> skiff.api.core.v1.PodIP
-	248, // 253: skiff.api.core.v1.PodStatus.startTime:type_name -> skiff.api.meta.v1.Time
+	250, // 253: skiff.api.core.v1.PodStatus.startTime:type_name -> skiff.api.meta.v1.Time
 	34,  // 254: skiff.api.core.v1.PodStatus.initContainerStatuses:type_name -> skiff.api.core.v1.ContainerStatus
 	34,  // 255: skiff.api.core.v1.PodStatus.containerStatuses:type_name -> skiff.api.core.v1.ContainerStatus
 	34,  // 256: skiff.api.core.v1.PodStatus.ephemeralContainerStatuses:type_name -> skiff.api.core.v1.ContainerStatus
 	140, // 257: skiff.api.core.v1.PodStatus.resourceClaimStatuses:type_name -> skiff.api.core.v1.PodResourceClaimStatus
 	134, // 258: skiff.api.core.v1.PodStatus.extendedResourceClaimStatus:type_name -> skiff.api.core.v1.PodExtendedResourceClaimStatus
-	234, // 259: skiff.api.core.v1.PodStatus.allocatedResources:type_name -> skiff.api.core.v1.PodStatus.AllocatedResourcesEntry
+	236, // 259: skiff.api.core.v1.PodStatus.allocatedResources:type_name -> skiff.api.core.v1.PodStatus.AllocatedResourcesEntry
 	167, // 260: skiff.api.core.v1.PodStatus.resources:type_name -> skiff.api.core.v1.ResourceRequirements
 	97,  // 261: skiff.api.core.v1.PodStatus.nodeAllocatableResourceClaimStatuses:type_name -> skiff.api.core.v1.NodeAllocatableResourceClaimStatus
 	147, // 262: skiff.api.core.v1.PodStatus.volumeHealth:type_name -> skiff.api.core.v1.PodVolumeHealth
-	246, // 263: skiff.api.core.v1.PodTemplateSpec.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 263: skiff.api.core.v1.PodTemplateSpec.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	144, // 264: skiff.api.core.v1.PodTemplateSpec.spec:type_name -> skiff.api.core.v1.PodSpec
-	201, // 265: skiff.api.core.v1.PodVolumeHealth.healthConditions:type_name -> skiff.api.core.v1.VolumeHealthCondition
-	248, // 266: skiff.api.core.v1.PodVolumeHealth.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
+	203, // 265: skiff.api.core.v1.PodVolumeHealth.healthConditions:type_name -> skiff.api.core.v1.VolumeHealthCondition
+	250, // 266: skiff.api.core.v1.PodVolumeHealth.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
 	108, // 267: skiff.api.core.v1.PreferredSchedulingTerm.preference:type_name -> skiff.api.core.v1.NodeSelectorTerm
 	152, // 268: skiff.api.core.v1.Probe.handler:type_name -> skiff.api.core.v1.ProbeHandler
 	55,  // 269: skiff.api.core.v1.ProbeHandler.exec:type_name -> skiff.api.core.v1.ExecAction
 	66,  // 270: skiff.api.core.v1.ProbeHandler.httpGet:type_name -> skiff.api.core.v1.HTTPGetAction
 	193, // 271: skiff.api.core.v1.ProbeHandler.tcpSocket:type_name -> skiff.api.core.v1.TCPSocketAction
 	62,  // 272: skiff.api.core.v1.ProbeHandler.grpc:type_name -> skiff.api.core.v1.GRPCAction
-	206, // 273: skiff.api.core.v1.ProjectedVolumeSource.sources:type_name -> skiff.api.core.v1.VolumeProjection
+	208, // 273: skiff.api.core.v1.ProjectedVolumeSource.sources:type_name -> skiff.api.core.v1.VolumeProjection
 	179, // 274: skiff.api.core.v1.RBDPersistentVolumeSource.secretRef:type_name -> skiff.api.core.v1.SecretReference
 	84,  // 275: skiff.api.core.v1.RBDVolumeSource.secretRef:type_name -> skiff.api.core.v1.LocalObjectReference
-	246, // 276: skiff.api.core.v1.ReplicationController.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 276: skiff.api.core.v1.ReplicationController.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	159, // 277: skiff.api.core.v1.ReplicationController.spec:type_name -> skiff.api.core.v1.ReplicationControllerSpec
 	160, // 278: skiff.api.core.v1.ReplicationController.status:type_name -> skiff.api.core.v1.ReplicationControllerStatus
-	248, // 279: skiff.api.core.v1.ReplicationControllerCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
-	235, // 280: skiff.api.core.v1.ReplicationControllerSpec.selector:type_name -> skiff.api.core.v1.ReplicationControllerSpec.SelectorEntry
+	250, // 279: skiff.api.core.v1.ReplicationControllerCondition.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
+	237, // 280: skiff.api.core.v1.ReplicationControllerSpec.selector:type_name -> skiff.api.core.v1.ReplicationControllerSpec.SelectorEntry
 	146, // 281: skiff.api.core.v1.ReplicationControllerSpec.template:type_name -> skiff.api.core.v1.PodTemplateSpec
 	158, // 282: skiff.api.core.v1.ReplicationControllerStatus.conditions:type_name -> skiff.api.core.v1.ReplicationControllerCondition
-	249, // 283: skiff.api.core.v1.ResourceFieldSelector.divisor:type_name -> skiff.api.meta.v1.Quantity
-	246, // 284: skiff.api.core.v1.ResourceQuota.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	251, // 283: skiff.api.core.v1.ResourceFieldSelector.divisor:type_name -> skiff.api.meta.v1.Quantity
+	248, // 284: skiff.api.core.v1.ResourceQuota.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	165, // 285: skiff.api.core.v1.ResourceQuota.spec:type_name -> skiff.api.core.v1.ResourceQuotaSpec
 	166, // 286: skiff.api.core.v1.ResourceQuota.status:type_name -> skiff.api.core.v1.ResourceQuotaStatus
-	236, // 287: skiff.api.core.v1.ResourceQuotaSpec.hard:type_name -> skiff.api.core.v1.ResourceQuotaSpec.HardEntry
+	238, // 287: skiff.api.core.v1.ResourceQuotaSpec.hard:type_name -> skiff.api.core.v1.ResourceQuotaSpec.HardEntry
 	172, // 288: skiff.api.core.v1.ResourceQuotaSpec.scopeSelector:type_name -> skiff.api.core.v1.ScopeSelector
-	237, // 289: skiff.api.core.v1.ResourceQuotaStatus.hard:type_name -> skiff.api.core.v1.ResourceQuotaStatus.HardEntry
-	238, // 290: skiff.api.core.v1.ResourceQuotaStatus.used:type_name -> skiff.api.core.v1.ResourceQuotaStatus.UsedEntry
-	239, // 291: skiff.api.core.v1.ResourceRequirements.limits:type_name -> skiff.api.core.v1.ResourceRequirements.LimitsEntry
-	240, // 292: skiff.api.core.v1.ResourceRequirements.requests:type_name -> skiff.api.core.v1.ResourceRequirements.RequestsEntry
+	239, // 289: skiff.api.core.v1.ResourceQuotaStatus.hard:type_name -> skiff.api.core.v1.ResourceQuotaStatus.HardEntry
+	240, // 290: skiff.api.core.v1.ResourceQuotaStatus.used:type_name -> skiff.api.core.v1.ResourceQuotaStatus.UsedEntry
+	241, // 291: skiff.api.core.v1.ResourceRequirements.limits:type_name -> skiff.api.core.v1.ResourceRequirements.LimitsEntry
+	242, // 292: skiff.api.core.v1.ResourceRequirements.requests:type_name -> skiff.api.core.v1.ResourceRequirements.RequestsEntry
 	161, // 293: skiff.api.core.v1.ResourceRequirements.claims:type_name -> skiff.api.core.v1.ResourceClaim
 	163, // 294: skiff.api.core.v1.ResourceStatus.resources:type_name -> skiff.api.core.v1.ResourceHealth
 	179, // 295: skiff.api.core.v1.ScaleIOPersistentVolumeSource.secretRef:type_name -> skiff.api.core.v1.SecretReference
 	84,  // 296: skiff.api.core.v1.ScaleIOVolumeSource.secretRef:type_name -> skiff.api.core.v1.LocalObjectReference
 	173, // 297: skiff.api.core.v1.ScopeSelector.matchExpressions:type_name -> skiff.api.core.v1.ScopedResourceSelectorRequirement
-	246, // 298: skiff.api.core.v1.Secret.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
-	241, // 299: skiff.api.core.v1.Secret.data:type_name -> skiff.api.core.v1.Secret.DataEntry
-	242, // 300: skiff.api.core.v1.Secret.stringData:type_name -> skiff.api.core.v1.Secret.StringDataEntry
+	248, // 298: skiff.api.core.v1.Secret.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	243, // 299: skiff.api.core.v1.Secret.data:type_name -> skiff.api.core.v1.Secret.DataEntry
+	244, // 300: skiff.api.core.v1.Secret.stringData:type_name -> skiff.api.core.v1.Secret.StringDataEntry
 	84,  // 301: skiff.api.core.v1.SecretEnvSource.localObjectReference:type_name -> skiff.api.core.v1.LocalObjectReference
 	84,  // 302: skiff.api.core.v1.SecretKeySelector.localObjectReference:type_name -> skiff.api.core.v1.LocalObjectReference
 	84,  // 303: skiff.api.core.v1.SecretProjection.localObjectReference:type_name -> skiff.api.core.v1.LocalObjectReference
@@ -21204,97 +21318,98 @@ var file_api_core_v1_generated_proto_depIdxs = []int32{
 	75,  // 305: skiff.api.core.v1.SecretVolumeSource.items:type_name -> skiff.api.core.v1.KeyToPath
 	10,  // 306: skiff.api.core.v1.SecurityContext.capabilities:type_name -> skiff.api.core.v1.Capabilities
 	169, // 307: skiff.api.core.v1.SecurityContext.seLinuxOptions:type_name -> skiff.api.core.v1.SELinuxOptions
-	212, // 308: skiff.api.core.v1.SecurityContext.windowsOptions:type_name -> skiff.api.core.v1.WindowsSecurityContextOptions
+	214, // 308: skiff.api.core.v1.SecurityContext.windowsOptions:type_name -> skiff.api.core.v1.WindowsSecurityContextOptions
 	174, // 309: skiff.api.core.v1.SecurityContext.seccompProfile:type_name -> skiff.api.core.v1.SeccompProfile
 	2,   // 310: skiff.api.core.v1.SecurityContext.appArmorProfile:type_name -> skiff.api.core.v1.AppArmorProfile
-	246, // 311: skiff.api.core.v1.Service.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 311: skiff.api.core.v1.Service.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	186, // 312: skiff.api.core.v1.Service.spec:type_name -> skiff.api.core.v1.ServiceSpec
 	187, // 313: skiff.api.core.v1.Service.status:type_name -> skiff.api.core.v1.ServiceStatus
-	246, // 314: skiff.api.core.v1.ServiceAccount.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
+	248, // 314: skiff.api.core.v1.ServiceAccount.metadata:type_name -> skiff.api.meta.v1.ObjectMeta
 	114, // 315: skiff.api.core.v1.ServiceAccount.secrets:type_name -> skiff.api.core.v1.ObjectReference
 	84,  // 316: skiff.api.core.v1.ServiceAccount.imagePullSecrets:type_name -> skiff.api.core.v1.LocalObjectReference
-	251, // 317: skiff.api.core.v1.ServicePort.targetPort:type_name -> skiff.api.meta.v1.IntOrString
+	253, // 317: skiff.api.core.v1.ServicePort.targetPort:type_name -> skiff.api.meta.v1.IntOrString
 	185, // 318: skiff.api.core.v1.ServiceSpec.ports:type_name -> skiff.api.core.v1.ServicePort
-	243, // 319: skiff.api.core.v1.ServiceSpec.selector:type_name -> skiff.api.core.v1.ServiceSpec.SelectorEntry
+	245, // 319: skiff.api.core.v1.ServiceSpec.selector:type_name -> skiff.api.core.v1.ServiceSpec.SelectorEntry
 	188, // 320: skiff.api.core.v1.ServiceSpec.sessionAffinityConfig:type_name -> skiff.api.core.v1.SessionAffinityConfig
 	83,  // 321: skiff.api.core.v1.ServiceStatus.loadBalancer:type_name -> skiff.api.core.v1.LoadBalancerStatus
-	252, // 322: skiff.api.core.v1.ServiceStatus.conditions:type_name -> skiff.api.meta.v1.Condition
+	254, // 322: skiff.api.core.v1.ServiceStatus.conditions:type_name -> skiff.api.meta.v1.Condition
 	15,  // 323: skiff.api.core.v1.SessionAffinityConfig.clientIP:type_name -> skiff.api.core.v1.ClientIPConfig
 	114, // 324: skiff.api.core.v1.StorageOSPersistentVolumeSource.secretRef:type_name -> skiff.api.core.v1.ObjectReference
 	84,  // 325: skiff.api.core.v1.StorageOSVolumeSource.secretRef:type_name -> skiff.api.core.v1.LocalObjectReference
-	251, // 326: skiff.api.core.v1.TCPSocketAction.port:type_name -> skiff.api.meta.v1.IntOrString
-	248, // 327: skiff.api.core.v1.Taint.timeAdded:type_name -> skiff.api.meta.v1.Time
-	247, // 328: skiff.api.core.v1.TopologySpreadConstraint.labelSelector:type_name -> skiff.api.meta.v1.LabelSelector
-	208, // 329: skiff.api.core.v1.Volume.volumeSource:type_name -> skiff.api.core.v1.VolumeSource
-	201, // 330: skiff.api.core.v1.VolumeHealthStatus.healthConditions:type_name -> skiff.api.core.v1.VolumeHealthCondition
-	248, // 331: skiff.api.core.v1.VolumeHealthStatus.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
-	209, // 332: skiff.api.core.v1.VolumeMountStatus.volumeStatus:type_name -> skiff.api.core.v1.VolumeStatus
-	106, // 333: skiff.api.core.v1.VolumeNodeAffinity.required:type_name -> skiff.api.core.v1.NodeSelector
-	178, // 334: skiff.api.core.v1.VolumeProjection.secret:type_name -> skiff.api.core.v1.SecretProjection
-	37,  // 335: skiff.api.core.v1.VolumeProjection.downwardAPI:type_name -> skiff.api.core.v1.DownwardAPIProjection
-	21,  // 336: skiff.api.core.v1.VolumeProjection.configMap:type_name -> skiff.api.core.v1.ConfigMapProjection
-	184, // 337: skiff.api.core.v1.VolumeProjection.serviceAccountToken:type_name -> skiff.api.core.v1.ServiceAccountTokenProjection
-	16,  // 338: skiff.api.core.v1.VolumeProjection.clusterTrustBundle:type_name -> skiff.api.core.v1.ClusterTrustBundleProjection
-	130, // 339: skiff.api.core.v1.VolumeProjection.podCertificate:type_name -> skiff.api.core.v1.PodCertificateProjection
-	244, // 340: skiff.api.core.v1.VolumeResourceRequirements.limits:type_name -> skiff.api.core.v1.VolumeResourceRequirements.LimitsEntry
-	245, // 341: skiff.api.core.v1.VolumeResourceRequirements.requests:type_name -> skiff.api.core.v1.VolumeResourceRequirements.RequestsEntry
-	70,  // 342: skiff.api.core.v1.VolumeSource.hostPath:type_name -> skiff.api.core.v1.HostPathVolumeSource
-	40,  // 343: skiff.api.core.v1.VolumeSource.emptyDir:type_name -> skiff.api.core.v1.EmptyDirVolumeSource
-	61,  // 344: skiff.api.core.v1.VolumeSource.gcePersistentDisk:type_name -> skiff.api.core.v1.GCEPersistentDiskVolumeSource
-	0,   // 345: skiff.api.core.v1.VolumeSource.awsElasticBlockStore:type_name -> skiff.api.core.v1.AWSElasticBlockStoreVolumeSource
-	63,  // 346: skiff.api.core.v1.VolumeSource.gitRepo:type_name -> skiff.api.core.v1.GitRepoVolumeSource
-	180, // 347: skiff.api.core.v1.VolumeSource.secret:type_name -> skiff.api.core.v1.SecretVolumeSource
-	87,  // 348: skiff.api.core.v1.VolumeSource.nfs:type_name -> skiff.api.core.v1.NFSVolumeSource
-	72,  // 349: skiff.api.core.v1.VolumeSource.iscsi:type_name -> skiff.api.core.v1.ISCSIVolumeSource
-	65,  // 350: skiff.api.core.v1.VolumeSource.glusterfs:type_name -> skiff.api.core.v1.GlusterfsVolumeSource
-	121, // 351: skiff.api.core.v1.VolumeSource.persistentVolumeClaim:type_name -> skiff.api.core.v1.PersistentVolumeClaimVolumeSource
-	156, // 352: skiff.api.core.v1.VolumeSource.rbd:type_name -> skiff.api.core.v1.RBDVolumeSource
-	59,  // 353: skiff.api.core.v1.VolumeSource.flexVolume:type_name -> skiff.api.core.v1.FlexVolumeSource
-	14,  // 354: skiff.api.core.v1.VolumeSource.cinder:type_name -> skiff.api.core.v1.CinderVolumeSource
-	12,  // 355: skiff.api.core.v1.VolumeSource.cephfs:type_name -> skiff.api.core.v1.CephFSVolumeSource
-	60,  // 356: skiff.api.core.v1.VolumeSource.flocker:type_name -> skiff.api.core.v1.FlockerVolumeSource
-	39,  // 357: skiff.api.core.v1.VolumeSource.downwardAPI:type_name -> skiff.api.core.v1.DownwardAPIVolumeSource
-	56,  // 358: skiff.api.core.v1.VolumeSource.fc:type_name -> skiff.api.core.v1.FCVolumeSource
-	6,   // 359: skiff.api.core.v1.VolumeSource.azureFile:type_name -> skiff.api.core.v1.AzureFileVolumeSource
-	22,  // 360: skiff.api.core.v1.VolumeSource.configMap:type_name -> skiff.api.core.v1.ConfigMapVolumeSource
-	210, // 361: skiff.api.core.v1.VolumeSource.vsphereVolume:type_name -> skiff.api.core.v1.VsphereVirtualDiskVolumeSource
-	154, // 362: skiff.api.core.v1.VolumeSource.quobyte:type_name -> skiff.api.core.v1.QuobyteVolumeSource
-	4,   // 363: skiff.api.core.v1.VolumeSource.azureDisk:type_name -> skiff.api.core.v1.AzureDiskVolumeSource
-	125, // 364: skiff.api.core.v1.VolumeSource.photonPersistentDisk:type_name -> skiff.api.core.v1.PhotonPersistentDiskVolumeSource
-	153, // 365: skiff.api.core.v1.VolumeSource.projected:type_name -> skiff.api.core.v1.ProjectedVolumeSource
-	149, // 366: skiff.api.core.v1.VolumeSource.portworxVolume:type_name -> skiff.api.core.v1.PortworxVolumeSource
-	171, // 367: skiff.api.core.v1.VolumeSource.scaleIO:type_name -> skiff.api.core.v1.ScaleIOVolumeSource
-	191, // 368: skiff.api.core.v1.VolumeSource.storageos:type_name -> skiff.api.core.v1.StorageOSVolumeSource
-	9,   // 369: skiff.api.core.v1.VolumeSource.csi:type_name -> skiff.api.core.v1.CSIVolumeSource
-	50,  // 370: skiff.api.core.v1.VolumeSource.ephemeral:type_name -> skiff.api.core.v1.EphemeralVolumeSource
-	73,  // 371: skiff.api.core.v1.VolumeSource.image:type_name -> skiff.api.core.v1.ImageVolumeSource
-	74,  // 372: skiff.api.core.v1.VolumeStatus.image:type_name -> skiff.api.core.v1.ImageVolumeStatus
-	128, // 373: skiff.api.core.v1.WeightedPodAffinityTerm.podAffinityTerm:type_name -> skiff.api.core.v1.PodAffinityTerm
-	249, // 374: skiff.api.core.v1.ContainerStatus.AllocatedResourcesEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 375: skiff.api.core.v1.LimitRangeItem.MaxEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 376: skiff.api.core.v1.LimitRangeItem.MinEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 377: skiff.api.core.v1.LimitRangeItem.DefaultEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 378: skiff.api.core.v1.LimitRangeItem.DefaultRequestEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 379: skiff.api.core.v1.LimitRangeItem.MaxLimitRequestRatioEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 380: skiff.api.core.v1.NodeStatus.CapacityEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 381: skiff.api.core.v1.NodeStatus.AllocatableEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 382: skiff.api.core.v1.PersistentVolumeClaimStatus.CapacityEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 383: skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourcesEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 384: skiff.api.core.v1.PersistentVolumeSpec.CapacityEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 385: skiff.api.core.v1.PodSpec.OverheadEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 386: skiff.api.core.v1.PodStatus.AllocatedResourcesEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 387: skiff.api.core.v1.ResourceQuotaSpec.HardEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 388: skiff.api.core.v1.ResourceQuotaStatus.HardEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 389: skiff.api.core.v1.ResourceQuotaStatus.UsedEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 390: skiff.api.core.v1.ResourceRequirements.LimitsEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 391: skiff.api.core.v1.ResourceRequirements.RequestsEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 392: skiff.api.core.v1.VolumeResourceRequirements.LimitsEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	249, // 393: skiff.api.core.v1.VolumeResourceRequirements.RequestsEntry.value:type_name -> skiff.api.meta.v1.Quantity
-	394, // [394:394] is the sub-list for method output_type
-	394, // [394:394] is the sub-list for method input_type
-	394, // [394:394] is the sub-list for extension type_name
-	394, // [394:394] is the sub-list for extension extendee
-	0,   // [0:394] is the sub-list for field type_name
+	253, // 326: skiff.api.core.v1.TCPSocketAction.port:type_name -> skiff.api.meta.v1.IntOrString
+	250, // 327: skiff.api.core.v1.Taint.timeAdded:type_name -> skiff.api.meta.v1.Time
+	196, // 328: skiff.api.core.v1.TopologySelectorTerm.matchLabelExpressions:type_name -> skiff.api.core.v1.TopologySelectorLabelRequirement
+	249, // 329: skiff.api.core.v1.TopologySpreadConstraint.labelSelector:type_name -> skiff.api.meta.v1.LabelSelector
+	210, // 330: skiff.api.core.v1.Volume.volumeSource:type_name -> skiff.api.core.v1.VolumeSource
+	203, // 331: skiff.api.core.v1.VolumeHealthStatus.healthConditions:type_name -> skiff.api.core.v1.VolumeHealthCondition
+	250, // 332: skiff.api.core.v1.VolumeHealthStatus.lastTransitionTime:type_name -> skiff.api.meta.v1.Time
+	211, // 333: skiff.api.core.v1.VolumeMountStatus.volumeStatus:type_name -> skiff.api.core.v1.VolumeStatus
+	106, // 334: skiff.api.core.v1.VolumeNodeAffinity.required:type_name -> skiff.api.core.v1.NodeSelector
+	178, // 335: skiff.api.core.v1.VolumeProjection.secret:type_name -> skiff.api.core.v1.SecretProjection
+	37,  // 336: skiff.api.core.v1.VolumeProjection.downwardAPI:type_name -> skiff.api.core.v1.DownwardAPIProjection
+	21,  // 337: skiff.api.core.v1.VolumeProjection.configMap:type_name -> skiff.api.core.v1.ConfigMapProjection
+	184, // 338: skiff.api.core.v1.VolumeProjection.serviceAccountToken:type_name -> skiff.api.core.v1.ServiceAccountTokenProjection
+	16,  // 339: skiff.api.core.v1.VolumeProjection.clusterTrustBundle:type_name -> skiff.api.core.v1.ClusterTrustBundleProjection
+	130, // 340: skiff.api.core.v1.VolumeProjection.podCertificate:type_name -> skiff.api.core.v1.PodCertificateProjection
+	246, // 341: skiff.api.core.v1.VolumeResourceRequirements.limits:type_name -> skiff.api.core.v1.VolumeResourceRequirements.LimitsEntry
+	247, // 342: skiff.api.core.v1.VolumeResourceRequirements.requests:type_name -> skiff.api.core.v1.VolumeResourceRequirements.RequestsEntry
+	70,  // 343: skiff.api.core.v1.VolumeSource.hostPath:type_name -> skiff.api.core.v1.HostPathVolumeSource
+	40,  // 344: skiff.api.core.v1.VolumeSource.emptyDir:type_name -> skiff.api.core.v1.EmptyDirVolumeSource
+	61,  // 345: skiff.api.core.v1.VolumeSource.gcePersistentDisk:type_name -> skiff.api.core.v1.GCEPersistentDiskVolumeSource
+	0,   // 346: skiff.api.core.v1.VolumeSource.awsElasticBlockStore:type_name -> skiff.api.core.v1.AWSElasticBlockStoreVolumeSource
+	63,  // 347: skiff.api.core.v1.VolumeSource.gitRepo:type_name -> skiff.api.core.v1.GitRepoVolumeSource
+	180, // 348: skiff.api.core.v1.VolumeSource.secret:type_name -> skiff.api.core.v1.SecretVolumeSource
+	87,  // 349: skiff.api.core.v1.VolumeSource.nfs:type_name -> skiff.api.core.v1.NFSVolumeSource
+	72,  // 350: skiff.api.core.v1.VolumeSource.iscsi:type_name -> skiff.api.core.v1.ISCSIVolumeSource
+	65,  // 351: skiff.api.core.v1.VolumeSource.glusterfs:type_name -> skiff.api.core.v1.GlusterfsVolumeSource
+	121, // 352: skiff.api.core.v1.VolumeSource.persistentVolumeClaim:type_name -> skiff.api.core.v1.PersistentVolumeClaimVolumeSource
+	156, // 353: skiff.api.core.v1.VolumeSource.rbd:type_name -> skiff.api.core.v1.RBDVolumeSource
+	59,  // 354: skiff.api.core.v1.VolumeSource.flexVolume:type_name -> skiff.api.core.v1.FlexVolumeSource
+	14,  // 355: skiff.api.core.v1.VolumeSource.cinder:type_name -> skiff.api.core.v1.CinderVolumeSource
+	12,  // 356: skiff.api.core.v1.VolumeSource.cephfs:type_name -> skiff.api.core.v1.CephFSVolumeSource
+	60,  // 357: skiff.api.core.v1.VolumeSource.flocker:type_name -> skiff.api.core.v1.FlockerVolumeSource
+	39,  // 358: skiff.api.core.v1.VolumeSource.downwardAPI:type_name -> skiff.api.core.v1.DownwardAPIVolumeSource
+	56,  // 359: skiff.api.core.v1.VolumeSource.fc:type_name -> skiff.api.core.v1.FCVolumeSource
+	6,   // 360: skiff.api.core.v1.VolumeSource.azureFile:type_name -> skiff.api.core.v1.AzureFileVolumeSource
+	22,  // 361: skiff.api.core.v1.VolumeSource.configMap:type_name -> skiff.api.core.v1.ConfigMapVolumeSource
+	212, // 362: skiff.api.core.v1.VolumeSource.vsphereVolume:type_name -> skiff.api.core.v1.VsphereVirtualDiskVolumeSource
+	154, // 363: skiff.api.core.v1.VolumeSource.quobyte:type_name -> skiff.api.core.v1.QuobyteVolumeSource
+	4,   // 364: skiff.api.core.v1.VolumeSource.azureDisk:type_name -> skiff.api.core.v1.AzureDiskVolumeSource
+	125, // 365: skiff.api.core.v1.VolumeSource.photonPersistentDisk:type_name -> skiff.api.core.v1.PhotonPersistentDiskVolumeSource
+	153, // 366: skiff.api.core.v1.VolumeSource.projected:type_name -> skiff.api.core.v1.ProjectedVolumeSource
+	149, // 367: skiff.api.core.v1.VolumeSource.portworxVolume:type_name -> skiff.api.core.v1.PortworxVolumeSource
+	171, // 368: skiff.api.core.v1.VolumeSource.scaleIO:type_name -> skiff.api.core.v1.ScaleIOVolumeSource
+	191, // 369: skiff.api.core.v1.VolumeSource.storageos:type_name -> skiff.api.core.v1.StorageOSVolumeSource
+	9,   // 370: skiff.api.core.v1.VolumeSource.csi:type_name -> skiff.api.core.v1.CSIVolumeSource
+	50,  // 371: skiff.api.core.v1.VolumeSource.ephemeral:type_name -> skiff.api.core.v1.EphemeralVolumeSource
+	73,  // 372: skiff.api.core.v1.VolumeSource.image:type_name -> skiff.api.core.v1.ImageVolumeSource
+	74,  // 373: skiff.api.core.v1.VolumeStatus.image:type_name -> skiff.api.core.v1.ImageVolumeStatus
+	128, // 374: skiff.api.core.v1.WeightedPodAffinityTerm.podAffinityTerm:type_name -> skiff.api.core.v1.PodAffinityTerm
+	251, // 375: skiff.api.core.v1.ContainerStatus.AllocatedResourcesEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 376: skiff.api.core.v1.LimitRangeItem.MaxEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 377: skiff.api.core.v1.LimitRangeItem.MinEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 378: skiff.api.core.v1.LimitRangeItem.DefaultEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 379: skiff.api.core.v1.LimitRangeItem.DefaultRequestEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 380: skiff.api.core.v1.LimitRangeItem.MaxLimitRequestRatioEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 381: skiff.api.core.v1.NodeStatus.CapacityEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 382: skiff.api.core.v1.NodeStatus.AllocatableEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 383: skiff.api.core.v1.PersistentVolumeClaimStatus.CapacityEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 384: skiff.api.core.v1.PersistentVolumeClaimStatus.AllocatedResourcesEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 385: skiff.api.core.v1.PersistentVolumeSpec.CapacityEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 386: skiff.api.core.v1.PodSpec.OverheadEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 387: skiff.api.core.v1.PodStatus.AllocatedResourcesEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 388: skiff.api.core.v1.ResourceQuotaSpec.HardEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 389: skiff.api.core.v1.ResourceQuotaStatus.HardEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 390: skiff.api.core.v1.ResourceQuotaStatus.UsedEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 391: skiff.api.core.v1.ResourceRequirements.LimitsEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 392: skiff.api.core.v1.ResourceRequirements.RequestsEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 393: skiff.api.core.v1.VolumeResourceRequirements.LimitsEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	251, // 394: skiff.api.core.v1.VolumeResourceRequirements.RequestsEntry.value:type_name -> skiff.api.meta.v1.Quantity
+	395, // [395:395] is the sub-list for method output_type
+	395, // [395:395] is the sub-list for method input_type
+	395, // [395:395] is the sub-list for extension type_name
+	395, // [395:395] is the sub-list for extension extendee
+	0,   // [0:395] is the sub-list for field type_name
 }
 
 func init() { file_api_core_v1_generated_proto_init() }
@@ -21366,19 +21481,19 @@ func file_api_core_v1_generated_proto_init() {
 	file_api_core_v1_generated_proto_msgTypes[185].OneofWrappers = []any{}
 	file_api_core_v1_generated_proto_msgTypes[186].OneofWrappers = []any{}
 	file_api_core_v1_generated_proto_msgTypes[195].OneofWrappers = []any{}
-	file_api_core_v1_generated_proto_msgTypes[196].OneofWrappers = []any{}
-	file_api_core_v1_generated_proto_msgTypes[197].OneofWrappers = []any{}
 	file_api_core_v1_generated_proto_msgTypes[198].OneofWrappers = []any{}
-	file_api_core_v1_generated_proto_msgTypes[203].OneofWrappers = []any{}
-	file_api_core_v1_generated_proto_msgTypes[204].OneofWrappers = []any{}
-	file_api_core_v1_generated_proto_msgTypes[212].OneofWrappers = []any{}
+	file_api_core_v1_generated_proto_msgTypes[199].OneofWrappers = []any{}
+	file_api_core_v1_generated_proto_msgTypes[200].OneofWrappers = []any{}
+	file_api_core_v1_generated_proto_msgTypes[205].OneofWrappers = []any{}
+	file_api_core_v1_generated_proto_msgTypes[206].OneofWrappers = []any{}
+	file_api_core_v1_generated_proto_msgTypes[214].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_core_v1_generated_proto_rawDesc), len(file_api_core_v1_generated_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   246,
+			NumMessages:   248,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
