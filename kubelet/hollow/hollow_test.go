@@ -162,6 +162,27 @@ func TestHollowNodesRunTheirPods(t *testing.T) {
 		}
 	}
 
+	// Containers running `true` and `false` exit at once, so pods that run
+	// to completion (Jobs') end as a real node's would.
+	for name, cmd := range map[string]string{"done": "true", "broken": "false"} {
+		if _, err := pods.Create(ctx, &corev1.Pod{Metadata: &metav1.ObjectMeta{Name: name},
+			Spec: &corev1.PodSpec{NodeName: n.Names()[0], RestartPolicy: "Never",
+				Containers: []*corev1.Container{{Name: "c", Image: "skiff.local/busybox:1.35", Command: []string{cmd}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll(t, "done Succeeded and broken Failed with exit code 1", func() (bool, string) {
+		d, err1 := pods.Get(ctx, "done")
+		b, err2 := pods.Get(ctx, "broken")
+		if err1 != nil || err2 != nil {
+			return false, fmt.Sprint(err1, err2)
+		}
+		cs := b.GetStatus().GetContainerStatuses()
+		return d.GetStatus().GetPhase() == "Succeeded" && b.GetStatus().GetPhase() == "Failed" &&
+				len(cs) == 1 && cs[0].GetState().GetTerminated().GetExitCode() == 1,
+			fmt.Sprintf("done %s, broken %s %v", d.GetStatus().GetPhase(), b.GetStatus().GetPhase(), cs)
+	})
+
 	// Every node's metrics, apart by their node label.
 	mfs, err := n.Gatherer().Gather()
 	if err != nil {

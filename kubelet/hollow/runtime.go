@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -23,16 +24,81 @@ var errNoPodCIDR = errors.New("failed to setup network for sandbox: cni plugin n
 // would, and the network is ready only once the kubelet has handed the
 // runtime that podCIDR (UpdateRuntimeConfig), so a hollow node is NotReady
 // until the controller-manager allocates it one, as a real node is.
+//
+// A hollow container runs until it is stopped, as kubemark's do, except
+// one whose command is `true` or `false`: it exits as soon as it starts,
+// with 0 or 1, so that Jobs complete on hollow nodes.
 type runtime struct {
 	*cri.Fake
 
 	mu    sync.Mutex
 	pools []*pool             // one per podCIDR, in the kubelet's order
 	ips   map[string][]string // sandbox ID → its addresses
+	exits map[string]int32    // created container ID → the code it exits with
 }
 
 func newRuntime() *runtime {
-	return &runtime{Fake: cri.NewFake(), ips: map[string][]string{}}
+	return &runtime{Fake: cri.NewFake(), ips: map[string][]string{}, exits: map[string]int32{}}
+}
+
+// exitCode is what a container running command exits with at once, if it
+// does.
+func exitCode(command []string) (int32, bool) {
+	if len(command) != 1 {
+		return 0, false
+	}
+	switch command[0] {
+	case "true", "/bin/true":
+		return 0, true
+	case "false", "/bin/false":
+		return 1, true
+	}
+	return 0, false
+}
+
+// CreateContainer notes the containers that will exit at once.
+func (r *runtime) CreateContainer(ctx context.Context, sandboxID string, config *runtimeapi.ContainerConfig, sandbox *runtimeapi.PodSandboxConfig) (string, error) {
+	id, err := r.Fake.CreateContainer(ctx, sandboxID, config, sandbox)
+	if code, ok := exitCode(config.GetCommand()); err == nil && ok {
+		r.mu.Lock()
+		r.exits[id] = code
+		r.mu.Unlock()
+	}
+	return id, err
+}
+
+// StartContainer starts the container; one that exits at once is left
+// exited, as the kubelet's next relist finds a real one.
+func (r *runtime) StartContainer(ctx context.Context, id string) error {
+	if err := r.Fake.StartContainer(ctx, id); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	code, ok := r.exits[id]
+	delete(r.exits, id)
+	r.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	f := r.FakeRuntimeService
+	f.Lock()
+	defer f.Unlock()
+	if c := f.Containers[id]; c != nil {
+		c.State, c.FinishedAt, c.ExitCode = runtimeapi.ContainerState_CONTAINER_EXITED, time.Now().UnixNano(), code
+		c.Reason = "Completed"
+		if code != 0 {
+			c.Reason = "Error"
+		}
+	}
+	return nil
+}
+
+// RemoveContainer forgets a container that never started.
+func (r *runtime) RemoveContainer(ctx context.Context, id string) error {
+	r.mu.Lock()
+	delete(r.exits, id)
+	r.mu.Unlock()
+	return r.Fake.RemoveContainer(ctx, id)
 }
 
 var _ cri.Runtime = (*runtime)(nil)
