@@ -62,6 +62,7 @@ var concurrencyFlags = []struct {
 	{"concurrent-namespace-syncs", "namespace", 10},
 	{"concurrent-endpoint-syncs", "endpoint", 5},
 	{"concurrent-service-endpoint-syncs", "endpointslice", 5},
+	{"concurrent-cron-job-syncs", "cronjob", 5},
 }
 
 // NewOptions returns upstream's defaults.

@@ -3,6 +3,7 @@ package validation
 import (
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -449,14 +450,48 @@ func cronJob(c *batchv1.CronJob) field.ErrorList {
 		return field.ErrorList{field.Required(specPath, "")}
 	}
 	var errs field.ErrorList
+	// Job names are "<name>-<minutes since the epoch>", at most 63 characters.
+	if name := c.GetMetadata().GetName(); len(name) > 52 {
+		errs = append(errs, field.Invalid(metaPath.Child("name"), name, "must be no more than 52 characters"))
+	}
 	if s.Schedule == "" {
 		errs = append(errs, field.Required(specPath.Child("schedule"), ""))
-	} else if _, err := cron.ParseStandard(s.Schedule); err != nil {
-		errs = append(errs, field.Invalid(specPath.Child("schedule"), s.Schedule, err.Error()))
+	} else {
+		if _, err := cron.ParseStandard(s.Schedule); err != nil {
+			errs = append(errs, field.Invalid(specPath.Child("schedule"), s.Schedule, err.Error()))
+		}
+		// Upstream lets an update keep a TZ= it already had; this function
+		// does not see the old object, so any TZ= or CRON_TZ= is refused.
+		if strings.Contains(s.Schedule, "TZ") {
+			errs = append(errs, field.Invalid(specPath.Child("schedule"), s.Schedule, "cannot use TZ or CRON_TZ in schedule, use timeZone field instead"))
+		}
 	}
 	if tz := s.TimeZone; tz != nil {
-		if _, err := time.LoadLocation(*tz); err != nil {
-			errs = append(errs, field.Invalid(specPath.Child("timeZone"), *tz, "unknown time zone "+*tz))
+		// As upstream's validateTimeZone: a tz database name (each part of
+		// [A-Za-z0-9._+-]{1,14}, not "." or ".." nor starting with "-"),
+		// never "Local", that this binary can load.
+		tzPath := specPath.Child("timeZone")
+		badPart := func(p string) bool {
+			return p == "." || p == ".." || strings.HasPrefix(p, "-") || len(p) < 1 || len(p) > 14 ||
+				strings.IndexFunc(p, func(r rune) bool {
+					return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-+", r))
+				}) >= 0
+		}
+		bad := false
+		for _, p := range strings.Split(*tz, "/") {
+			bad = bad || badPart(p)
+		}
+		switch {
+		case *tz == "":
+			errs = append(errs, field.Invalid(tzPath, *tz, "timeZone must be nil or non-empty string"))
+		case bad:
+			errs = append(errs, field.Invalid(tzPath, *tz, "unknown time zone "+*tz))
+		case strings.EqualFold(*tz, "Local"):
+			errs = append(errs, field.Invalid(tzPath, *tz, "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones"))
+		default:
+			if _, err := time.LoadLocation(*tz); err != nil {
+				errs = append(errs, field.Invalid(tzPath, *tz, "unknown time zone "+*tz))
+			}
 		}
 	}
 	if s.ConcurrencyPolicy != "" {

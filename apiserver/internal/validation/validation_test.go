@@ -110,6 +110,21 @@ func TestValidateCreate(t *testing.T) {
 			`spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: "Always"`}},
 		{"cron schedule", "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\nspec:\n  schedule: \"bad\"\n  jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: i:1}]}}}}", []string{
 			`spec.schedule: Invalid value: "bad": expected exactly 5 fields, found 1: [bad]`}},
+		{"cron TZ in schedule", cronHead("c", `"TZ=Europe/Berlin 0 9 * * *"`, ""), []string{
+			`spec.schedule: Invalid value: "TZ=Europe/Berlin 0 9 * * *": cannot use TZ or CRON_TZ in schedule, use timeZone field instead`}},
+		{"cron CRON_TZ in schedule", cronHead("c", `"CRON_TZ=UTC @daily"`, ""), []string{
+			`spec.schedule: Invalid value: "CRON_TZ=UTC @daily": cannot use TZ or CRON_TZ in schedule, use timeZone field instead`}},
+		{"cron valid time zone and macro", cronHead("c", "\"@hourly\"", "Europe/Berlin"), nil},
+		{"cron unknown time zone", cronHead("c", `"0 9 * * *"`, "Mars/Olympus"), []string{
+			`spec.timeZone: Invalid value: "Mars/Olympus": unknown time zone Mars/Olympus`}},
+		{"cron time zone path tricks", cronHead("c", `"0 9 * * *"`, "../etc/passwd"), []string{
+			`spec.timeZone: Invalid value: "../etc/passwd": unknown time zone ../etc/passwd`}},
+		{"cron empty time zone", cronHead("c", `"0 9 * * *"`, `""`), []string{
+			`spec.timeZone: Invalid value: "": timeZone must be nil or non-empty string`}},
+		{"cron Local time zone", cronHead("c", `"0 9 * * *"`, "Local"), []string{
+			`spec.timeZone: Invalid value: "Local": timeZone must be an explicit time zone`}},
+		{"cron name too long", cronHead(strings.Repeat("n", 53), `"0 9 * * *"`, ""), []string{
+			`metadata.name: Invalid value: "` + strings.Repeat("n", 53) + `": must be no more than 52 characters`}},
 		{"job restartPolicy", "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec:\n  backoffLimit: -1\n  template: {spec: {containers: [{name: c, image: i:1}]}}", []string{
 			`spec.backoffLimit: Invalid value: -1: must be greater than or equal to 0`,
 			`spec.template.spec.restartPolicy: Unsupported value: "Always": supported values: "OnFailure", "Never"`}},
@@ -195,4 +210,15 @@ func TestValidateUpdateImmutableFields(t *testing.T) {
 	if errs := ValidateUpdate(p3, p, Options{}); len(errs) != 1 || !strings.Contains(errs[0].Error(), "pod updates may not change fields") {
 		t.Fatalf("restartPolicy change: %v", errs.ToAggregate())
 	}
+}
+
+// cronHead is a CronJob manifest with the given name, schedule (YAML) and
+// timeZone (YAML; none when empty).
+func cronHead(name, schedule, timeZone string) string {
+	tz := ""
+	if timeZone != "" {
+		tz = "  timeZone: " + timeZone + "\n"
+	}
+	return "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: " + name + "}\nspec:\n  schedule: " + schedule + "\n" + tz +
+		"  jobTemplate: {spec: {template: {spec: {restartPolicy: Never, containers: [{name: c, image: i:1}]}}}}"
 }

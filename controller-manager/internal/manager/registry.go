@@ -3,6 +3,7 @@ package manager
 import (
 	"slices"
 
+	"skiff.dev/controller-manager/internal/controllers/cronjob"
 	"skiff.dev/controller-manager/internal/controllers/deployment"
 	"skiff.dev/controller-manager/internal/controllers/endpoints"
 	"skiff.dev/controller-manager/internal/controllers/endpointslice"
@@ -18,6 +19,7 @@ import (
 
 // registry holds the controllers Skiff implements, by canonical name.
 var registry = map[string]Constructor{
+	"cronjob-controller":                       cronjob.New,
 	"deployment-controller":                    deployment.New,
 	"endpoints-controller":                     endpoints.New,
 	"endpointslice-controller":                 endpointslice.New,
