@@ -4,6 +4,7 @@
 package defaults
 
 import (
+	"math"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -246,7 +247,13 @@ func jobSpec(s *batchv1.JobSpec) {
 		s.Parallelism = ptr(int32(1))
 	}
 	if s.BackoffLimit == nil {
-		s.BackoffLimit = ptr(int32(6))
+		// With a limit per index, the Job as a whole fails only by
+		// maxFailedIndexes, as upstream's SetDefaults_Job.
+		if s.BackoffLimitPerIndex != nil {
+			s.BackoffLimit = ptr(int32(math.MaxInt32))
+		} else {
+			s.BackoffLimit = ptr(int32(6))
+		}
 	}
 	if s.CompletionMode == nil {
 		s.CompletionMode = ptr("NonIndexed")
@@ -255,7 +262,13 @@ func jobSpec(s *batchv1.JobSpec) {
 		s.Suspend = ptr(false)
 	}
 	if s.PodReplacementPolicy == nil {
-		s.PodReplacementPolicy = ptr("TerminatingOrFailed")
+		// A pod failure policy judges a pod by how it ended, so its
+		// replacement waits until it has (upstream's default).
+		if s.PodFailurePolicy != nil {
+			s.PodReplacementPolicy = ptr("Failed")
+		} else {
+			s.PodReplacementPolicy = ptr("TerminatingOrFailed")
+		}
 	}
 	template(s.Template)
 }

@@ -1,11 +1,13 @@
 package defaults
 
 import (
+	"math"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
 	appsv1 "skiff.dev/proto/api/apps/v1"
+	batchv1 "skiff.dev/proto/api/batch/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 )
@@ -54,5 +56,30 @@ func TestServiceDefaults(t *testing.T) {
 	if p[0].Protocol != "TCP" || p[0].TargetPort.IntVal != 80 || p[1].TargetPort.StrVal != "https" ||
 		s.Spec.SessionAffinity != "None" || s.Spec.ExternalTrafficPolicy != "Cluster" || s.Spec.GetInternalTrafficPolicy() != "Cluster" {
 		t.Fatalf("service defaults: %v", s.Spec)
+	}
+}
+
+// The Job defaults that depend on other fields, as upstream's SetDefaults_Job.
+func TestJobDefaults(t *testing.T) {
+	tmpl := func() *corev1.PodTemplateSpec {
+		return &corev1.PodTemplateSpec{Spec: &corev1.PodSpec{Containers: []*corev1.Container{{Name: "c", Image: "busybox:1.35"}}}}
+	}
+	for _, tc := range []struct {
+		name        string
+		spec        *batchv1.JobSpec
+		backoff     int32
+		replacement string
+	}{
+		{"plain", &batchv1.JobSpec{Template: tmpl()}, 6, "TerminatingOrFailed"},
+		{"a limit per index", &batchv1.JobSpec{Template: tmpl(), BackoffLimitPerIndex: new(int32(1))}, math.MaxInt32, "TerminatingOrFailed"},
+		{"a pod failure policy", &batchv1.JobSpec{Template: tmpl(), PodFailurePolicy: &batchv1.PodFailurePolicy{}}, 6, "Failed"},
+		{"both set stay", &batchv1.JobSpec{Template: tmpl(), BackoffLimit: new(int32(2)), PodReplacementPolicy: new("TerminatingOrFailed"),
+			PodFailurePolicy: &batchv1.PodFailurePolicy{}}, 2, "TerminatingOrFailed"},
+	} {
+		j := &batchv1.Job{Spec: tc.spec}
+		Apply(j)
+		if j.Spec.GetBackoffLimit() != tc.backoff || j.Spec.GetPodReplacementPolicy() != tc.replacement {
+			t.Errorf("%s: backoffLimit %d, podReplacementPolicy %s; want %d, %s", tc.name, j.Spec.GetBackoffLimit(), j.Spec.GetPodReplacementPolicy(), tc.backoff, tc.replacement)
+		}
 	}
 }
