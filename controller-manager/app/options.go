@@ -63,6 +63,10 @@ var concurrencyFlags = []struct {
 	{"concurrent-endpoint-syncs", "endpoint", 5},
 	{"concurrent-service-endpoint-syncs", "endpointslice", 5},
 	{"concurrent-cron-job-syncs", "cronjob", 5},
+	{"concurrent-daemonset-syncs", "daemonset", 2},
+	{"concurrent-statefulset-syncs", "statefulset", 5},
+	{"concurrent-job-syncs", "job", 5},
+	{"concurrent-ttl-after-finished-syncs", "ttl-after-finished", 5},
 }
 
 // NewOptions returns upstream's defaults.

@@ -4,10 +4,12 @@ import (
 	"slices"
 
 	"skiff.dev/controller-manager/internal/controllers/cronjob"
+	"skiff.dev/controller-manager/internal/controllers/daemonset"
 	"skiff.dev/controller-manager/internal/controllers/deployment"
 	"skiff.dev/controller-manager/internal/controllers/endpoints"
 	"skiff.dev/controller-manager/internal/controllers/endpointslice"
 	"skiff.dev/controller-manager/internal/controllers/garbagecollector"
+	"skiff.dev/controller-manager/internal/controllers/job"
 	"skiff.dev/controller-manager/internal/controllers/namespace"
 	"skiff.dev/controller-manager/internal/controllers/nodeipam"
 	"skiff.dev/controller-manager/internal/controllers/nodelifecycle"
@@ -15,15 +17,19 @@ import (
 	"skiff.dev/controller-manager/internal/controllers/replicaset"
 	"skiff.dev/controller-manager/internal/controllers/rootcacertpublisher"
 	"skiff.dev/controller-manager/internal/controllers/serviceaccount"
+	"skiff.dev/controller-manager/internal/controllers/statefulset"
+	"skiff.dev/controller-manager/internal/controllers/ttlafterfinished"
 )
 
 // registry holds the controllers Skiff implements, by canonical name.
 var registry = map[string]Constructor{
 	"cronjob-controller":                       cronjob.New,
+	"daemonset-controller":                     daemonset.New,
 	"deployment-controller":                    deployment.New,
 	"endpoints-controller":                     endpoints.New,
 	"endpointslice-controller":                 endpointslice.New,
 	"garbage-collector-controller":             garbagecollector.New,
+	"job-controller":                           job.New,
 	"namespace-controller":                     namespace.New,
 	"node-ipam-controller":                     nodeipam.New,
 	"node-lifecycle-controller":                nodelifecycle.New,
@@ -32,6 +38,8 @@ var registry = map[string]Constructor{
 	"replicationcontroller-controller":         replicaset.NewReplicationController,
 	"root-ca-certificate-publisher-controller": rootcacertpublisher.New,
 	"serviceaccount-controller":                serviceaccount.New,
+	"statefulset-controller":                   statefulset.New,
+	"ttl-after-finished-controller":            ttlafterfinished.New,
 }
 
 // Available are the canonical names of the controllers Skiff implements.

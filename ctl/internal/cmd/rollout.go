@@ -291,7 +291,18 @@ func (o *Options) revisions(cmd *cobra.Command, obj scheme.Object) ([]revision, 
 			if ref := metav1.GetControllerOf(cr.Metadata); ref == nil || ref.Uid != uid {
 				continue
 			}
-			out = append(out, revision{number: cr.Revision, cause: cr.Metadata.Annotations["kubernetes.io/change-cause"], patch: revisionPatch(cr.GetData().GetRaw())})
+			r := revision{number: cr.Revision, cause: cr.Metadata.Annotations["kubernetes.io/change-cause"], patch: revisionPatch(cr.GetData().GetRaw())}
+			// As for Deployments, undo replaces the template whole (a merge
+			// patch could not drop what the revision lacks).
+			var doc struct {
+				Spec struct {
+					Template map[string]any `json:"template"`
+				} `json:"spec"`
+			}
+			if r.patch != nil && json.Unmarshal(r.patch, &doc) == nil && doc.Spec.Template != nil {
+				r.template, r.patch = doc.Spec.Template, nil
+			}
+			out = append(out, r)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].number < out[j].number })
