@@ -26,7 +26,9 @@ import (
 
 	"skiff.dev/apiserver/internal/admission"
 	"skiff.dev/apiserver/internal/admission/defaulttolerationseconds"
+	"skiff.dev/apiserver/internal/admission/limitranger"
 	"skiff.dev/apiserver/internal/admission/namespacelifecycle"
+	"skiff.dev/apiserver/internal/admission/resourcequota"
 	saadmission "skiff.dev/apiserver/internal/admission/serviceaccount"
 	"skiff.dev/apiserver/internal/etcd"
 	"skiff.dev/apiserver/internal/kubeletclient"
@@ -126,9 +128,10 @@ func New(ctx context.Context, o Options, log *slog.Logger) (_ *Server, err error
 	// Upstream's default plugins that apply to what Skiff serves, in
 	// upstream's order; more arrive with RBAC and the node authorizer.
 	saPlugin := saadmission.New()
+	limitPlugin, quotaPlugin := limitranger.New(), resourcequota.New()
 	var plugins []admission.Plugin
-	for _, p := range []admission.Plugin{namespacelifecycle.New(), saPlugin,
-		defaulttolerationseconds.New(o.DefaultNotReadyTolerationSeconds, o.DefaultUnreachableTolerationSeconds)} {
+	for _, p := range []admission.Plugin{namespacelifecycle.New(), limitPlugin, saPlugin,
+		defaulttolerationseconds.New(o.DefaultNotReadyTolerationSeconds, o.DefaultUnreachableTolerationSeconds), quotaPlugin} {
 		if !slices.Contains(o.DisableAdmissionPlugins, p.Name()) {
 			plugins = append(plugins, p)
 		}
@@ -149,6 +152,8 @@ func New(ctx context.Context, o Options, log *slog.Logger) (_ *Server, err error
 		SideKeys:   map[*scheme.Kind]registry.SideKeys{serviceKind: s.alloc},
 		Validation: validation.Options{NodePortMin: int32(ports.Base), NodePortMax: int32(ports.Last())}})
 	saPlugin.SetServiceAccountGetter(s.reg)
+	limitPlugin.SetStore(limitranger.RegistryStore(s.reg))
+	quotaPlugin.SetStore(resourcequota.RegistryStore(s.reg))
 	tokens, err := serviceaccount.NewAuthenticator(o.ServiceAccountIssuers, verifyKeys, s.reg)
 	if err != nil {
 		return nil, fmt.Errorf("--service-account-key-file: %w", err)
@@ -198,7 +203,8 @@ func kubernetesServiceSANs(o Options) []string {
 }
 
 // admissionPlugins are the default-on plugins, in upstream's order.
-var admissionPlugins = []string{namespacelifecycle.PluginName, saadmission.PluginName, defaulttolerationseconds.PluginName}
+var admissionPlugins = []string{namespacelifecycle.PluginName, limitranger.PluginName, saadmission.PluginName,
+	defaulttolerationseconds.PluginName, resourcequota.PluginName}
 
 // serviceAccountKeys loads the token signing key (generating
 // <data-dir>/pki/sa.key when no file is given) and the keys that verify

@@ -67,6 +67,7 @@ var concurrencyFlags = []struct {
 	{"concurrent-statefulset-syncs", "statefulset", 5},
 	{"concurrent-job-syncs", "job", 5},
 	{"concurrent-ttl-after-finished-syncs", "ttl-after-finished", 5},
+	{"concurrent-resource-quota-syncs", "resourcequota", 5},
 }
 
 // NewOptions returns upstream's defaults.

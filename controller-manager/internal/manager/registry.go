@@ -6,6 +6,7 @@ import (
 	"skiff.dev/controller-manager/internal/controllers/cronjob"
 	"skiff.dev/controller-manager/internal/controllers/daemonset"
 	"skiff.dev/controller-manager/internal/controllers/deployment"
+	"skiff.dev/controller-manager/internal/controllers/disruption"
 	"skiff.dev/controller-manager/internal/controllers/endpoints"
 	"skiff.dev/controller-manager/internal/controllers/endpointslice"
 	"skiff.dev/controller-manager/internal/controllers/garbagecollector"
@@ -15,6 +16,7 @@ import (
 	"skiff.dev/controller-manager/internal/controllers/nodelifecycle"
 	"skiff.dev/controller-manager/internal/controllers/podgc"
 	"skiff.dev/controller-manager/internal/controllers/replicaset"
+	"skiff.dev/controller-manager/internal/controllers/resourcequota"
 	"skiff.dev/controller-manager/internal/controllers/rootcacertpublisher"
 	"skiff.dev/controller-manager/internal/controllers/serviceaccount"
 	"skiff.dev/controller-manager/internal/controllers/statefulset"
@@ -26,6 +28,7 @@ var registry = map[string]Constructor{
 	"cronjob-controller":                       cronjob.New,
 	"daemonset-controller":                     daemonset.New,
 	"deployment-controller":                    deployment.New,
+	"disruption-controller":                    disruption.New,
 	"endpoints-controller":                     endpoints.New,
 	"endpointslice-controller":                 endpointslice.New,
 	"garbage-collector-controller":             garbagecollector.New,
@@ -36,6 +39,7 @@ var registry = map[string]Constructor{
 	"pod-garbage-collector-controller":         podgc.New,
 	"replicaset-controller":                    replicaset.NewReplicaSet,
 	"replicationcontroller-controller":         replicaset.NewReplicationController,
+	"resourcequota-controller":                 resourcequota.New,
 	"root-ca-certificate-publisher-controller": rootcacertpublisher.New,
 	"serviceaccount-controller":                serviceaccount.New,
 	"statefulset-controller":                   statefulset.New,
