@@ -78,9 +78,11 @@ type Cluster struct {
 	// down when it ends (skiff-local up in the foreground): Down from
 	// another process asks it to, rather than racing it.
 	Supervisor int `json:"supervisor,omitempty"`
-	// opts are Up's, for RestartKubelet: only a cluster this process
-	// started can start its components again.
-	opts Options
+	// opts are Up's and components the control plane's, for
+	// RestartKubelet and Start: only a cluster this process started can
+	// start its components again.
+	opts       Options
+	components []Component
 }
 
 // Kubeconfig is the admin client config of the cluster.
@@ -195,7 +197,8 @@ func Up(ctx context.Context, o Options) (*Cluster, error) {
 		}
 		return nil, err
 	}
-	for _, comp := range components(o, c.Nodes, port, metricsPort, schedulerPort, cmPort) {
+	c.components = components(o, c.Nodes, port, metricsPort, schedulerPort, cmPort)
+	for _, comp := range c.components {
 		p, err := start(o, comp)
 		if err != nil {
 			c.Down()
@@ -354,7 +357,7 @@ func (c *Cluster) alive() bool {
 func (c *Cluster) allProcesses() []*Process {
 	ps := slices.Clone(c.Processes)
 	for _, n := range c.Nodes {
-		for _, p := range []*Process{n.Containerd, n.Kubelet, n.Proxy} {
+		for _, p := range []*Process{n.Containerd, n.Kubelet, n.Proxy, n.LocalPath} {
 			if p != nil {
 				ps = append(ps, p)
 			}
@@ -373,6 +376,51 @@ func (c *Cluster) Down() error {
 	}
 	os.Remove(statePath(c.Dir))
 	return err
+}
+
+// Kill kills the control-plane component called name at once (SIGKILL),
+// as a crash or an OOM kill would, and waits until it is gone.
+func (c *Cluster) Kill(name string) error {
+	for _, p := range c.Processes {
+		if p.Name == name {
+			_ = syscall.Kill(p.PID, syscall.SIGKILL)
+			stop(p, 10*time.Second)
+			return nil
+		}
+	}
+	return fmt.Errorf("no component %q in the cluster", name)
+}
+
+// Start starts the stopped or killed control-plane component called name
+// again, with the flags it had, and waits until it is ready.
+func (c *Cluster) Start(ctx context.Context, name string) error {
+	for _, comp := range c.components {
+		if comp.Name != name {
+			continue
+		}
+		for i, old := range c.Processes {
+			if old.Name != name {
+				continue
+			}
+			if pidAlive(old.PID) {
+				return fmt.Errorf("%s is running (pid %d)", name, old.PID)
+			}
+			p, err := start(c.opts, comp)
+			if err != nil {
+				return err
+			}
+			p.Metrics = old.Metrics
+			c.Processes[i] = p
+			if err := c.save(); err != nil {
+				return err
+			}
+			if err := waitReady(ctx, p, comp.Ready, 60*time.Second); err != nil {
+				return fmt.Errorf("%s: %w\n%s", name, err, tail(p.Log, 20))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no component %q in the cluster", name)
 }
 
 // Stop stops the control-plane component called name (tests of what must
