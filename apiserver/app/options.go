@@ -69,6 +69,10 @@ type Options struct {
 	// ServiceAllocationRepairInterval is how often the cluster IP and node
 	// port allocations are checked against the Services (upstream: 3m).
 	ServiceAllocationRepairInterval time.Duration
+	// MetricResolution is how often the built-in metrics.k8s.io server
+	// scrapes the kubelets (metrics-server's --metric-resolution); 0 turns
+	// metrics.k8s.io off.
+	MetricResolution time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -93,6 +97,7 @@ func NewOptions() *Options {
 		EndpointLeaseTTL:                15 * time.Second,
 		EndpointReconcileInterval:       5 * time.Second,
 		ServiceAllocationRepairInterval: 3 * time.Minute,
+		MetricResolution:                15 * time.Second,
 	}
 }
 
@@ -144,6 +149,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"How long a stopped apiserver stays among the kubernetes Service's endpoints (its etcd lease).")
 	fs.DurationVar(&o.EndpointReconcileInterval, "endpoint-reconcile-interval", o.EndpointReconcileInterval,
 		"How often an apiserver renews its endpoint lease and reconciles the kubernetes Service's endpoints; below --endpoint-lease-ttl.")
+	fs.DurationVar(&o.MetricResolution, "metric-resolution", o.MetricResolution,
+		"The interval at which the built-in metrics.k8s.io server scrapes the kubelets' /metrics/resource (metrics-server's flag); 0 disables metrics.k8s.io.")
 	fs.DurationVar(&o.ServiceAllocationRepairInterval, "service-allocation-repair-interval", o.ServiceAllocationRepairInterval,
 		"How often cluster IP and node port allocations are checked against the Services, and leaks, gaps and duplicates repaired or reported.")
 }
@@ -179,6 +186,9 @@ func (o *Options) Validate() error {
 	}
 	if o.TLSCertFile != "" && o.ClientCAFile == "" {
 		errs = append(errs, errors.New("--client-ca-file: required with --tls-cert-file"))
+	}
+	if o.MetricResolution < 0 || (o.MetricResolution > 0 && o.MetricResolution < time.Second) {
+		errs = append(errs, fmt.Errorf("--metric-resolution: %v must be 0 (off) or at least 1s", o.MetricResolution))
 	}
 	if (o.KubeletClientCertificate == "") != (o.KubeletClientKey == "") {
 		errs = append(errs, errors.New("--kubelet-client-certificate and --kubelet-client-key: give both or neither"))

@@ -33,6 +33,7 @@ import (
 	"skiff.dev/apiserver/internal/etcd"
 	"skiff.dev/apiserver/internal/kubeletclient"
 	"skiff.dev/apiserver/internal/kubernetesservice"
+	"skiff.dev/apiserver/internal/metricsapi"
 	"skiff.dev/apiserver/internal/pki"
 	"skiff.dev/apiserver/internal/registry"
 	"skiff.dev/apiserver/internal/server"
@@ -64,6 +65,8 @@ type Server struct {
 	etcd     *etcd.Server
 	bundle   *pki.Bundle
 	alloc    *servicealloc.Allocator
+	// metricsAPI serves metrics.k8s.io (nil with --metric-resolution=0).
+	metricsAPI *metricsapi.Server
 	// advertise is where pods reach this apiserver (--advertise-address).
 	advertise netip.Addr
 
@@ -165,7 +168,14 @@ func New(ctx context.Context, o Options, log *slog.Logger) (_ *Server, err error
 	if kcert == "" && s.bundle != nil {
 		kcert, kkey = s.bundle.KubeletClientCert, s.bundle.KubeletClientKey
 	}
-	s.service.SetKubeletClient(kubeletclient.New(kubeletclient.Config{CertFile: kcert, KeyFile: kkey, CAFile: o.KubeletCertificateAuthority}))
+	kubelets := kubeletclient.New(kubeletclient.Config{CertFile: kcert, KeyFile: kkey, CAFile: o.KubeletCertificateAuthority})
+	s.service.SetKubeletClient(kubelets)
+	if o.MetricResolution > 0 {
+		s.metricsAPI = metricsapi.New(metricsapi.Config{Objects: metricsapi.RegistryObjects(s.reg),
+			Scraper: metricsapi.KubeletScraper{Client: kubelets}, Resolution: o.MetricResolution,
+			Logger: log.With("component", "metrics-api"), Registerer: s.Registry})
+		s.service.SetMetrics(s.metricsAPI)
+	}
 
 	s.grpc = grpc.NewServer(append(server.ServerOptions(log, s.Registry, authn), grpc.Creds(credentials.NewTLS(tlsCfg)))...)
 	apipb.RegisterAPIServer(s.grpc, s.service)
@@ -301,6 +311,9 @@ func (s *Server) Start(ctx context.Context) error {
 			LeaseTTL: s.opts.EndpointLeaseTTL, Interval: s.opts.EndpointReconcileInterval,
 			Logger: s.log.With("component", "kubernetes-service")})
 		g.Go("kubernetes service", kube.Start)
+		if s.metricsAPI != nil {
+			g.Go("metrics api", s.metricsAPI.Start)
+		}
 		s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 		close(s.ready)
 		s.log.Info("skiff-apiserver ready", "address", s.Addr().String(), "admin-config", s.AdminConfig())

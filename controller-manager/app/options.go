@@ -68,6 +68,7 @@ var concurrencyFlags = []struct {
 	{"concurrent-job-syncs", "job", 5},
 	{"concurrent-ttl-after-finished-syncs", "ttl-after-finished", 5},
 	{"concurrent-resource-quota-syncs", "resourcequota", 5},
+	{"concurrent-horizontal-pod-autoscaler-syncs", "horizontalpodautoscaler", 5},
 }
 
 // NewOptions returns upstream's defaults.

@@ -45,6 +45,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 )
 
 // group is one API group/version and the proto package it becomes.
@@ -101,6 +102,12 @@ var groups = []*group{
 	}},
 	{goPath: "k8s.io/api/storage/v1", protoPkg: "skiff.api.storage.v1", dir: "api/storage/v1", goName: "storagev1", roots: []any{
 		storagev1.StorageClass{}, storagev1.CSIDriver{}, storagev1.CSINode{}, storagev1.VolumeAttachment{},
+	}},
+	// metrics.k8s.io is metrics-server's group upstream (k8s.io/metrics);
+	// Skiff's apiserver answers it from its own scrape cache.
+	{goPath: "k8s.io/metrics/pkg/apis/metrics/v1beta1", protoPkg: "skiff.api.metrics.v1beta1", dir: "api/metrics/v1beta1", goName: "metricsv1beta1", roots: []any{
+		metricsv1beta1.NodeMetrics{}, metricsv1beta1.PodMetrics{},
+		metricsv1beta1.NodeMetricsList{}, metricsv1beta1.PodMetricsList{},
 	}},
 }
 
@@ -542,19 +549,22 @@ func exprName(e ast.Expr) string {
 }
 
 func modDir(goPath string) string {
-	for _, m := range []string{"k8s.io/api", "k8s.io/apimachinery"} {
+	for _, m := range []string{"k8s.io/api", "k8s.io/apimachinery", "k8s.io/metrics"} {
 		if rest, ok := strings.CutPrefix(goPath, m+"/"); ok {
-			return filepath.Join(m+"@"+apiVersion(), rest)
+			return filepath.Join(m+"@"+moduleVersion(m), rest)
 		}
 	}
 	log.Fatalf("no module for %s", goPath)
 	return ""
 }
 
-func apiVersion() string {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "k8s.io/api").Output()
+func apiVersion() string { return moduleVersion("k8s.io/api") }
+
+// moduleVersion is the version of module m that go.mod requires.
+func moduleVersion(m string) string {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", m).Output()
 	if err != nil {
-		log.Fatalf("go list -m k8s.io/api: %v", err)
+		log.Fatalf("go list -m %s: %v", m, err)
 	}
 	return strings.TrimSpace(string(out))
 }

@@ -20,6 +20,7 @@ import (
 	corev1 "skiff.dev/proto/api/core/v1"
 	discoveryv1 "skiff.dev/proto/api/discovery/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
+	metricsv1beta1 "skiff.dev/proto/api/metrics/v1beta1"
 	policyv1 "skiff.dev/proto/api/policy/v1"
 	rbacv1 "skiff.dev/proto/api/rbac/v1"
 	schedulingv1 "skiff.dev/proto/api/scheduling/v1"
@@ -50,7 +51,11 @@ type Kind struct {
 	// object as the server completed it, and nothing else can be done to
 	// them (upstream's TokenReview, verbs [create]).
 	CreateOnly bool
-	message    protoreflect.MessageType
+	// ReadOnly kinds are never stored either: the server computes them on
+	// a get or list (metrics.k8s.io's PodMetrics and NodeMetrics, served
+	// upstream by metrics-server with verbs [get list]).
+	ReadOnly bool
+	message  protoreflect.MessageType
 }
 
 // New returns an empty object of the kind, with its metadata allocated.
@@ -152,10 +157,28 @@ var createOnly = []*Kind{
 	}(),
 }
 
+// readOnly are the kinds computed on read; like createOnly they are not in
+// All.
+var readOnly = []*Kind{
+	func() *Kind {
+		k := kind("metrics.k8s.io", "v1beta1", &metricsv1beta1.NodeMetrics{}, "nodes", "", false, nil)
+		k.ReadOnly = true
+		return k
+	}(),
+	func() *Kind {
+		k := kind("metrics.k8s.io", "v1beta1", &metricsv1beta1.PodMetrics{}, "pods", "", true, nil)
+		k.ReadOnly = true
+		return k
+	}(),
+}
+
 // Verbs are the kind's verbs as Discovery reports them.
 func (k *Kind) Verbs() []string {
 	if k.CreateOnly {
 		return []string{"create"}
+	}
+	if k.ReadOnly {
+		return []string{"get", "list"}
 	}
 	return []string{"create", "delete", "get", "list", "patch", "update", "watch"}
 }
@@ -179,8 +202,12 @@ func All() []*Kind { return all }
 // (TokenReview).
 func CreateOnly() []*Kind { return createOnly }
 
-// every is All and CreateOnly, for lookups.
-var every = append(append([]*Kind(nil), all...), createOnly...)
+// ReadOnly returns the kinds computed on read and never stored
+// (PodMetrics, NodeMetrics).
+func ReadOnly() []*Kind { return readOnly }
+
+// every is All, CreateOnly and ReadOnly, for lookups.
+var every = append(append(append([]*Kind(nil), all...), createOnly...), readOnly...)
 
 // ForResource finds a kind by group and plural resource name.
 func ForResource(group, resource string) (*Kind, bool) {
@@ -284,6 +311,7 @@ var groupOf = map[protoreflect.FullName]string{
 	"skiff.api.autoscaling.v2":    "autoscaling",
 	"skiff.api.policy.v1":         "policy",
 	"skiff.api.scheduling.v1":     "scheduling.k8s.io",
+	"skiff.api.metrics.v1beta1":   "metrics.k8s.io",
 }
 
 // subresourceBodies are top-level messages that are not stored kinds but

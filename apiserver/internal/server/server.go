@@ -45,7 +45,18 @@ type Service struct {
 	latency  *prometheus.HistogramVec
 	// kubelets reach the pods' nodes for their streams and NodeProxy.
 	kubelets *kubeletclient.Client
+	// metrics answers the read-only kinds (metrics.k8s.io); nil serves none.
+	metrics Metrics
 }
+
+// Metrics computes the read-only kinds on get and list (metricsapi.Server).
+type Metrics interface {
+	Get(ctx context.Context, k *scheme.Kind, ns, name string) (scheme.Object, error)
+	List(ctx context.Context, k *scheme.Kind, ns, labelSelector, fieldSelector string) ([]scheme.Object, error)
+}
+
+// SetMetrics serves metrics.k8s.io from m; call it before serving.
+func (s *Service) SetMetrics(m Metrics) { s.metrics = m }
 
 // NewService builds the API service; authz nil allows every authenticated
 // request (upstream's AlwaysAllow, until RBAC lands).
@@ -148,6 +159,14 @@ func (s *Service) begin(verb string, ref *apipb.Resource, subresource string) (*
 	c.kind = k
 	if k.CreateOnly && verb != "create" {
 		// upstream's 405; the API has no reason for it, gRPC has a code.
+		err := status.Error(codes.Unimplemented, fmt.Sprintf("the server does not allow this method on the requested resource (%s %s)", verb, k.GroupResource()))
+		return nil, c.done(err)
+	}
+	if k.ReadOnly && (s.metrics == nil || (verb != "get" && verb != "list")) {
+		if s.metrics == nil {
+			c.done(apierrors.NewNotFound("resource", ref.GetResource()))
+			return nil, apierrors.New(apierrors.ReasonNotFound, fmt.Sprintf("the server could not find the requested resource (%s)", resourceName(ref)), nil)
+		}
 		err := status.Error(codes.Unimplemented, fmt.Sprintf("the server does not allow this method on the requested resource (%s %s)", verb, k.GroupResource()))
 		return nil, c.done(err)
 	}
@@ -274,6 +293,14 @@ func (s *Service) Get(ctx context.Context, req *apipb.GetRequest) (*anypb.Any, e
 	if err := c.authorize(ctx, req.GetNamespace(), req.GetName()); err != nil {
 		return nil, err
 	}
+	if c.kind.ReadOnly {
+		obj, err := s.metrics.Get(ctx, c.kind, req.GetNamespace(), req.GetName())
+		if err != nil {
+			return nil, c.done(err)
+		}
+		c.done(nil)
+		return anypb.New(obj)
+	}
 	o, err := s.reg.Get(ctx, c.kind, req.GetNamespace(), req.GetName(), req.GetResourceVersion())
 	return s.reply(c, o, err)
 }
@@ -285,6 +312,21 @@ func (s *Service) List(ctx context.Context, req *apipb.ListRequest) (*apipb.List
 	}
 	if err := c.authorize(ctx, req.GetNamespace(), selectedName(req.GetFieldSelector())); err != nil {
 		return nil, err
+	}
+	if c.kind.ReadOnly {
+		items, err := s.metrics.List(ctx, c.kind, req.GetNamespace(), req.GetLabelSelector(), req.GetFieldSelector())
+		if err != nil {
+			return nil, c.done(err)
+		}
+		resp := &apipb.ListResponse{Items: make([]*anypb.Any, 0, len(items))}
+		for _, it := range items {
+			a, err := anypb.New(it)
+			if err != nil {
+				return nil, c.done(apierrors.NewInternal(err))
+			}
+			resp.Items = append(resp.Items, a)
+		}
+		return resp, c.done(nil)
 	}
 	lr, err := s.reg.List(ctx, c.kind, req.GetNamespace(), registry.ListOptions{
 		LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
@@ -411,7 +453,11 @@ func (s *Service) CreateToken(ctx context.Context, req *apipb.CreateTokenRequest
 
 func (s *Service) Discovery(ctx context.Context, _ *apipb.DiscoveryRequest) (*apipb.DiscoveryResponse, error) {
 	resp := &apipb.DiscoveryResponse{ServerVersion: Version}
-	for _, k := range append(append([]*scheme.Kind(nil), scheme.All()...), scheme.CreateOnly()...) {
+	kinds := append(append([]*scheme.Kind(nil), scheme.All()...), scheme.CreateOnly()...)
+	if s.metrics != nil {
+		kinds = append(kinds, scheme.ReadOnly()...)
+	}
+	for _, k := range kinds {
 		resp.Resources = append(resp.Resources, &apipb.APIResource{
 			Group: k.Group, Version: k.Version, Kind: k.Kind, Resource: k.Resource, Singular: k.Singular,
 			ShortNames: k.ShortNames, Namespaced: k.Namespaced, Verbs: k.Verbs(),

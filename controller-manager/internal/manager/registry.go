@@ -14,6 +14,7 @@ import (
 	"skiff.dev/controller-manager/internal/controllers/namespace"
 	"skiff.dev/controller-manager/internal/controllers/nodeipam"
 	"skiff.dev/controller-manager/internal/controllers/nodelifecycle"
+	"skiff.dev/controller-manager/internal/controllers/podautoscaler"
 	"skiff.dev/controller-manager/internal/controllers/podgc"
 	"skiff.dev/controller-manager/internal/controllers/replicaset"
 	"skiff.dev/controller-manager/internal/controllers/resourcequota"
@@ -32,6 +33,7 @@ var registry = map[string]Constructor{
 	"endpoints-controller":                     endpoints.New,
 	"endpointslice-controller":                 endpointslice.New,
 	"garbage-collector-controller":             garbagecollector.New,
+	"horizontal-pod-autoscaler-controller":     podautoscaler.New,
 	"job-controller":                           job.New,
 	"namespace-controller":                     namespace.New,
 	"node-ipam-controller":                     nodeipam.New,
