@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"skiff.dev/client"
 	appsv1 "skiff.dev/proto/api/apps/v1"
+	autoscalingv2 "skiff.dev/proto/api/autoscaling/v2"
 	batchv1 "skiff.dev/proto/api/batch/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
@@ -65,7 +68,7 @@ func podLog(ctx context.Context, cl *client.Client, ns, name string) (string, er
 // evictions never take a budget below its floor.
 func TestWorkloads(t *testing.T) {
 	c, cl := kubeletClusterN(t, 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	jobs := client.For[*batchv1.Job](cl, "default")
 
@@ -276,6 +279,62 @@ func TestWorkloads(t *testing.T) {
 		if evicted != 2 {
 			t.Errorf("%d of 4 concurrent evictions went through, want exactly the 2 the budget allows", evicted)
 		}
+	})
+
+	t.Run("an HPA scales a Deployment up under load and back down", func(t *testing.T) {
+		labels := map[string]string{"run": "php-apache"}
+		consumer := &corev1.Container{Name: "php-apache", Image: "skiff.local/agnhost:2.53", Args: []string{"resource-consumer", "--port=8080"},
+			Resources: &corev1.ResourceRequirements{Requests: map[string]*metav1.Quantity{"cpu": {String_: "200m"}},
+				Limits: map[string]*metav1.Quantity{"cpu": {String_: "500m"}}}}
+		deployments := client.For[*appsv1.Deployment](cl, "default")
+		if _, err := deployments.Create(ctx, &appsv1.Deployment{Metadata: &metav1.ObjectMeta{Name: "php-apache"},
+			Spec: &appsv1.DeploymentSpec{Replicas: new(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: &corev1.PodTemplateSpec{Metadata: &metav1.ObjectMeta{Labels: labels}, Spec: &corev1.PodSpec{
+					NodeName: c.Nodes[0].Name, Containers: []*corev1.Container{consumer}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		// Scale-down waits 15 s instead of upstream's 5 minutes.
+		if _, err := client.For[*autoscalingv2.HorizontalPodAutoscaler](cl, "default").Create(ctx, &autoscalingv2.HorizontalPodAutoscaler{
+			Metadata: &metav1.ObjectMeta{Name: "php-apache"}, Spec: &autoscalingv2.HorizontalPodAutoscalerSpec{
+				ScaleTargetRef: &autoscalingv2.CrossVersionObjectReference{ApiVersion: "apps/v1", Kind: "Deployment", Name: "php-apache"},
+				MinReplicas:    new(int32(1)), MaxReplicas: 3,
+				Metrics: []*autoscalingv2.MetricSpec{{Type: "Resource", Resource: &autoscalingv2.ResourceMetricSource{Name: "cpu",
+					Target: &autoscalingv2.MetricTarget{Type: "Utilization", AverageUtilization: new(int32(50))}}}},
+				Behavior: &autoscalingv2.HorizontalPodAutoscalerBehavior{ScaleDown: &autoscalingv2.HPAScalingRules{StabilizationWindowSeconds: new(int32(15))}}}}); err != nil {
+			t.Fatal(err)
+		}
+		var ip string
+		eventually(t, time.Minute, "the consumer running", func() (bool, string) {
+			l, err := client.For[*corev1.Pod](cl, "default").List(ctx, client.ListOptions{LabelSelector: "run=php-apache"})
+			if err != nil || len(l.Items) != 1 || l.Items[0].GetStatus().GetPhase() != "Running" {
+				return false, fmt.Sprint(l, err)
+			}
+			ip = l.Items[0].Status.PodIP
+			return true, ""
+		})
+		// 300 millicores of a 200m request: 150 % against a 50 % target.
+		// One request from the host to the pod, bounded to 60 s of load.
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Post("http://"+net.JoinHostPort(ip, "8080")+"/ConsumeCPU?millicores=300&durationSec=60", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("ConsumeCPU: %s", resp.Status)
+		}
+		replicas := func(want func(int32) bool, what string) {
+			t.Helper()
+			eventually(t, 3*time.Minute, what, func() (bool, string) {
+				h, err := client.For[*autoscalingv2.HorizontalPodAutoscaler](cl, "default").Get(ctx, "php-apache")
+				d, err2 := deployments.Get(ctx, "php-apache")
+				if err != nil || err2 != nil {
+					return false, fmt.Sprint(err, err2)
+				}
+				return want(d.Spec.GetReplicas()), fmt.Sprintf("deployment at %d; hpa %v", d.Spec.GetReplicas(), h.GetStatus())
+			})
+		}
+		replicas(func(n int32) bool { return n >= 2 }, "scaled up under load")
+		replicas(func(n int32) bool { return n == 1 }, "scaled back to 1 once the load ended")
 	})
 
 	t.Run("a CronJob starts a Job every minute and keeps its history", func(t *testing.T) {
