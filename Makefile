@@ -14,10 +14,11 @@ BINARIES := \
 	skiff-hollow-nodes=./kubelet/cmd/skiff-hollow-nodes \
 	skiff-proxy=./proxy/cmd/skiff-proxy \
 	skiff-dns=./dns/cmd/skiff-dns \
+	skiff-local-path=./csi/cmd/skiff-local-path \
 	skiff-local=./e2e/cmd/skiff-local
 
 UNIT_PKGS := ./proto/... ./client/... ./apiserver/... ./ctl/... ./scheduler/... ./controller-manager/... \
-	./kubelet/... ./images/... ./proxy/... ./dns/...
+	./kubelet/... ./images/... ./proxy/... ./dns/... ./csi/...
 # The packages where goroutines share state: every CI run tests them with
 # the race detector.
 RACE_PKGS := ./apiserver/internal/watchcache/ ./apiserver/internal/storage/ \

@@ -8,6 +8,7 @@ replace (
 )
 
 require (
+	github.com/container-storage-interface/spec v1.12.0
 	github.com/containernetworking/cni v1.3.0
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/opencontainers/cgroups v0.1.0
@@ -21,6 +22,7 @@ require (
 	k8s.io/apimachinery v0.37.2
 	k8s.io/client-go v0.37.2
 	k8s.io/cri-api v0.37.2
+	k8s.io/kubelet v0.37.2
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd
 	skiff.dev/client v0.0.0-00010101000000-000000000000
 	skiff.dev/proto v0.0.0-00010101000000-000000000000

@@ -35,7 +35,8 @@ type Node struct {
 	Containerd  *Process `json:"containerd,omitempty"`
 	Kubelet     *Process `json:"kubelet,omitempty"`
 	Proxy       *Process `json:"proxy,omitempty"`
-	Mounted     []string `json:"mounted,omitempty"` // host mounts made for this node, innermost last
+	LocalPath   *Process `json:"localPath,omitempty"` // the skiff-local-path CSI node plugin
+	Mounted     []string `json:"mounted,omitempty"`   // host mounts made for this node, innermost last
 	CreatedDirs []string `json:"createdDirs,omitempty"`
 }
 
@@ -238,6 +239,9 @@ func (c *Cluster) startNodes(ctx context.Context, o Options) error {
 	if err := c.startProxies(ctx, o); err != nil {
 		return err
 	}
+	if err := c.startLocalPath(ctx, o); err != nil {
+		return err
+	}
 	return c.applyAddons(ctx, o)
 }
 
@@ -318,7 +322,7 @@ func (c *Cluster) downNodes() error {
 	nodeErrs := make([]error, len(c.Nodes))
 	for i, n := range c.Nodes {
 		wg.Go(func() {
-			for _, p := range []*Process{n.Proxy, n.Kubelet} {
+			for _, p := range []*Process{n.Proxy, n.Kubelet, n.LocalPath} {
 				if p != nil {
 					stop(p, 10*time.Second)
 				}

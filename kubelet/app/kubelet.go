@@ -21,10 +21,12 @@ import (
 	"skiff.dev/client/record"
 	"skiff.dev/kubelet/internal/cni"
 	"skiff.dev/kubelet/internal/cri"
+	"skiff.dev/kubelet/internal/csi"
 	"skiff.dev/kubelet/internal/eviction"
 	"skiff.dev/kubelet/internal/imagegc"
 	"skiff.dev/kubelet/internal/logrotate"
 	"skiff.dev/kubelet/internal/nodestatus"
+	"skiff.dev/kubelet/internal/pluginmanager"
 	"skiff.dev/kubelet/internal/stats"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
@@ -72,6 +74,10 @@ type Kubelet struct {
 	podLister informers.Lister[*corev1.Pod]
 	podCIDRs  chan []string
 	workers   podWorkers // nil until the pods manager is wired (see pods.go)
+	// csiPlugins are the node's CSI drivers, plugins the manager of the
+	// plugin registry (nil on hollow nodes); see storage.go.
+	csiPlugins *csi.Plugins
+	plugins    *pluginmanager.Manager
 }
 
 // New builds a kubelet from cfg; Run runs it.
@@ -149,6 +155,7 @@ func New(cfg Config) (*Kubelet, error) {
 		FieldSelector: "spec.nodeName=" + k.nodeName, Logger: k.log.With("component", "pod-informer")})
 	k.podLister = informers.NewLister[*corev1.Pod](k.pods)
 
+	k.newStorage()
 	if k.workers, err = newPodWorkers(k); err != nil {
 		return nil, err
 	}
@@ -222,6 +229,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		return k.imageGC.Run(ctx)
 	})
 	g.Go("pod-informer", k.pods.Run)
+	k.runStorage(g)
 	if k.workers != nil {
 		g.Go("pods", func(ctx context.Context) error {
 			// Sandboxes need the pause image the preload brings, and

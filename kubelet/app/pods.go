@@ -172,7 +172,7 @@ func newPodWorkers(k *Kubelet) (podWorkers, error) {
 		Recorder: k.recorder, Logger: k.log.With("component", "pods"), Registerer: k.cfg.Registry,
 		RootDir: o.RootDir, PodLogsDir: o.PodLogsDir, SandboxImage: o.PodInfraContainerImage, CgroupRoot: o.CgroupRoot,
 		Env: env, Command: envvars.Command,
-		Volumes: newVolumes(k.cfg.NoMounts, o.RootDir, volumes.Sources{ConfigMap: configMap, Secret: secret, Env: env, Token: token(c)}),
+		Volumes: newVolumes(k.cfg.NoMounts, o.RootDir, volumes.Sources{ConfigMap: configMap, Secret: secret, Env: env, Token: token(c), Storage: k.storageSources()}),
 		DNS:     d.Config, Hosts: d.Hosts,
 		Status:       status.Compute,
 		Resources:    qos.ContainerResources,

@@ -24,6 +24,8 @@ func (m *Manager) setupVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 	switch {
 	case vs.GetHostPath() != nil:
 		return checkHostPath(vs.GetHostPath())
+	case vs.GetPersistentVolumeClaim() != nil:
+		return m.setupClaim(ctx, pod, v)
 	case vs.GetEmptyDir() != nil || isEmpty(vs):
 		ed := vs.GetEmptyDir()
 		dir := m.volumeDir(uid, pluginEmptyDir, v.GetName())

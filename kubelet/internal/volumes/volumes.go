@@ -47,6 +47,8 @@ type Sources struct {
 	NodeAllocatable map[string]*metav1.Quantity
 	// Now is the clock of the token cache; nil is time.Now.
 	Now func() time.Time
+	// Storage serves persistentVolumeClaim and CSI volumes (csi.go).
+	Storage StorageSources
 }
 
 // Upstream's plugin directory names.
@@ -67,6 +69,7 @@ type Manager struct {
 	mu     sync.Mutex
 	locks  map[string]*sync.Mutex // per pod UID: Setup, Mounts and Teardown of one pod never overlap
 	tokens map[string]map[tokenKey]cachedToken
+	csi    csiState
 }
 
 // New returns a manager for the kubelet root directory root (--root-dir).
@@ -136,6 +139,8 @@ func (m *Manager) hostPathOf(pod *corev1.Pod, v *corev1.Volume) (path string, re
 	switch {
 	case vs.GetHostPath() != nil:
 		return vs.GetHostPath().GetPath(), false, nil
+	case vs.GetPersistentVolumeClaim() != nil:
+		return m.claimPath(pod, v)
 	case vs.GetConfigMap() != nil:
 		path, readOnly = m.volumeDir(uid, pluginConfigMap, v.GetName()), true
 	case vs.GetSecret() != nil:
@@ -176,6 +181,9 @@ func (m *Manager) Teardown(podUID string) error {
 	dir := m.PodDir(podUID)
 	if _, err := os.Lstat(dir); os.IsNotExist(err) {
 		return nil
+	}
+	if err := m.teardownCSI(podUID); err != nil {
+		return err
 	}
 	mps, err := m.mount.MountPoints(dir)
 	if err != nil {
