@@ -64,6 +64,40 @@ type Context struct {
 	Now        func() time.Time
 }
 
+// Log is the context's logger, or the process's default.
+func (cc Context) Log() *slog.Logger {
+	if cc.Logger == nil {
+		return slog.Default()
+	}
+	return cc.Logger
+}
+
+// Clock is the context's clock, or the wall clock.
+func (cc Context) Clock() func() time.Time {
+	if cc.Now == nil {
+		return time.Now
+	}
+	return cc.Now
+}
+
+// WorkersFor is the worker count configured for the controller called
+// name, or def.
+func (cc Context) WorkersFor(name string, def int) int {
+	if cc.Options == nil {
+		return def
+	}
+	return cc.Options.Workers(name, def)
+}
+
+// EventRecorder records Events as component, or discards them where the
+// context has no recorder (unit tests).
+func (cc Context) EventRecorder(component string) record.Recorder {
+	if cc.Recorder == nil {
+		return &record.FakeRecorder{}
+	}
+	return cc.Recorder(component)
+}
+
 // Controller is one reconcile loop. Run waits for its informers to sync,
 // then works until ctx ends.
 type Controller interface {

@@ -121,11 +121,7 @@ func newController(cc controllers.Context) (*Controller, error) {
 	if cc.Options != nil {
 		c.workers = cc.Options.Workers(workersName, defaultWorkers)
 	}
-	if cc.Recorder != nil {
-		c.recorder = cc.Recorder(component)
-	} else {
-		c.recorder = &record.FakeRecorder{} // discards
-	}
+	c.recorder = cc.EventRecorder(component)
 	skew, err := creationSkewMetric(cc.Registerer)
 	if err != nil {
 		return nil, err

@@ -80,22 +80,10 @@ type Controller struct {
 func New(cc controllers.Context) (controllers.Controller, error) { return newController(cc), nil }
 
 func newController(cc controllers.Context) *Controller {
-	log := cc.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	now := cc.Now
-	if now == nil {
-		now = time.Now
-	}
-	workers := defaultWorkers
-	if cc.Options != nil {
-		workers = cc.Options.Workers(controllerName, defaultWorkers)
-	}
-	var rec record.Recorder = &record.FakeRecorder{}
-	if cc.Recorder != nil {
-		rec = cc.Recorder(component)
-	}
+	log := cc.Log()
+	now := cc.Clock()
+	workers := cc.WorkersFor(controllerName, defaultWorkers)
+	rec := cc.EventRecorder(component)
 	ds := informers.For[*appsv1.DaemonSet](cc.Informers)
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	nodes := informers.For[*corev1.Node](cc.Informers)

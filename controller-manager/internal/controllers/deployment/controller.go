@@ -58,18 +58,9 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 }
 
 func newController(cc controllers.Context) *Controller {
-	log := cc.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	now := cc.Now
-	if now == nil {
-		now = time.Now
-	}
-	workers := defaultWorkers
-	if cc.Options != nil {
-		workers = cc.Options.Workers(controllerName, defaultWorkers)
-	}
+	log := cc.Log()
+	now := cc.Clock()
+	workers := cc.WorkersFor(controllerName, defaultWorkers)
 	d := informers.For[*appsv1.Deployment](cc.Informers)
 	rs := informers.For[*appsv1.ReplicaSet](cc.Informers)
 	pods := informers.For[*corev1.Pod](cc.Informers)

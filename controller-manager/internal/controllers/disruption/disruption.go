@@ -102,11 +102,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	if cc.Options != nil {
 		c.workers = cc.Options.Workers(Name, defaultWorkers)
 	}
-	if cc.Recorder != nil {
-		c.recorder = cc.Recorder(Component)
-	} else {
-		c.recorder = &record.FakeRecorder{}
-	}
+	c.recorder = cc.EventRecorder(Component)
 	pdbs := informers.For[*policyv1.PodDisruptionBudget](cc.Informers)
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	rss := informers.For[*appsv1.ReplicaSet](cc.Informers)

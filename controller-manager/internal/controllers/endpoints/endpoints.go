@@ -87,10 +87,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	svcs := informers.For[*corev1.Service](cc.Informers)
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	eps := informers.For[*corev1.Endpoints](cc.Informers)
-	log := cc.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := cc.Log()
 	c := &Controller{
 		client: cc.Client, services: svcs.Lister(), pods: pods.Lister(), endpoints: eps.Lister(),
 		queue:    workqueue.NewWithMetrics("endpoint", cc.Registerer),

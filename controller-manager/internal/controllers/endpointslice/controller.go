@@ -102,10 +102,7 @@ func NewWithConfig(cc controllers.Context, cfg Config) (*Controller, error) {
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	nodes := informers.For[*corev1.Node](cc.Informers)
 	slices := informers.For[*discoveryv1.EndpointSlice](cc.Informers)
-	log := cc.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := cc.Log()
 	c := &Controller{
 		client: cc.Client, services: svcs.Lister(), pods: pods.Lister(), nodes: nodes.Lister(), slices: slices.Lister(),
 		queue:    workqueue.NewWithMetrics("endpoint_slice", cc.Registerer),

@@ -113,14 +113,8 @@ type GarbageCollector struct {
 
 // New builds the garbage collector over the shared informers of every kind.
 func New(cc controllers.Context) (controllers.Controller, error) {
-	log := cc.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	workers := defaultWorkers
-	if cc.Options != nil {
-		workers = cc.Options.Workers(Name, defaultWorkers)
-	}
+	log := cc.Log()
+	workers := cc.WorkersFor(Name, defaultWorkers)
 	var rec record.Recorder
 	if cc.Recorder != nil {
 		rec = cc.Recorder("garbage-collector-controller")

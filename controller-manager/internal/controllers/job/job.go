@@ -137,11 +137,7 @@ func newController(cc controllers.Context) (*Controller, error) {
 	if cc.Options != nil {
 		c.workers = cc.Options.Workers("job", defaultWorkers)
 	}
-	if cc.Recorder != nil {
-		c.recorder = cc.Recorder(Name)
-	} else {
-		c.recorder = &record.FakeRecorder{}
-	}
+	c.recorder = cc.EventRecorder(Name)
 	jobs := informers.For[*batchv1.Job](cc.Informers)
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	c.jobs, c.pods = jobs.Lister(), pods.Lister()

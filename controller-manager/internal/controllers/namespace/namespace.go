@@ -82,10 +82,7 @@ type Controller struct {
 // namespace informer feeds it.
 func New(cc controllers.Context) (controllers.Controller, error) {
 	log := cc.Logger
-	now := cc.Now
-	if now == nil {
-		now = time.Now
-	}
+	now := cc.Clock()
 	ns := informers.For[*corev1.Namespace](cc.Informers)
 	c := &Controller{
 		namespaces: ns.Lister(),

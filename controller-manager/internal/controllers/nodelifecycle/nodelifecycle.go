@@ -135,10 +135,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 		!strings.Contains(err.Error(), "already exists") {
 		return nil, err
 	}
-	now := cc.Now
-	if now == nil {
-		now = time.Now
-	}
+	now := cc.Clock()
 	c := &Controller{
 		client: cc.Client, nodes: nodes.Lister(), leases: leases.Lister(), pods: pods.Lister(), podInformer: pods.Informer(),
 		recorder: cc.Recorder("node-controller"), log: cc.Logger, now: now,

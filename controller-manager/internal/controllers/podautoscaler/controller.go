@@ -90,14 +90,8 @@ func NewWithOptions(cc controllers.Context, o Options, metrics MetricsClient, sc
 	if o.Tolerance < 0 {
 		return nil, fmt.Errorf("--horizontal-pod-autoscaler-tolerance: %v must not be negative", o.Tolerance)
 	}
-	log := cc.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	now := cc.Now
-	if now == nil {
-		now = time.Now
-	}
+	log := cc.Log()
+	now := cc.Clock()
 	if metrics == nil {
 		metrics = NewMetricsClient(cc.Client)
 	}

@@ -133,11 +133,7 @@ func newController(cc controllers.Context, name, component string, w workloads) 
 	if cc.Options != nil {
 		c.workers = cc.Options.Workers(name, defaultWorkers)
 	}
-	if cc.Recorder != nil {
-		c.recorder = cc.Recorder(component)
-	} else {
-		c.recorder = &record.FakeRecorder{} // discards
-	}
+	c.recorder = cc.EventRecorder(component)
 	ratio, err := sortingDeletionAgeRatio(cc.Registerer)
 	if err != nil {
 		return nil, err
