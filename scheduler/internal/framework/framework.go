@@ -4,8 +4,6 @@ import (
 	"context"
 	"sync"
 	"time"
-
-	corev1 "skiff.dev/proto/api/core/v1"
 )
 
 // CycleState carries data between a cycle's extension points (a pre-filter
@@ -131,32 +129,4 @@ type PostBindPlugin interface {
 type Handle interface {
 	// Snapshot is the node view of the current cycle.
 	Snapshot() []*NodeInfo
-}
-
-// DefaultPod is what a pod's spec says about itself for scheduling, kept here
-// so plugins agree: its tolerations, its node selector.
-func Tolerates(tols []*corev1.Toleration, t *corev1.Taint) bool {
-	for _, tol := range tols {
-		if ToleratesTaint(tol, t) {
-			return true
-		}
-	}
-	return false
-}
-
-// ToleratesTaint is upstream's Toleration.ToleratesTaint.
-func ToleratesTaint(tol *corev1.Toleration, t *corev1.Taint) bool {
-	if tol.Effect != "" && tol.Effect != t.Effect {
-		return false
-	}
-	if tol.Key != "" && tol.Key != t.Key {
-		return false
-	}
-	switch tol.Operator {
-	case "", "Equal":
-		return tol.Value == t.Value
-	case "Exists":
-		return true
-	}
-	return false
 }

@@ -2,11 +2,11 @@ package daemonset
 
 import (
 	"fmt"
-	"strconv"
 
 	"google.golang.org/protobuf/proto"
 
 	corev1 "skiff.dev/proto/api/core/v1"
+	"skiff.dev/proto/placement"
 )
 
 // Upstream's well-known taint keys the controller tolerates on its pods.
@@ -58,124 +58,6 @@ func addOrUpdateToleration(spec *corev1.PodSpec, tol *corev1.Toleration) {
 	spec.Tolerations = append(spec.Tolerations, tol)
 }
 
-// toleratesTaint is upstream's Toleration.ToleratesTaint (the scheduler's
-// framework.ToleratesTaint, which the controller-manager cannot import).
-func toleratesTaint(tol *corev1.Toleration, t *corev1.Taint) bool {
-	if tol.GetEffect() != "" && tol.GetEffect() != t.GetEffect() {
-		return false
-	}
-	if tol.GetKey() != "" && tol.GetKey() != t.GetKey() {
-		return false
-	}
-	switch tol.GetOperator() {
-	case "", "Equal":
-		return tol.GetValue() == t.GetValue()
-	case "Exists":
-		return true
-	}
-	return false
-}
-
-// untoleratedTaint is upstream's FindMatchingUntoleratedTaint: the first
-// taint that include selects and no toleration tolerates.
-func untoleratedTaint(taints []*corev1.Taint, tols []*corev1.Toleration, include func(*corev1.Taint) bool) (*corev1.Taint, bool) {
-	for _, t := range taints {
-		if !include(t) {
-			continue
-		}
-		tolerated := false
-		for _, tol := range tols {
-			if toleratesTaint(tol, t) {
-				tolerated = true
-				break
-			}
-		}
-		if !tolerated {
-			return t, true
-		}
-	}
-	return nil, false
-}
-
-// matchesNodeSelectorAndAffinity is upstream's
-// GetRequiredNodeAffinity(pod).Match(node): the pod's nodeSelector and any
-// one of its required node affinity terms.
-func matchesNodeSelectorAndAffinity(spec *corev1.PodSpec, n *corev1.Node) bool {
-	nodeLabels := n.GetMetadata().GetLabels()
-	for k, v := range spec.GetNodeSelector() {
-		if got, ok := nodeLabels[k]; !ok || got != v {
-			return false
-		}
-	}
-	req := spec.GetAffinity().GetNodeAffinity().GetRequiredDuringSchedulingIgnoredDuringExecution()
-	if req == nil {
-		return true
-	}
-	for _, t := range req.GetNodeSelectorTerms() {
-		if termMatches(t, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// termMatches: every expression and field requirement of a non-empty term
-// holds (the scheduler's nodeaffinity.TermMatches).
-func termMatches(t *corev1.NodeSelectorTerm, n *corev1.Node) bool {
-	if len(t.GetMatchExpressions())+len(t.GetMatchFields()) == 0 {
-		return false
-	}
-	for _, r := range t.GetMatchExpressions() {
-		if !requirementMatches(r, n.GetMetadata().GetLabels()) {
-			return false
-		}
-	}
-	for _, r := range t.GetMatchFields() {
-		if r.GetKey() != objectNameField || !requirementMatches(r, map[string]string{objectNameField: n.GetMetadata().GetName()}) {
-			return false
-		}
-	}
-	return true
-}
-
-func requirementMatches(r *corev1.NodeSelectorRequirement, labels map[string]string) bool {
-	v, has := labels[r.GetKey()]
-	switch r.GetOperator() {
-	case "In":
-		for _, want := range r.GetValues() {
-			if has && v == want {
-				return true
-			}
-		}
-		return false
-	case "NotIn":
-		for _, no := range r.GetValues() {
-			if has && v == no {
-				return false
-			}
-		}
-		return true
-	case "Exists":
-		return has
-	case "DoesNotExist":
-		return !has
-	case "Gt", "Lt":
-		if !has || len(r.GetValues()) != 1 {
-			return false
-		}
-		got, err1 := strconv.ParseInt(v, 10, 64)
-		want, err2 := strconv.ParseInt(r.GetValues()[0], 10, 64)
-		if err1 != nil || err2 != nil {
-			return false
-		}
-		if r.GetOperator() == "Gt" {
-			return got > want
-		}
-		return got < want
-	}
-	return false
-}
-
 // newPodSpec is the spec a daemon pod for node would have: the template's,
 // with the daemon tolerations, as upstream's NewPod, for the predicates.
 func newPodSpec(tmpl *corev1.PodTemplateSpec) *corev1.PodSpec {
@@ -197,15 +79,15 @@ func nodeShouldRunDaemonPod(n *corev1.Node, spec *corev1.PodSpec) (shouldRun, sh
 	if name := spec.GetNodeName(); name != "" && name != n.GetMetadata().GetName() {
 		return false, false
 	}
-	if !matchesNodeSelectorAndAffinity(spec, n) {
+	if !placement.RequiredMatches(spec, n) {
 		return false, false
 	}
 	taints := n.GetSpec().GetTaints()
 	tols := spec.GetTolerations()
-	if _, bad := untoleratedTaint(taints, tols, func(t *corev1.Taint) bool {
+	if _, bad := placement.UntoleratedTaint(taints, tols, func(t *corev1.Taint) bool {
 		return t.GetEffect() == effectNoSchedule || t.GetEffect() == effectNoExecute
 	}); bad {
-		_, noExec := untoleratedTaint(taints, tols, func(t *corev1.Taint) bool { return t.GetEffect() == effectNoExecute })
+		_, noExec := placement.UntoleratedTaint(taints, tols, func(t *corev1.Taint) bool { return t.GetEffect() == effectNoExecute })
 		return false, !noExec
 	}
 	return true, true

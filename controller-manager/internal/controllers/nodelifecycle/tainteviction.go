@@ -20,6 +20,7 @@ import (
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/apipb"
+	"skiff.dev/proto/placement"
 	"skiff.dev/proto/scheme"
 )
 
@@ -135,23 +136,6 @@ func (t *taintEviction) run(ctx context.Context) {
 	controller.Run(ctx, t.queue, taintEvictionWorkers, t.sync, t.log)
 }
 
-// toleratesTaint is upstream's Toleration.ToleratesTaint.
-func toleratesTaint(tol *corev1.Toleration, taint *corev1.Taint) bool {
-	if tol.GetEffect() != "" && tol.GetEffect() != taint.GetEffect() {
-		return false
-	}
-	if tol.GetKey() != "" && tol.GetKey() != taint.GetKey() {
-		return false
-	}
-	switch tol.GetOperator() {
-	case "", "Equal":
-		return tol.GetValue() == taint.GetValue()
-	case "Exists":
-		return true
-	}
-	return false
-}
-
 // evictionTime is when a pod with tolerations goes from a node with
 // taints (all NoExecute): now when a taint is not tolerated; else, for each
 // taint, the first toleration matching it (upstream's
@@ -162,7 +146,7 @@ func evictionTime(tolerations []*corev1.Toleration, taints []*corev1.Taint, adde
 	for _, taint := range taints {
 		var used *corev1.Toleration
 		for _, tol := range tolerations {
-			if toleratesTaint(tol, taint) {
+			if placement.ToleratesTaint(tol, taint) {
 				used = tol
 				break
 			}

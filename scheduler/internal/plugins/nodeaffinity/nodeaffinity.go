@@ -5,9 +5,9 @@ package nodeaffinity
 
 import (
 	"context"
-	"strconv"
 
 	corev1 "skiff.dev/proto/api/core/v1"
+	"skiff.dev/proto/placement"
 	"skiff.dev/scheduler/internal/framework"
 )
 
@@ -27,83 +27,14 @@ func (Plugin) Filter(_ context.Context, _ *framework.CycleState, pod *framework.
 	return nil
 }
 
-// RequiredMatches: nodeSelector and the required terms (any term; all of a
-// term's expressions) match the node.
+// RequiredMatches: the pod's nodeSelector and required node affinity
+// match the node (proto/placement, shared with the DaemonSet controller).
 func RequiredMatches(p *corev1.Pod, n *corev1.Node) bool {
-	labels := n.GetMetadata().GetLabels()
-	for k, v := range p.GetSpec().GetNodeSelector() {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	req := p.GetSpec().GetAffinity().GetNodeAffinity().GetRequiredDuringSchedulingIgnoredDuringExecution()
-	if req == nil {
-		return true
-	}
-	for _, t := range req.GetNodeSelectorTerms() {
-		if TermMatches(t, n) {
-			return true
-		}
-	}
-	return false
+	return placement.RequiredMatches(p.GetSpec(), n)
 }
 
-// TermMatches: every match expression and match field of the term holds.
-func TermMatches(t *corev1.NodeSelectorTerm, n *corev1.Node) bool {
-	if len(t.GetMatchExpressions())+len(t.GetMatchFields()) == 0 {
-		return false
-	}
-	labels := n.GetMetadata().GetLabels()
-	for _, r := range t.GetMatchExpressions() {
-		if !requirement(r, labels) {
-			return false
-		}
-	}
-	for _, r := range t.GetMatchFields() {
-		if r.Key != "metadata.name" || !requirement(r, map[string]string{"metadata.name": n.GetMetadata().GetName()}) {
-			return false
-		}
-	}
-	return true
-}
-
-func requirement(r *corev1.NodeSelectorRequirement, labels map[string]string) bool {
-	v, has := labels[r.Key]
-	switch r.Operator {
-	case "In":
-		for _, want := range r.Values {
-			if has && v == want {
-				return true
-			}
-		}
-		return false
-	case "NotIn":
-		for _, no := range r.Values {
-			if has && v == no {
-				return false
-			}
-		}
-		return true
-	case "Exists":
-		return has
-	case "DoesNotExist":
-		return !has
-	case "Gt", "Lt":
-		if !has || len(r.Values) != 1 {
-			return false
-		}
-		got, err1 := strconv.ParseInt(v, 10, 64)
-		want, err2 := strconv.ParseInt(r.Values[0], 10, 64)
-		if err1 != nil || err2 != nil {
-			return false
-		}
-		if r.Operator == "Gt" {
-			return got > want
-		}
-		return got < want
-	}
-	return false
-}
+// TermMatches is placement.TermMatches.
+func TermMatches(t *corev1.NodeSelectorTerm, n *corev1.Node) bool { return placement.TermMatches(t, n) }
 
 // Score sums the weights of the preferred terms the node matches.
 func (Plugin) Score(_ context.Context, _ *framework.CycleState, pod *framework.PodInfo, node *framework.NodeInfo) (int64, *framework.Status) {

@@ -6,6 +6,7 @@ import (
 	"context"
 
 	corev1 "skiff.dev/proto/api/core/v1"
+	"skiff.dev/proto/placement"
 	"skiff.dev/scheduler/internal/framework"
 )
 
@@ -24,7 +25,7 @@ func (Plugin) Filter(_ context.Context, _ *framework.CycleState, pod *framework.
 	if !node.Node.GetSpec().GetUnschedulable() {
 		return nil
 	}
-	if framework.Tolerates(pod.Pod.GetSpec().GetTolerations(), taint) {
+	if placement.Tolerates(pod.Pod.GetSpec().GetTolerations(), taint) {
 		return nil
 	}
 	return framework.NewStatus(framework.UnschedulableAndUnresolvable, ErrReason)

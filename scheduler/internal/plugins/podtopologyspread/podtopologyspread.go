@@ -12,6 +12,7 @@ import (
 
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
+	"skiff.dev/proto/placement"
 	"skiff.dev/scheduler/internal/framework"
 	"skiff.dev/scheduler/internal/plugins/nodeaffinity"
 )
@@ -126,7 +127,7 @@ func eligible(cs *constraint, pod *corev1.Pod, node *corev1.Node) bool {
 	}
 	if cs.honorTaints {
 		for _, t := range node.GetSpec().GetTaints() {
-			if (t.Effect == "NoSchedule" || t.Effect == "NoExecute") && !framework.Tolerates(pod.GetSpec().GetTolerations(), t) {
+			if (t.Effect == "NoSchedule" || t.Effect == "NoExecute") && !placement.Tolerates(pod.GetSpec().GetTolerations(), t) {
 				return false
 			}
 		}

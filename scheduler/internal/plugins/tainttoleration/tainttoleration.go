@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	corev1 "skiff.dev/proto/api/core/v1"
+	"skiff.dev/proto/placement"
 	"skiff.dev/scheduler/internal/framework"
 )
 
@@ -23,7 +24,7 @@ func (Plugin) Filter(_ context.Context, _ *framework.CycleState, pod *framework.
 		if t.Effect != "NoSchedule" && t.Effect != "NoExecute" {
 			continue
 		}
-		if !framework.Tolerates(tols, t) {
+		if !placement.Tolerates(tols, t) {
 			return framework.NewStatus(framework.UnschedulableAndUnresolvable, untolerated(t))
 		}
 	}
@@ -41,7 +42,7 @@ func (Plugin) Score(_ context.Context, _ *framework.CycleState, pod *framework.P
 	var n int64
 	tols := pod.Pod.GetSpec().GetTolerations()
 	for _, t := range node.Node.GetSpec().GetTaints() {
-		if t.Effect == "PreferNoSchedule" && !framework.Tolerates(tols, t) {
+		if t.Effect == "PreferNoSchedule" && !placement.Tolerates(tols, t) {
 			n++
 		}
 	}

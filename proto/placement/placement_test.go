@@ -1,4 +1,4 @@
-package nodeaffinity
+package placement
 
 import (
 	"testing"
@@ -41,8 +41,35 @@ func TestRequiredMatches(t *testing.T) {
 		{"empty term matches nothing", pod(nil, &corev1.NodeSelectorTerm{}), false},
 	}
 	for _, tc := range cases {
-		if got := RequiredMatches(tc.pod, n); got != tc.want {
+		if got := RequiredMatches(tc.pod.Spec, n); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestTolerations(t *testing.T) {
+	taint := &corev1.Taint{Key: "dedicated", Value: "batch", Effect: "NoSchedule"}
+	for _, tc := range []struct {
+		tol  *corev1.Toleration
+		want bool
+	}{
+		{&corev1.Toleration{Key: "dedicated", Value: "batch"}, true},
+		{&corev1.Toleration{Key: "dedicated", Operator: "Equal", Value: "web"}, false},
+		{&corev1.Toleration{Key: "dedicated", Operator: "Exists", Effect: "NoSchedule"}, true},
+		{&corev1.Toleration{Key: "dedicated", Operator: "Exists", Effect: "NoExecute"}, false},
+		{&corev1.Toleration{Operator: "Exists"}, true},
+		{&corev1.Toleration{Key: "other", Operator: "Exists"}, false},
+	} {
+		if got := ToleratesTaint(tc.tol, taint); got != tc.want {
+			t.Errorf("%v tolerates %v: %v, want %v", tc.tol, taint, got, tc.want)
+		}
+	}
+	soft := &corev1.Taint{Key: "soft", Effect: "PreferNoSchedule"}
+	hard := func(t *corev1.Taint) bool { return t.Effect != "PreferNoSchedule" }
+	if got, ok := UntoleratedTaint([]*corev1.Taint{soft, taint}, nil, hard); !ok || got != taint {
+		t.Errorf("UntoleratedTaint: %v %v, want the NoSchedule taint", got, ok)
+	}
+	if _, ok := UntoleratedTaint([]*corev1.Taint{soft, taint}, []*corev1.Toleration{{Key: "dedicated", Operator: "Exists"}}, hard); ok {
+		t.Error("UntoleratedTaint found a tolerated taint")
 	}
 }
