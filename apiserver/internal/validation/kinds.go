@@ -274,7 +274,8 @@ func validateKind(obj, old proto.Message, opts Options) field.ErrorList {
 		} else {
 			errs = append(errs, quantity(q, specPath.Child("resources", "requests").Key("storage"))...)
 		}
-		return errs
+		oldPVC, _ := old.(*corev1.PersistentVolumeClaim)
+		return append(errs, persistentVolumeClaimStorage(o, oldPVC)...)
 	case *corev1.PersistentVolume:
 		s := nonNil(o.GetSpec())
 		var errs field.ErrorList
@@ -284,7 +285,8 @@ func validateKind(obj, old proto.Message, opts Options) field.ErrorList {
 		if _, ok := s.GetCapacity()["storage"]; !ok {
 			errs = append(errs, field.Required(specPath.Child("capacity"), ""))
 		}
-		return errs
+		oldPV, _ := old.(*corev1.PersistentVolume)
+		return append(errs, persistentVolumeStorage(o, oldPV)...)
 	case *corev1.ResourceQuota:
 		var errs field.ErrorList
 		for k, q := range o.GetSpec().GetHard() {
@@ -304,6 +306,10 @@ func validateKind(obj, old proto.Message, opts Options) field.ErrorList {
 			}
 		}
 		return errs
+	default:
+		if errs := storageKind(obj, old); len(errs) > 0 {
+			return errs
+		}
 	}
 	return nil
 }

@@ -57,6 +57,9 @@ var upstreamControllers = []known{
 	{name: "token-cleaner-controller", alias: "tokencleaner", disabled: true},
 	{name: "ttl-controller", alias: "ttl"},
 	{name: "ttl-after-finished-controller", alias: "ttl-after-finished"},
+	// Skiff's own: the external provisioner of skiff-local-path's volumes
+	// (upstream runs one beside each CSI driver).
+	{name: "local-path-provisioner", alias: "local-path-provisioner"},
 }
 
 // canonical maps a name or alias to the canonical name.

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"skiff.dev/client"
+	"skiff.dev/client/informers"
 	"skiff.dev/scheduler/internal/framework"
 	"skiff.dev/scheduler/internal/plugins/defaultbinder"
 	"skiff.dev/scheduler/internal/plugins/imagelocality"
@@ -21,6 +22,7 @@ import (
 	"skiff.dev/scheduler/internal/plugins/podtopologyspread"
 	"skiff.dev/scheduler/internal/plugins/queuesort"
 	"skiff.dev/scheduler/internal/plugins/tainttoleration"
+	"skiff.dev/scheduler/internal/plugins/volumebinding"
 )
 
 // PluginSet enables and disables plugins at an extension point.
@@ -88,7 +90,7 @@ type profileFramework struct {
 }
 
 // registry builds every plugin this scheduler knows.
-func registry(c *client.Client, args map[string]map[string]any) (map[string]framework.Plugin, error) {
+func registry(c *client.Client, inf *informers.Factory, args map[string]map[string]any) (map[string]framework.Plugin, error) {
 	fit := noderesources.NewFit()
 	if a := args[noderesources.FitName]; a != nil {
 		if s, ok := a["scoringStrategy"].(map[string]any); ok {
@@ -125,7 +127,7 @@ func registry(c *client.Client, args map[string]map[string]any) (map[string]fram
 	plugins := []framework.Plugin{
 		queuesort.Plugin{}, nodeunschedulable.Plugin{}, nodename.Plugin{}, tainttoleration.Plugin{},
 		nodeaffinity.Plugin{}, nodeports.Plugin{}, fit, podtopologyspread.Plugin{}, interpodaffinity.Plugin{},
-		noderesources.NewBalanced(), &imagelocality.Plugin{},
+		noderesources.NewBalanced(), &imagelocality.Plugin{}, volumebinding.New(c, inf),
 		defaultbinder.Plugin{Client: c},
 	}
 	out := map[string]framework.Plugin{}
@@ -140,16 +142,16 @@ func asList(v any) []any { l, _ := v.([]any); return l }
 // defaultPlugins is upstream's default MultiPoint order.
 var defaultPlugins = []string{
 	queuesort.Name, nodeunschedulable.Name, nodename.Name, tainttoleration.Name, nodeaffinity.Name,
-	nodeports.Name, noderesources.FitName, podtopologyspread.Name, interpodaffinity.Name,
+	nodeports.Name, noderesources.FitName, volumebinding.Name, podtopologyspread.Name, interpodaffinity.Name,
 	noderesources.BalancedName, imagelocality.Name, defaultbinder.Name,
 }
 
-func newProfileFramework(p Profile, c *client.Client, percentage int32, ext *prometheus.HistogramVec) (*profileFramework, error) {
+func newProfileFramework(p Profile, c *client.Client, inf *informers.Factory, percentage int32, ext *prometheus.HistogramVec) (*profileFramework, error) {
 	args := map[string]map[string]any{}
 	for _, pc := range p.PluginConfig {
 		args[pc.Name] = pc.Args
 	}
-	reg, err := registry(c, args)
+	reg, err := registry(c, inf, args)
 	if err != nil {
 		return nil, err
 	}

@@ -16,11 +16,11 @@ func names[T interface{ Name() string }](ps []T) string {
 }
 
 func TestProfiles(t *testing.T) {
-	def, err := newProfileFramework(Profile{SchedulerName: "default-scheduler"}, nil, 0, nil)
+	def, err := newProfileFramework(Profile{SchedulerName: "default-scheduler"}, nil, nil, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := names(def.filter); got != "NodeUnschedulable,NodeName,TaintToleration,NodeAffinity,NodePorts,NodeResourcesFit,PodTopologySpread,InterPodAffinity" {
+	if got := names(def.filter); got != "NodeUnschedulable,NodeName,TaintToleration,NodeAffinity,NodePorts,NodeResourcesFit,VolumeBinding,PodTopologySpread,InterPodAffinity" {
 		t.Errorf("default filters: %s", got)
 	}
 	if def.weights["TaintToleration"] != 3 || def.weights["NodeAffinity"] != 2 || def.weights["NodeResourcesFit"] != 1 {
@@ -33,7 +33,7 @@ func TestProfiles(t *testing.T) {
 		}, Filter: PluginSet{Disabled: []PluginRef{{Name: "TaintToleration"}}}},
 		PluginConfig: []PluginConfig{{Name: "NodeResourcesFit", Args: map[string]any{"scoringStrategy": map[string]any{"type": "MostAllocated"}}}},
 	}
-	f, err := newProfileFramework(p, nil, 0, nil)
+	f, err := newProfileFramework(p, nil, nil, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestProfiles(t *testing.T) {
 		{SchedulerName: "x", Plugins: &Plugins{Score: PluginSet{Enabled: []PluginRef{{Name: "Nope"}}}}},
 		{SchedulerName: "x", PluginConfig: []PluginConfig{{Name: "NodeResourcesFit", Args: map[string]any{"scoringStrategy": map[string]any{"type": "Sideways"}}}}},
 	} {
-		if _, err := newProfileFramework(bad, nil, 0, nil); err == nil {
+		if _, err := newProfileFramework(bad, nil, nil, 0, nil); err == nil {
 			t.Errorf("accepted %+v", bad)
 		}
 	}

@@ -26,6 +26,7 @@ import (
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	policyv1 "skiff.dev/proto/api/policy/v1"
+	storagev1 "skiff.dev/proto/api/storage/v1"
 	"skiff.dev/proto/scheme"
 	"skiff.dev/scheduler/internal/cache"
 	"skiff.dev/scheduler/internal/framework"
@@ -100,6 +101,11 @@ func New(cfg Config) (*Scheduler, error) {
 	s := &Scheduler{cfg: cfg, log: cfg.Logger, client: cfg.Client, profiles: map[string]*profileFramework{},
 		cache: cache.New(), snapshot: cache.NewSnapshot(), rnd: rand.New(rand.NewPCG(1, 2)),
 		m: m, nominated: map[string]map[string]*framework.PodInfo{}}
+	s.factory = cfg.Informers
+	if s.factory == nil {
+		s.factory = informers.NewFactory(cfg.Client, informers.Options{Logger: cfg.Logger})
+		s.ownsF = true
+	}
 	var less func(a, b *framework.QueuedPodInfo) bool
 	for _, p := range cfg.Profiles {
 		if p.SchedulerName == "" {
@@ -108,7 +114,7 @@ func New(cfg Config) (*Scheduler, error) {
 		if _, dup := s.profiles[p.SchedulerName]; dup {
 			return nil, fmt.Errorf("profiles: schedulerName %q appears twice", p.SchedulerName)
 		}
-		f, err := newProfileFramework(p, cfg.Client, cfg.PercentageOfNodesToScore, m.extension)
+		f, err := newProfileFramework(p, cfg.Client, s.factory, cfg.PercentageOfNodesToScore, m.extension)
 		if err != nil {
 			return nil, err
 		}
@@ -120,11 +126,6 @@ func New(cfg Config) (*Scheduler, error) {
 	s.queue = queue.New(queue.Options{Less: less, Pending: m.pending})
 	s.events = record.NewBroadcaster(cfg.Client, record.Options{Logger: cfg.Logger, Registerer: cfg.Registerer})
 	s.recorder = s.events.NewRecorder("default-scheduler")
-	s.factory = cfg.Informers
-	if s.factory == nil {
-		s.factory = informers.NewFactory(cfg.Client, informers.Options{Logger: cfg.Logger})
-		s.ownsF = true
-	}
 	s.nodes = informers.For[*corev1.Node](s.factory).Informer()
 	s.pods = informers.For[*corev1.Pod](s.factory).Informer()
 	s.pdbs = informers.For[*policyv1.PodDisruptionBudget](s.factory).Informer()
@@ -168,6 +169,16 @@ func New(cfg Config) (*Scheduler, error) {
 		},
 	})
 	s.synced = []informer.Registration{nodesReg, podsReg, s.pdbs}
+	// VolumeBinding: a claim bound, a volume created or a class added may
+	// make a pod waiting for its volumes schedulable.
+	volumeEvent := func(scheme.Object) { s.queue.MoveAllOnEvent(queue.Event("PersistentVolumeOrClaimChange")) }
+	s.synced = append(s.synced,
+		informers.For[*corev1.PersistentVolumeClaim](s.factory).Informer().AddHandler(informer.Handler{
+			OnAdd: volumeEvent, OnUpdate: func(_, o scheme.Object) { volumeEvent(o) }}),
+		informers.For[*corev1.PersistentVolume](s.factory).Informer().AddHandler(informer.Handler{
+			OnAdd: volumeEvent, OnUpdate: func(_, o scheme.Object) { volumeEvent(o) }}),
+		informers.For[*storagev1.StorageClass](s.factory).Informer().AddHandler(informer.Handler{
+			OnAdd: volumeEvent, OnUpdate: func(_, o scheme.Object) { volumeEvent(o) }}))
 	return s, nil
 }
 

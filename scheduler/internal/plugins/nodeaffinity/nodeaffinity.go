@@ -33,14 +33,11 @@ func RequiredMatches(p *corev1.Pod, n *corev1.Node) bool {
 	return placement.RequiredMatches(p.GetSpec(), n)
 }
 
-// TermMatches is placement.TermMatches.
-func TermMatches(t *corev1.NodeSelectorTerm, n *corev1.Node) bool { return placement.TermMatches(t, n) }
-
 // Score sums the weights of the preferred terms the node matches.
 func (Plugin) Score(_ context.Context, _ *framework.CycleState, pod *framework.PodInfo, node *framework.NodeInfo) (int64, *framework.Status) {
 	var s int64
 	for _, t := range pod.Pod.GetSpec().GetAffinity().GetNodeAffinity().GetPreferredDuringSchedulingIgnoredDuringExecution() {
-		if t.Weight != 0 && TermMatches(t.GetPreference(), node.Node) {
+		if t.Weight != 0 && placement.TermMatches(t.GetPreference(), node.Node) {
 			s += int64(t.Weight)
 		}
 	}
