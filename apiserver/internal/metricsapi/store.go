@@ -54,12 +54,11 @@ func rate(last, prev Sample) (Usage, error) {
 // previous last becomes prev. What a scrape round did not report is
 // forgotten, so a node whose kubelet stopped answering loses its metrics.
 type store struct {
-	mu        sync.RWMutex
-	nodeLast  map[string]Sample
-	nodePrev  map[string]Sample
-	podLast   map[PodRef]map[string]Sample
-	podPrev   map[PodRef]map[string]Sample
-	lastRound time.Time
+	mu       sync.RWMutex
+	nodeLast map[string]Sample
+	nodePrev map[string]Sample
+	podLast  map[PodRef]map[string]Sample
+	podPrev  map[PodRef]map[string]Sample
 }
 
 func newStore() *store {

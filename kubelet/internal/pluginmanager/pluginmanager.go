@@ -233,7 +233,7 @@ func (m *Manager) reconcile(ctx context.Context) (retry time.Duration, ok bool) 
 			delete(m.failed, sock)
 			continue
 		}
-		if d := max(f.next.Sub(time.Now()), 0); !ok || d < retry {
+		if d := max(time.Until(f.next), 0); !ok || d < retry {
 			retry, ok = d, true
 		}
 	}

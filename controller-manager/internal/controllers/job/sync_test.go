@@ -137,7 +137,7 @@ func TestBackoffLimitExceededFailsJob(t *testing.T) {
 	f.waitCache()
 	f.finish(f.pods()[0], "Failed", 1)
 	// The first failure is counted; the replacement waits 10 s.
-	j = f.syncUntil("bad", "one failure", func(j *batchv1.Job) bool { return j.Status.GetFailed() == 1 })
+	f.syncUntil("bad", "one failure", func(j *batchv1.Job) bool { return j.Status.GetFailed() == 1 })
 	f.waitCache()
 	if err := f.c.sync(f.ctx, "default/bad"); err != nil {
 		t.Fatal(err)
@@ -432,7 +432,7 @@ func TestPodReplacementPolicyFailedWaitsForTermination(t *testing.T) {
 	// Someone deletes the pod on a node; it terminates gracefully.
 	bindAndDelete(t, f, p)
 	f.waitCache()
-	j = f.syncUntil("prp", "terminating 1", func(j *batchv1.Job) bool { return j.Status.GetTerminating() == 1 })
+	f.syncUntil("prp", "terminating 1", func(j *batchv1.Job) bool { return j.Status.GetTerminating() == 1 })
 	if n := len(f.activePods()); n != 0 {
 		t.Fatalf("replaced a terminating pod under podReplacementPolicy Failed (%d active)", n)
 	}

@@ -18,8 +18,6 @@ import (
 	"skiff.dev/scheduler/internal/framework"
 )
 
-func ptr[T any](v T) *T { return &v }
-
 func node(name, zone string) *framework.NodeInfo {
 	return framework.NewNodeInfo(&corev1.Node{Metadata: &metav1.ObjectMeta{Name: name,
 		Labels: map[string]string{"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": zone}}})
