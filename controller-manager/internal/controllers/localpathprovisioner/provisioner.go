@@ -37,6 +37,7 @@ import (
 	storagev1 "skiff.dev/proto/api/storage/v1"
 	"skiff.dev/proto/apierrors"
 	"skiff.dev/proto/apipb"
+	"skiff.dev/proto/claimbinding"
 	"skiff.dev/proto/scheme"
 )
 
@@ -167,13 +168,6 @@ func VolumeName(claim *corev1.PersistentVolumeClaim) string {
 	return "pvc-" + claim.GetMetadata().GetUid()
 }
 
-func claimClass(cl *corev1.PersistentVolumeClaim) string {
-	if v, ok := cl.GetMetadata().GetAnnotations()[annBetaStorageClass]; ok {
-		return v
-	}
-	return cl.GetSpec().GetStorageClassName()
-}
-
 func (c *Controller) syncClaim(ctx context.Context, key string) error {
 	ns, name, err := controller.SplitMetaNamespaceKey(key)
 	if err != nil {
@@ -195,7 +189,7 @@ func (c *Controller) syncClaim(ctx context.Context, key string) error {
 	case a[annStorageProvisioner] != Driver && a[annBetaStorageProvisioner] != Driver:
 		return nil // not handed to us (yet)
 	}
-	sc, err := c.classes.Get("", claimClass(claim))
+	sc, err := c.classes.Get("", claimbinding.ClaimClass(claim))
 	if apierrors.IsNotFound(err) {
 		return nil // the binder reports a missing class
 	}

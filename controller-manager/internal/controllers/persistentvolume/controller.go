@@ -27,6 +27,7 @@ import (
 	"skiff.dev/controller-manager/internal/controllers"
 	corev1 "skiff.dev/proto/api/core/v1"
 	storagev1 "skiff.dev/proto/api/storage/v1"
+	"skiff.dev/proto/claimbinding"
 	"skiff.dev/proto/scheme"
 )
 
@@ -159,7 +160,7 @@ func (c *Controller) volumeChanged(o scheme.Object) {
 	} else if v.GetStatus().GetPhase() == VolumeAvailable {
 		// A volume free for binding: claims of its class waiting for one
 		// need not wait for the resync.
-		c.enqueueUnboundClaims(volumeClass(v))
+		c.enqueueUnboundClaims(claimbinding.VolumeClass(v))
 	}
 }
 
@@ -202,7 +203,7 @@ func (c *Controller) enqueueUnboundClaims(class string) {
 		if hasAnn(cl.GetMetadata(), AnnBindCompleted) {
 			continue
 		}
-		if class == "" || claimClass(cl) == class {
+		if class == "" || claimbinding.ClaimClass(cl) == class {
 			c.claimQ.Add(controller.KeyFunc(cl))
 		}
 	}

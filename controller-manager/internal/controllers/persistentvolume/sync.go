@@ -11,6 +11,7 @@ import (
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	"skiff.dev/proto/apierrors"
+	"skiff.dev/proto/claimbinding"
 )
 
 // Event reasons, upstream's.
@@ -64,7 +65,7 @@ func (c *Controller) syncUnboundClaim(ctx context.Context, claim *corev1.Persist
 			}
 		}
 		delay := c.delayBinding(claim)
-		volume, err := findMatchingVolume(claim, c.listVolumes(), delay)
+		volume, err := claimbinding.FindMatchingVolume(claim, c.listVolumes(), claimbinding.Match{DelayBinding: delay})
 		if err != nil {
 			return err
 		}
@@ -74,7 +75,7 @@ func (c *Controller) syncUnboundClaim(ctx context.Context, claim *corev1.Persist
 		switch {
 		case delay && !hasAnn(claim.GetMetadata(), AnnSelectedNode):
 			c.recorder.Event(claim, "Normal", eventWaitForFirstConsumer, "waiting for first consumer to be created before binding")
-		case claimClass(claim) != "":
+		case claimbinding.ClaimClass(claim) != "":
 			updated, err := c.provisionClaim(ctx, claim)
 			if err != nil {
 				return err
@@ -104,7 +105,7 @@ func (c *Controller) syncUnboundClaim(ctx context.Context, claim *corev1.Persist
 		}
 		return c.bind(ctx, volume, claim)
 	}
-	if isVolumeBoundToClaim(volume, claim) {
+	if claimbinding.IsVolumeBoundToClaim(volume, claim) {
 		return c.bind(ctx, volume, claim)
 	}
 	if hasAnn(claim.GetMetadata(), AnnBoundByController) {
@@ -132,7 +133,7 @@ func (c *Controller) syncBoundClaim(ctx context.Context, claim *corev1.Persisten
 		return err
 	}
 	if ref := volume.GetSpec().GetClaimRef(); ref == nil || ref.Uid == claim.GetMetadata().GetUid() ||
-		ref.Uid == "" && isVolumeBoundToClaim(volume, claim) {
+		ref.Uid == "" && claimbinding.IsVolumeBoundToClaim(volume, claim) {
 		// Bound, or the volume lost its half: (re)bind, which writes only
 		// what is missing.
 		return c.bind(ctx, volume, claim)
@@ -158,7 +159,7 @@ func (c *Controller) claimLost(ctx context.Context, claim *corev1.PersistentVolu
 // delayBinding: the claim's class waits for the first consumer. A missing
 // class binds immediately, as upstream.
 func (c *Controller) delayBinding(claim *corev1.PersistentVolumeClaim) bool {
-	n := claimClass(claim)
+	n := claimbinding.ClaimClass(claim)
 	if n == "" {
 		return false
 	}
@@ -169,7 +170,7 @@ func (c *Controller) delayBinding(claim *corev1.PersistentVolumeClaim) bool {
 // provisionClaim hands the claim to its class's external provisioner by
 // annotating it; the provisioner creates a volume pre-bound to the claim.
 func (c *Controller) provisionClaim(ctx context.Context, claim *corev1.PersistentVolumeClaim) (*corev1.PersistentVolumeClaim, error) {
-	n := claimClass(claim)
+	n := claimbinding.ClaimClass(claim)
 	sc, err := c.classes.Get("", n)
 	if apierrors.IsNotFound(err) {
 		c.recorder.Eventf(claim, "Warning", eventProvisioningFailed, "storageclass.storage.k8s.io %q not found", n)
@@ -231,7 +232,7 @@ func refKey(r *corev1.ObjectReference) string { return r.GetNamespace() + "/" + 
 
 func (c *Controller) bindVolumeToClaim(ctx context.Context, volume *corev1.PersistentVolume, claim *corev1.PersistentVolumeClaim) (*corev1.PersistentVolume, error) {
 	ref := volume.GetSpec().GetClaimRef()
-	if ref != nil && ref.Uid == claim.GetMetadata().GetUid() && isVolumeBoundToClaim(volume, claim) {
+	if ref != nil && ref.Uid == claim.GetMetadata().GetUid() && claimbinding.IsVolumeBoundToClaim(volume, claim) {
 		return volume, nil
 	}
 	v := cloneVolume(volume)
@@ -239,7 +240,7 @@ func (c *Controller) bindVolumeToClaim(ctx context.Context, volume *corev1.Persi
 		v.Spec = &corev1.PersistentVolumeSpec{}
 	}
 	// A user pre-binding (claimRef without a UID) stays the user's.
-	byController := !isVolumeBoundToClaim(volume, claim)
+	byController := !claimbinding.IsVolumeBoundToClaim(volume, claim)
 	v.Spec.ClaimRef = claimRef(claim)
 	if byController {
 		setAnn(v.Metadata, AnnBoundByController, "yes")
@@ -390,7 +391,7 @@ func (c *Controller) syncVolume(ctx context.Context, volume *corev1.PersistentVo
 	case claim.GetSpec().GetVolumeName() == "":
 		// Bound on our side, the claim's half is to come (or the user
 		// removed it): the claim's sync finishes or repairs it.
-		if volumeModeMismatch(claim, volume) {
+		if claimbinding.VolumeModeMismatch(claim, volume) {
 			c.recorder.Eventf(volume, "Warning", eventVolumeMismatch, "Cannot bind PersistentVolume to requested PersistentVolumeClaim %q due to incompatible volumeMode.", claim.GetMetadata().GetName())
 			return nil
 		}

@@ -2,16 +2,14 @@ package persistentvolume
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
-	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/labels"
 
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	storagev1 "skiff.dev/proto/api/storage/v1"
+	"skiff.dev/proto/claimbinding"
 )
 
 // Upstream's annotations and phases (pkg/controller/volume/persistentvolume
@@ -36,7 +34,7 @@ const (
 	AnnBetaDefaultClass = "storageclass.beta.kubernetes.io/is-default-class"
 	// AnnBetaStorageClass is the class annotation that predates
 	// spec.storageClassName; it still wins when present, as upstream.
-	AnnBetaStorageClass = "volume.beta.kubernetes.io/storage-class"
+	AnnBetaStorageClass = claimbinding.AnnBetaStorageClass
 
 	// ExternalProvisionerFinalizer keeps a provisioned volume until its
 	// external provisioner has deleted it.
@@ -68,162 +66,23 @@ func setAnn(m *metav1.ObjectMeta, key, value string) {
 	m.Annotations[key] = value
 }
 
-// claimClass is the class a claim asks for: the beta annotation, then
-// spec.storageClassName, else "" (upstream's GetPersistentVolumeClaimClass).
-func claimClass(c *corev1.PersistentVolumeClaim) string {
-	if v, ok := c.GetMetadata().GetAnnotations()[AnnBetaStorageClass]; ok {
-		return v
-	}
-	return c.GetSpec().GetStorageClassName()
-}
-
-// volumeClass is upstream's GetPersistentVolumeClass.
-func volumeClass(v *corev1.PersistentVolume) string {
-	if c, ok := v.GetMetadata().GetAnnotations()[AnnBetaStorageClass]; ok {
-		return c
-	}
-	return v.GetSpec().GetStorageClassName()
-}
-
-// request is a claim's storage request (zero if absent or unparsable:
-// validation refuses such claims).
-func request(c *corev1.PersistentVolumeClaim) resource.Quantity {
-	return quantity(c.GetSpec().GetResources().GetRequests()["storage"])
-}
-
-func capacity(v *corev1.PersistentVolume) resource.Quantity {
-	return quantity(v.GetSpec().GetCapacity()["storage"])
-}
-
-func quantity(q *metav1.Quantity) resource.Quantity {
-	if q == nil {
-		return resource.Quantity{}
-	}
-	v, err := resource.ParseQuantity(q.GetString_())
-	if err != nil {
-		return resource.Quantity{}
-	}
-	return v
-}
-
-// accessModesContained: every mode the claim asks for is one the volume
-// offers (upstream's CheckAccessModes / access-mode index).
-func accessModesContained(claim []string, volume []string) bool {
-	for _, m := range claim {
-		if !slices.Contains(volume, m) {
-			return false
-		}
-	}
-	return true
-}
-
-func volumeModeOf(m *string) string {
-	if m == nil || *m == "" {
-		return "Filesystem"
-	}
-	return *m
-}
-
-// volumeModeMismatch is upstream's CheckVolumeModeMismatches.
-func volumeModeMismatch(c *corev1.PersistentVolumeClaim, v *corev1.PersistentVolume) bool {
-	return volumeModeOf(c.GetSpec().VolumeMode) != volumeModeOf(v.GetSpec().VolumeMode)
-}
-
-// isVolumeBoundToClaim: the volume's claimRef names the claim (and, if it
-// has a UID, the same incarnation of it).
-func isVolumeBoundToClaim(v *corev1.PersistentVolume, c *corev1.PersistentVolumeClaim) bool {
-	ref := v.GetSpec().GetClaimRef()
-	if ref == nil {
-		return false
-	}
-	m := c.GetMetadata()
-	if ref.Name != m.GetName() || ref.Namespace != m.GetNamespace() {
-		return false
-	}
-	return ref.Uid == "" || ref.Uid == m.GetUid()
-}
-
 // checkVolumeSatisfyClaim says why a volume the user named cannot serve
 // the claim, or nil.
 func checkVolumeSatisfyClaim(v *corev1.PersistentVolume, c *corev1.PersistentVolumeClaim) error {
-	req, capa := request(c), capacity(v)
+	req, capa := claimbinding.Request(c), claimbinding.Capacity(v)
 	if capa.Cmp(req) < 0 {
 		return fmt.Errorf("requested PV is too small")
 	}
-	if volumeClass(v) != claimClass(c) {
+	if claimbinding.VolumeClass(v) != claimbinding.ClaimClass(c) {
 		return fmt.Errorf("storageClassName does not match")
 	}
-	if volumeModeMismatch(c, v) {
+	if claimbinding.VolumeModeMismatch(c, v) {
 		return fmt.Errorf("incompatible volumeMode")
 	}
-	if !accessModesContained(c.GetSpec().GetAccessModes(), v.GetSpec().GetAccessModes()) {
+	if !claimbinding.AccessModesContained(c.GetSpec().GetAccessModes(), v.GetSpec().GetAccessModes()) {
 		return fmt.Errorf("incompatible accessMode")
 	}
 	return nil
-}
-
-// findMatchingVolume is upstream's FindMatchingVolume for the controller
-// (no node): a volume pre-bound to the claim wins; otherwise, unless the
-// claim's binding waits for its first consumer, the smallest Available,
-// unclaimed volume of the claim's class, access modes, volume mode and
-// selector that holds the request. Ties go to the first name.
-func findMatchingVolume(c *corev1.PersistentVolumeClaim, volumes []*corev1.PersistentVolume, delayBinding bool) (*corev1.PersistentVolume, error) {
-	var sel labels.Selector
-	if s := c.GetSpec().GetSelector(); s != nil {
-		var err error
-		if sel, err = metav1.LabelSelectorAsSelector(s); err != nil {
-			return nil, fmt.Errorf("error creating internal label selector for claim: %w", err)
-		}
-	}
-	req := request(c)
-	class := claimClass(c)
-	volumes = slices.Clone(volumes)
-	slices.SortFunc(volumes, func(a, b *corev1.PersistentVolume) int {
-		qa, qb := capacity(a), capacity(b)
-		if d := qa.Cmp(qb); d != 0 {
-			return d
-		}
-		return compareStrings(a.GetMetadata().GetName(), b.GetMetadata().GetName())
-	})
-	var best *corev1.PersistentVolume
-	for _, v := range volumes {
-		capa := capacity(v)
-		if capa.Cmp(req) < 0 || volumeModeMismatch(c, v) || v.GetMetadata().GetDeletionTimestamp() != nil {
-			continue
-		}
-		if !accessModesContained(c.GetSpec().GetAccessModes(), v.GetSpec().GetAccessModes()) {
-			continue
-		}
-		if isVolumeBoundToClaim(v, c) {
-			return v, nil
-		}
-		if delayBinding {
-			// The scheduler picks volumes of delayed claims.
-			continue
-		}
-		switch {
-		case v.GetStatus().GetPhase() != VolumeAvailable, v.GetSpec().GetClaimRef() != nil:
-			continue
-		case sel != nil && !sel.Matches(labels.Set(v.GetMetadata().GetLabels())):
-			continue
-		case volumeClass(v) != class:
-			continue
-		}
-		if best == nil {
-			best = v // sorted: the first fit is the smallest
-		}
-	}
-	return best, nil
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // defaultClass is the default StorageClass; of several, the newest (then

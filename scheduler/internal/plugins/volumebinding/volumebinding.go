@@ -33,17 +33,14 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"skiff.dev/client"
 	"skiff.dev/client/informer"
 	"skiff.dev/client/informers"
 	corev1 "skiff.dev/proto/api/core/v1"
-	metav1 "skiff.dev/proto/api/meta/v1"
 	storagev1 "skiff.dev/proto/api/storage/v1"
 	"skiff.dev/proto/apierrors"
-	"skiff.dev/proto/placement"
+	"skiff.dev/proto/claimbinding"
 	"skiff.dev/scheduler/internal/framework"
 )
 
@@ -60,7 +57,6 @@ const (
 	annSelectedNode             = "volume.kubernetes.io/selected-node"
 	annBindCompleted            = "pv.kubernetes.io/bind-completed"
 	annBoundByController        = "pv.kubernetes.io/bound-by-controller"
-	annBetaStorageClass         = "volume.beta.kubernetes.io/storage-class"
 	noProvisioner               = "kubernetes.io/no-provisioner"
 	stateKey                    = Name
 	defaultBindTimeout          = 600 * time.Second
@@ -153,20 +149,6 @@ func claimNames(pod *corev1.Pod) []string {
 	return out
 }
 
-func claimClass(c *corev1.PersistentVolumeClaim) string {
-	if v, ok := c.GetMetadata().GetAnnotations()[annBetaStorageClass]; ok {
-		return v
-	}
-	return c.GetSpec().GetStorageClassName()
-}
-
-func volumeClass(v *corev1.PersistentVolume) string {
-	if c, ok := v.GetMetadata().GetAnnotations()[annBetaStorageClass]; ok {
-		return c
-	}
-	return v.GetSpec().GetStorageClassName()
-}
-
 // PreFilter sorts the pod's claims into bound and delayed, and rejects the
 // pod while a claim is missing or an Immediate one is unbound.
 func (p *Plugin) PreFilter(_ context.Context, cs *framework.CycleState, pi *framework.PodInfo, _ []*framework.NodeInfo) *framework.Status {
@@ -206,27 +188,12 @@ func (p *Plugin) PreFilter(_ context.Context, cs *framework.CycleState, pi *fram
 }
 
 func (p *Plugin) delayBinding(c *corev1.PersistentVolumeClaim) bool {
-	n := claimClass(c)
+	n := claimbinding.ClaimClass(c)
 	if n == "" {
 		return false
 	}
 	sc, err := p.classes.Get("", n)
 	return err == nil && sc.GetVolumeBindingMode() == bindingWaitForFirstConsumer
-}
-
-// volumeFits is upstream's CheckNodeAffinity: a volume without node
-// affinity fits everywhere.
-func volumeFits(v *corev1.PersistentVolume, n *corev1.Node) bool {
-	req := v.GetSpec().GetNodeAffinity().GetRequired()
-	if req == nil {
-		return true
-	}
-	for _, t := range req.GetNodeSelectorTerms() {
-		if placement.TermMatches(t, n) {
-			return true
-		}
-	}
-	return false
 }
 
 // Filter checks the node against the pod's claims.
@@ -241,7 +208,7 @@ func (p *Plugin) Filter(_ context.Context, cs *framework.CycleState, _ *framewor
 		if err != nil {
 			return framework.NewStatus(framework.UnschedulableAndUnresolvable, ErrReasonPVNotExist)
 		}
-		if !volumeFits(v, node) {
+		if !claimbinding.NodeFits(v, node) {
 			return framework.NewStatus(framework.UnschedulableAndUnresolvable, ErrReasonNodeConflict)
 		}
 	}
@@ -271,46 +238,15 @@ func (p *Plugin) Filter(_ context.Context, cs *framework.CycleState, _ *framewor
 // and that neither this pod nor another assumed pod has taken; a volume
 // pre-bound to the claim wins.
 func (p *Plugin) findVolume(c *corev1.PersistentVolumeClaim, node *corev1.Node, taken map[string]bool) *corev1.PersistentVolume {
-	var sel labels.Selector
-	if ls := c.GetSpec().GetSelector(); ls != nil {
-		var err error
-		if sel, err = metav1.LabelSelectorAsSelector(ls); err != nil {
-			return nil
-		}
-	}
-	req := quantity(c.GetSpec().GetResources().GetRequests()["storage"])
-	class := claimClass(c)
-	mode := volumeMode(c.GetSpec().VolumeMode)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var best *corev1.PersistentVolume
-	var bestQty resource.Quantity
-	for _, v := range p.volumes.List(nil) {
-		name := v.GetMetadata().GetName()
-		capa := quantity(v.GetSpec().GetCapacity()["storage"])
-		if taken[name] || capa.Cmp(req) < 0 || v.GetMetadata().GetDeletionTimestamp() != nil ||
-			volumeMode(v.GetSpec().VolumeMode) != mode || !volumeFits(v, node) {
-			continue
-		}
-		if !containsAll(v.GetSpec().GetAccessModes(), c.GetSpec().GetAccessModes()) {
-			continue
-		}
-		if ref := v.GetSpec().GetClaimRef(); ref != nil && ref.Namespace == c.GetMetadata().GetNamespace() &&
-			ref.Name == c.GetMetadata().GetName() && (ref.Uid == "" || ref.Uid == c.GetMetadata().GetUid()) {
-			return v
-		}
-		if owner, ok := p.assumed[name]; ok && owner != "" {
-			continue
-		}
-		if v.GetStatus().GetPhase() != "Available" || v.GetSpec().GetClaimRef() != nil || volumeClass(v) != class ||
-			sel != nil && !sel.Matches(labels.Set(v.GetMetadata().GetLabels())) {
-			continue
-		}
-		if best == nil || capa.Cmp(bestQty) < 0 || capa.Cmp(bestQty) == 0 && name < best.GetMetadata().GetName() {
-			best, bestQty = v, capa
-		}
+	v, err := claimbinding.FindMatchingVolume(c, p.volumes.List(nil), claimbinding.Match{Node: node,
+		Taken:    func(name string) bool { return taken[name] },
+		Reserved: func(name string) bool { return p.assumed[name] != "" }})
+	if err != nil {
+		return nil // a selector validation refused; no volume can match it
 	}
-	return best
+	return v
 }
 
 // canProvision: the claim's class has a provisioner, the claim selects no
@@ -319,7 +255,7 @@ func (p *Plugin) canProvision(c *corev1.PersistentVolumeClaim, node *corev1.Node
 	if c.GetSpec().GetSelector() != nil {
 		return false // upstream: claims with a selector are not provisioned
 	}
-	sc, err := p.classes.Get("", claimClass(c))
+	sc, err := p.classes.Get("", claimbinding.ClaimClass(c))
 	if err != nil || sc.GetProvisioner() == "" || sc.GetProvisioner() == noProvisioner {
 		return false
 	}
@@ -341,33 +277,6 @@ func (p *Plugin) canProvision(c *corev1.PersistentVolumeClaim, node *corev1.Node
 		}
 	}
 	return false
-}
-
-func containsAll(have, want []string) bool {
-	for _, m := range want {
-		if !slices.Contains(have, m) {
-			return false
-		}
-	}
-	return true
-}
-
-func volumeMode(m *string) string {
-	if m == nil || *m == "" {
-		return "Filesystem"
-	}
-	return *m
-}
-
-func quantity(q *metav1.Quantity) resource.Quantity {
-	if q == nil {
-		return resource.Quantity{}
-	}
-	v, err := resource.ParseQuantity(q.GetString_())
-	if err != nil {
-		return resource.Quantity{}
-	}
-	return v
 }
 
 // Reserve assumes the node's volume choices for the pod.

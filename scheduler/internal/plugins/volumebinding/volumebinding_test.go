@@ -14,6 +14,7 @@ import (
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	storagev1 "skiff.dev/proto/api/storage/v1"
+	"skiff.dev/proto/claimbinding"
 	"skiff.dev/proto/scheme"
 	"skiff.dev/scheduler/internal/framework"
 )
@@ -197,7 +198,7 @@ func fakeBinder(t *testing.T, cs *fake.Clientset, claimName, volumeName string, 
 				if c.GetMetadata().GetAnnotations()[annSelectedNode] == "" {
 					continue
 				}
-				v := volume(volumeName, claimClass(c), "1Gi", c.Metadata.Annotations[annSelectedNode], claimedBy(claimName))
+				v := volume(volumeName, claimbinding.ClaimClass(c), "1Gi", c.Metadata.Annotations[annSelectedNode], claimedBy(claimName))
 				if _, err := pvs.Create(ctx, v); err != nil {
 					t.Errorf("creating volume: %v", err)
 					return
