@@ -47,6 +47,9 @@ type Options struct {
 
 	TerminatedPodGCThreshold int
 	MaxEndpointsPerSlice     int
+
+	ResourceQuotaSyncPeriod time.Duration
+	HPA                     controllers.HPAOptions
 }
 
 // concurrencyFlags are upstream's --concurrent-* flags: the controller they
@@ -83,6 +86,9 @@ func NewOptions() *Options {
 		NodeEvictionRate: 0.1, SecondaryNodeEvictionRate: 0.01, LargeClusterSizeThreshold: 50, UnhealthyZoneThreshold: 0.55,
 		ClusterCIDR: "10.244.0.0/16", NodeCIDRMaskSize: 24,
 		TerminatedPodGCThreshold: 12500, MaxEndpointsPerSlice: 100,
+		ResourceQuotaSyncPeriod: 5 * time.Minute,
+		HPA: controllers.HPAOptions{SyncPeriod: 15 * time.Second, Tolerance: 0.1, DownscaleStabilization: 5 * time.Minute,
+			CPUInitializationPeriod: 5 * time.Minute, InitialReadinessDelay: 30 * time.Second},
 	}
 	for _, f := range concurrencyFlags {
 		n := f.def
@@ -122,6 +128,12 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.NodeCIDRMaskSize, "node-cidr-mask-size", o.NodeCIDRMaskSize, "Prefix length of each node's podCIDR.")
 	fs.IntVar(&o.MaxEndpointsPerSlice, "max-endpoints-per-slice", o.MaxEndpointsPerSlice, "Endpoints in one EndpointSlice at most (1-1000).")
 	fs.IntVar(&o.TerminatedPodGCThreshold, "terminated-pod-gc-threshold", o.TerminatedPodGCThreshold, "Terminated pods kept before the pod garbage collector deletes the oldest (0 disables).")
+	fs.DurationVar(&o.ResourceQuotaSyncPeriod, "resource-quota-sync-period", o.ResourceQuotaSyncPeriod, "Period for recounting every quota's usage.")
+	fs.DurationVar(&o.HPA.SyncPeriod, "horizontal-pod-autoscaler-sync-period", o.HPA.SyncPeriod, "Period for syncing the number of pods in a horizontal pod autoscaler.")
+	fs.Float64Var(&o.HPA.Tolerance, "horizontal-pod-autoscaler-tolerance", o.HPA.Tolerance, "The minimum change (from 1.0) in the desired-to-actual metrics ratio for the autoscaler to act.")
+	fs.DurationVar(&o.HPA.DownscaleStabilization, "horizontal-pod-autoscaler-downscale-stabilization", o.HPA.DownscaleStabilization, "How far back the autoscaler looks at its recommendations before scaling down.")
+	fs.DurationVar(&o.HPA.CPUInitializationPeriod, "horizontal-pod-autoscaler-cpu-initialization-period", o.HPA.CPUInitializationPeriod, "After a pod starts, how long its CPU samples may be skipped.")
+	fs.DurationVar(&o.HPA.InitialReadinessDelay, "horizontal-pod-autoscaler-initial-readiness-delay", o.HPA.InitialReadinessDelay, "After a pod starts, how long readiness changes count as its first readiness.")
 }
 
 // Validate checks the flags' values, naming the flag at fault, before
@@ -143,6 +155,27 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxEndpointsPerSlice < 1 || o.MaxEndpointsPerSlice > 1000 {
 		return fmt.Errorf("--max-endpoints-per-slice: must lie between 1 and 1000, got %d", o.MaxEndpointsPerSlice)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"resource-quota-sync-period", o.ResourceQuotaSyncPeriod}, {"horizontal-pod-autoscaler-sync-period", o.HPA.SyncPeriod}} {
+		if d.v <= 0 {
+			return fmt.Errorf("--%s: must be positive, got %s", d.flag, d.v)
+		}
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"horizontal-pod-autoscaler-downscale-stabilization", o.HPA.DownscaleStabilization},
+		{"horizontal-pod-autoscaler-cpu-initialization-period", o.HPA.CPUInitializationPeriod},
+		{"horizontal-pod-autoscaler-initial-readiness-delay", o.HPA.InitialReadinessDelay}} {
+		if d.v < 0 {
+			return fmt.Errorf("--%s: must not be negative, got %s", d.flag, d.v)
+		}
+	}
+	if o.HPA.Tolerance < 0 {
+		return fmt.Errorf("--horizontal-pod-autoscaler-tolerance: must not be negative, got %v", o.HPA.Tolerance)
 	}
 	if o.TerminatedPodGCThreshold < 0 {
 		return fmt.Errorf("--terminated-pod-gc-threshold: must not be negative, got %d", o.TerminatedPodGCThreshold)
@@ -176,5 +209,7 @@ func (o *Options) ControllerOptions(rootCA []byte) controllers.Options {
 		TerminatedPodGCThreshold: o.TerminatedPodGCThreshold,
 		MaxEndpointsPerSlice:     o.MaxEndpointsPerSlice,
 		RootCA:                   rootCA,
+		ResourceQuotaSyncPeriod:  o.ResourceQuotaSyncPeriod,
+		HPA:                      o.HPA,
 	}
 }

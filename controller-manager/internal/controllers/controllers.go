@@ -42,6 +42,22 @@ type Options struct {
 
 	// RootCA is the cluster CA (PEM) that root-ca-cert-publisher publishes.
 	RootCA []byte
+
+	// ResourceQuotaSyncPeriod is how often every quota is recounted
+	// (0: upstream's 5 minutes).
+	ResourceQuotaSyncPeriod time.Duration
+	// HPA are the horizontal pod autoscaler's knobs (zero durations:
+	// upstream's defaults).
+	HPA HPAOptions
+}
+
+// HPAOptions are upstream's --horizontal-pod-autoscaler-* flags.
+type HPAOptions struct {
+	SyncPeriod              time.Duration
+	Tolerance               float64
+	DownscaleStabilization  time.Duration
+	CPUInitializationPeriod time.Duration
+	InitialReadinessDelay   time.Duration
 }
 
 // Workers is the worker count configured for a controller, or def.

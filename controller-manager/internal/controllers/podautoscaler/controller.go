@@ -71,8 +71,26 @@ type Controller struct {
 // New is the Constructor with upstream's default flags.
 func New(cc controllers.Context) (controllers.Controller, error) {
 	o := DefaultOptions()
+	o.Workers = cc.WorkersFor("horizontalpodautoscaler", o.Workers)
 	if cc.Options != nil {
-		o.Workers = cc.Options.Workers("horizontalpodautoscaler", o.Workers)
+		h := cc.Options.HPA
+		if h.SyncPeriod > 0 {
+			o.SyncPeriod = h.SyncPeriod
+		}
+		if h.DownscaleStabilization > 0 {
+			o.DownscaleStabilization = h.DownscaleStabilization
+		}
+		if h.CPUInitializationPeriod > 0 {
+			o.CPUInitializationPeriod = h.CPUInitializationPeriod
+		}
+		if h.InitialReadinessDelay > 0 {
+			o.InitialReadinessDelay = h.InitialReadinessDelay
+		}
+		// A tolerance is only ever set from the flag, whose default is
+		// upstream's: zero is a choice, not an absence.
+		if h != (controllers.HPAOptions{}) {
+			o.Tolerance = h.Tolerance
+		}
 	}
 	return NewWithOptions(cc, o, nil, nil)
 }

@@ -72,7 +72,11 @@ type Controller struct {
 
 // New is the "resourcequota" controller with upstream's sync period.
 func New(cc controllers.Context) (controllers.Controller, error) {
-	return NewWithSyncPeriod(cc, DefaultSyncPeriod)
+	period := DefaultSyncPeriod
+	if cc.Options != nil && cc.Options.ResourceQuotaSyncPeriod > 0 {
+		period = cc.Options.ResourceQuotaSyncPeriod
+	}
+	return NewWithSyncPeriod(cc, period)
 }
 
 // NewWithSyncPeriod is New with --resource-quota-sync-period.
