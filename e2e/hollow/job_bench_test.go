@@ -34,6 +34,7 @@ func runToCompletion() *corev1.PodTemplateSpec {
 // pods Succeeded, and when the last of each was seen.
 type tally struct {
 	mu                    sync.Mutex
+	firstCreated          time.Time
 	created, done         map[string]bool
 	lastCreated, lastDone time.Time
 }
@@ -44,6 +45,9 @@ func (t *tally) see(o scheme.Object) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.created[uid] {
+		if len(t.created) == 0 {
+			t.firstCreated = now
+		}
 		t.created[uid], t.lastCreated = true, now
 	}
 	if p.GetStatus().GetPhase() == "Succeeded" && !t.done[uid] {
@@ -148,6 +152,10 @@ func BenchmarkHollowJob1000(b *testing.B) {
 	b.StopTimer()
 
 	created, done, lastCreated, lastDone := jobPods.counts()
+	jobPods.mu.Lock()
+	first := jobPods.firstCreated.Sub(t1)
+	jobPods.mu.Unlock()
+	b.Logf("the Job's first pod seen after %s", first.Round(time.Millisecond))
 	if s := last.GetStatus(); s.GetSucceeded() != jobCompletions || s.GetFailed() != 0 || done != jobCompletions || created != jobCompletions {
 		b.Errorf("the Job: %d succeeded, %d failed, %d pods created and %d seen Succeeded; want %d, 0, %d, %d",
 			s.GetSucceeded(), s.GetFailed(), created, done, jobCompletions, jobCompletions, jobCompletions)

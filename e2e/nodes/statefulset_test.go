@@ -59,14 +59,20 @@ func TestStatefulSetStorage(t *testing.T) {
 	for _, name := range []string{"web-0", "web-1", "web-2"} {
 		eventually(t, 2*time.Minute, name+" ready", ready(name))
 	}
-	// OrderedReady: each pod was created after the one before it was ready.
-	var created []time.Time
-	for _, name := range []string{"web-0", "web-1", "web-2"} {
+	// OrderedReady: each pod was created once the one before it was ready
+	// (both times to the second, so "not before").
+	for i, name := range []string{"web-1", "web-2"} {
+		prev, _ := pods.Get(ctx, fmt.Sprintf("web-%d", i))
 		p, _ := pods.Get(ctx, name)
-		created = append(created, p.Metadata.GetCreationTimestamp().AsTime())
-	}
-	if !created[0].Before(created[1]) || !created[1].Before(created[2]) {
-		t.Errorf("created at %v: want web-0, web-1, web-2 in order", created)
+		var readyAt time.Time
+		for _, c := range prev.GetStatus().GetConditions() {
+			if c.Type == "Ready" {
+				readyAt = c.GetLastTransitionTime().AsTime()
+			}
+		}
+		if created := p.Metadata.GetCreationTimestamp().AsTime(); readyAt.IsZero() || created.Before(readyAt) {
+			t.Errorf("%s created at %s, before web-%d was ready (%s)", name, created, i, readyAt)
+		}
 	}
 	for _, name := range []string{"www-web-0", "www-web-1", "www-web-2"} {
 		pvc, err := client.For[*corev1.PersistentVolumeClaim](cl, "default").Get(ctx, name)

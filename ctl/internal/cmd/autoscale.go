@@ -3,6 +3,7 @@ package cmd
 import (
 	"errors"
 	"fmt"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"strconv"
 	"strings"
 
@@ -133,4 +134,12 @@ func (f autoscaleFlags) generate(k *scheme.Kind, target, ns string) (*autoscalin
 			Resource: &autoscalingv2.ResourceMetricSource{Name: "cpu", Target: mt}}}
 	}
 	return hpa, nil
+}
+
+func parseQuantity(s string) (string, error) {
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return "", err
+	}
+	return q.String(), nil
 }

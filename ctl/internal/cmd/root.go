@@ -106,7 +106,7 @@ func NewRoot(s Streams, dial Dialer) *cobra.Command {
 	)
 	root.AddCommand(newLogs(o))
 	root.AddCommand(newExec(o), newAttach(o), newPortForward(o), newCp(o), newRun(o))
-	root.AddCommand(newTopMetrics(o), newAutoscale(o))
+	root.AddCommand(newTop(o), newAutoscale(o))
 	return root
 }
 

@@ -1,12 +1,9 @@
 package cmd
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 
-	metav1 "skiff.dev/proto/api/meta/v1"
-	metricsv1beta1 "skiff.dev/proto/api/metrics/v1beta1"
 	"skiff.dev/proto/scheme"
 )
 
@@ -65,27 +62,5 @@ func TestAutoscaleRefusesBadFlags(t *testing.T) {
 	}
 	if _, _, err := autoscaleTarget([]string{"pod/x"}); err == nil {
 		t.Error("autoscaling a pod was accepted")
-	}
-}
-
-func TestTopPodPrintsMetricsAPI(t *testing.T) {
-	pm := func(name, cpu, mem string) *metricsv1beta1.PodMetrics {
-		return &metricsv1beta1.PodMetrics{Metadata: &metav1.ObjectMeta{Namespace: "default", Name: name},
-			Containers: []*metricsv1beta1.ContainerMetrics{
-				{Name: "app", Usage: map[string]*metav1.Quantity{"cpu": {String_: cpu}, "memory": {String_: mem}}},
-				{Name: "sidecar", Usage: map[string]*metav1.Quantity{"cpu": {String_: "1m"}, "memory": {String_: "1Mi"}}},
-			}}
-	}
-	items := []*metricsv1beta1.PodMetrics{pm("web-a", "250m", "20480Ki"), pm("web-b", "4021430n", "300Mi")}
-	var out bytes.Buffer
-	printPodMetrics(&out, podMetricsFrom(items), topPodFlags{sortBy: "memory"})
-	want := "NAME    CPU(cores)   MEMORY(bytes)   \nweb-b   6m           301Mi           \nweb-a   251m         21Mi            \n"
-	if out.String() != want {
-		t.Errorf("top pod --sort-by memory:\n%q\nwant\n%q", out.String(), want)
-	}
-	out.Reset()
-	printPodMetrics(&out, podMetricsFrom(items[:1]), topPodFlags{containers: true})
-	if !strings.Contains(out.String(), "POD") || !strings.Contains(out.String(), "web-a   app ") || !strings.Contains(out.String(), "sidecar") {
-		t.Errorf("top pod --containers:\n%s", out.String())
 	}
 }
