@@ -126,15 +126,28 @@ func describeHPA(w io.Writer, o scheme.Object, _ time.Time) {
 	ref := sp.GetScaleTargetRef()
 	l.kv("Reference", ref.GetKind()+"/"+ref.GetName())
 	l.kv("Metrics", "( current / target )")
-	for _, m := range sp.GetMetrics() {
+	cur := st.GetCurrentMetrics()
+	for i, m := range sp.GetMetrics() {
 		if r := m.GetResource(); r != nil {
-			target := "<unset>"
-			if u := r.GetTarget().AverageUtilization; u != nil {
-				target = fmt.Sprintf("%d%%", *u)
-			} else if v := r.GetTarget().GetAverageValue(); v != nil {
-				target = v.GetString_()
+			// As kubectl: the status metric at the same index is the
+			// current value, "0% (1m)" for a utilization.
+			var c *autoscalingv2.MetricValueStatus
+			if i < len(cur) && cur[i].GetResource() != nil {
+				c = cur[i].GetResource().GetCurrent()
 			}
-			fmt.Fprintf(w, "  resource %s on pods  (as a percentage of request):\t<unknown> / %s\n", r.Name, target)
+			if u := r.GetTarget().AverageUtilization; u != nil {
+				current := "<unknown>"
+				if c != nil && c.AverageUtilization != nil {
+					current = fmt.Sprintf("%d%% (%s)", *c.AverageUtilization, c.GetAverageValue().GetString_())
+				}
+				fmt.Fprintf(w, "  resource %s on pods  (as a percentage of request):\t%s / %d%%\n", r.Name, current, *u)
+			} else {
+				current := "<unknown>"
+				if c != nil && c.GetAverageValue() != nil {
+					current = c.GetAverageValue().GetString_()
+				}
+				fmt.Fprintf(w, "  resource %s on pods:\t%s / %s\n", r.Name, current, r.GetTarget().GetAverageValue().GetString_())
+			}
 			continue
 		}
 		fmt.Fprintf(w, "  %s metric:\t<unknown>\n", m.Type)

@@ -284,15 +284,35 @@ func accessModes(ms []string) string {
 }
 
 func hpaTargets(h *autoscalingv2.HorizontalPodAutoscaler) string {
+	// kubectl pairs each spec metric with the status metric at its index.
+	current := h.GetStatus().GetCurrentMetrics()
 	var out []string
-	for _, m := range h.GetSpec().GetMetrics() {
-		if r := m.GetResource(); r != nil {
-			if u := r.GetTarget().AverageUtilization; u != nil {
-				out = append(out, fmt.Sprintf("%s: <unknown>/%d%%", r.Name, *u))
-				continue
-			}
+	for i, m := range h.GetSpec().GetMetrics() {
+		r := m.GetResource()
+		if r == nil {
+			out = append(out, "<unknown>")
+			continue
 		}
-		out = append(out, "<unknown>")
+		var cur *autoscalingv2.MetricValueStatus
+		if i < len(current) && current[i].GetResource() != nil {
+			cur = current[i].GetResource().GetCurrent()
+		}
+		switch t := r.GetTarget(); {
+		case t.AverageUtilization != nil:
+			got := "<unknown>"
+			if cur != nil && cur.AverageUtilization != nil {
+				got = fmt.Sprintf("%d%%", *cur.AverageUtilization)
+			}
+			out = append(out, fmt.Sprintf("%s: %s/%d%%", r.Name, got, *t.AverageUtilization))
+		case t.GetAverageValue() != nil:
+			got := "<unknown>"
+			if cur != nil && cur.GetAverageValue() != nil {
+				got = cur.GetAverageValue().GetString_()
+			}
+			out = append(out, fmt.Sprintf("%s: %s/%s", r.Name, got, t.GetAverageValue().GetString_()))
+		default:
+			out = append(out, "<unknown>")
+		}
 	}
 	if len(out) == 0 {
 		return "<none>"

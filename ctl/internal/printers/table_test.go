@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	autoscalingv2 "skiff.dev/proto/api/autoscaling/v2"
 	corev1 "skiff.dev/proto/api/core/v1"
 	metav1 "skiff.dev/proto/api/meta/v1"
 	storagev1 "skiff.dev/proto/api/storage/v1"
@@ -70,6 +71,16 @@ func TestTables(t *testing.T) {
 		{nodePort, Options{Now: now}, "NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)                AGE\nweb    NodePort   10.96.0.10   <none>        80:30080/TCP,443/TCP   3m2s\n"},
 		{nodePort, Options{Now: now, AllNamespaces: true}, "NAMESPACE   NAME   TYPE       CLUSTER-IP   EXTERNAL-IP   PORT(S)                AGE\ndefault     web    NodePort   10.96.0.10   <none>        80:30080/TCP,443/TCP   3m2s\n"},
 		{node, Options{Now: now}, "NAME   STATUS                     ROLES           AGE    VERSION\nn1     Ready,SchedulingDisabled   control-plane   2d1h   v1.37.0-skiff\n"},
+		{&autoscalingv2.HorizontalPodAutoscaler{Metadata: &metav1.ObjectMeta{Name: "php-apache", Namespace: "default", CreationTimestamp: created},
+			Spec: &autoscalingv2.HorizontalPodAutoscalerSpec{ScaleTargetRef: &autoscalingv2.CrossVersionObjectReference{Kind: "Deployment", Name: "php-apache"},
+				MinReplicas: new(int32(1)), MaxReplicas: 10, Metrics: []*autoscalingv2.MetricSpec{
+					{Type: "Resource", Resource: &autoscalingv2.ResourceMetricSource{Name: "cpu", Target: &autoscalingv2.MetricTarget{Type: "Utilization", AverageUtilization: new(int32(50))}}},
+					{Type: "Resource", Resource: &autoscalingv2.ResourceMetricSource{Name: "memory", Target: &autoscalingv2.MetricTarget{Type: "AverageValue", AverageValue: &metav1.Quantity{String_: "100Mi"}}}}}},
+			Status: &autoscalingv2.HorizontalPodAutoscalerStatus{CurrentReplicas: 1, CurrentMetrics: []*autoscalingv2.MetricStatus{
+				{Type: "Resource", Resource: &autoscalingv2.ResourceMetricStatus{Name: "cpu", Current: &autoscalingv2.MetricValueStatus{AverageUtilization: new(int32(0))}}}}}},
+			Options{Now: now},
+			"NAME         REFERENCE               TARGETS                                MINPODS   MAXPODS   REPLICAS   AGE\n" +
+				"php-apache   Deployment/php-apache   cpu: 0%/50%, memory: <unknown>/100Mi   1         10        1          3m2s\n"},
 		{&storagev1.StorageClass{Metadata: &metav1.ObjectMeta{Name: "local-path", CreationTimestamp: created,
 			Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}},
 			Provisioner: "skiff.dev/local-path", VolumeBindingMode: new("WaitForFirstConsumer")}, Options{Now: now},
