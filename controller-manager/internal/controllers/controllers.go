@@ -12,8 +12,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"skiff.dev/client"
+	"skiff.dev/client/controller"
+	"skiff.dev/client/informer"
 	"skiff.dev/client/informers"
 	"skiff.dev/client/record"
+	"skiff.dev/client/workqueue"
+	"skiff.dev/proto/scheme"
 )
 
 // Options are the flag values controllers read.
@@ -112,6 +116,39 @@ func (cc Context) EventRecorder(component string) record.Recorder {
 		return &record.FakeRecorder{}
 	}
 	return cc.Recorder(component)
+}
+
+// RunQueue is the Run of a controller with one queue: once the caches
+// behind synced are filled, workers reconcile q's keys until ctx ends; a
+// queue whose caches never fill is shut down.
+func RunQueue(ctx context.Context, log *slog.Logger, q workqueue.Queue, workers int,
+	reconcile func(ctx context.Context, key string) error, synced ...informer.Registration) error {
+	log.Info("Starting controller")
+	defer log.Info("Shutting down controller")
+	if !informers.WaitForCacheSync(ctx, synced...) {
+		q.ShutDown()
+		return nil
+	}
+	controller.Run(ctx, q, workers, reconcile, log)
+	return nil
+}
+
+// ResyncEvery queues every object of l each period until ctx ends: the
+// periodic pass over a controller's own kind that upstream gets from its
+// informers' resync.
+func ResyncEvery[T scheme.Object](ctx context.Context, period time.Duration, q workqueue.Queue, l informers.Lister[T]) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			for _, o := range l.List(nil) {
+				q.Add(controller.KeyFunc(o))
+			}
+		}
+	}
 }
 
 // Controller is one reconcile loop. Run waits for its informers to sync,

@@ -107,20 +107,11 @@ func newController(cc controllers.Context) (*Controller, error) {
 	c := &Controller{
 		client: cc.Client,
 		queue:  workqueue.NewWithMetrics(workersName, cc.Registerer),
-		now:    cc.Now,
+		now:    cc.Clock(),
 		local:  time.Local,
-		log:    cc.Logger,
+		log:    cc.Log(),
 	}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	c.workers = defaultWorkers
-	if cc.Options != nil {
-		c.workers = cc.Options.Workers(workersName, defaultWorkers)
-	}
+	c.workers = cc.WorkersFor(workersName, defaultWorkers)
 	c.recorder = cc.EventRecorder(component)
 	skew, err := creationSkewMetric(cc.Registerer)
 	if err != nil {
@@ -166,14 +157,7 @@ func (c *Controller) Name() string { return component }
 
 // Run waits for the informers, then syncs until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	c.log.Info("Starting controller", "controller", component)
-	defer c.log.Info("Shutting down controller", "controller", component)
-	if !informers.WaitForCacheSync(ctx, c.regs...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	controller.Run(ctx, c.queue, c.workers, c.reconcile, c.log)
-	return nil
+	return controllers.RunQueue(ctx, c.log, c.queue, c.workers, c.reconcile, c.regs...)
 }
 
 func (c *Controller) enqueue(obj scheme.Object) { c.queue.Add(controller.KeyFunc(obj)) }

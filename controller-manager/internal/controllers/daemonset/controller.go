@@ -125,14 +125,7 @@ func (c *Controller) Name() string { return controllerName }
 
 // Run waits for the caches, then syncs DaemonSets until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	c.log.Info("Starting controller")
-	defer c.log.Info("Shutting down controller")
-	if !informers.WaitForCacheSync(ctx, c.synced...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	controller.Run(ctx, c.queue, c.workers, c.reconcile, c.log)
-	return nil
+	return controllers.RunQueue(ctx, c.log, c.queue, c.workers, c.reconcile, c.synced...)
 }
 
 func (c *Controller) enqueue(o scheme.Object) {

@@ -66,7 +66,7 @@ func newController(cc controllers.Context) *Controller {
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	c := &Controller{
 		client:    cc.Client,
-		recorder:  cc.Recorder(component),
+		recorder:  cc.EventRecorder(component),
 		log:       log,
 		now:       now,
 		queue:     workqueue.NewWithMetrics(controllerName, cc.Registerer),
@@ -100,14 +100,7 @@ func (c *Controller) Name() string { return controllerName }
 
 // Run waits for the caches, then syncs Deployments until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	c.log.Info("Starting controller")
-	defer c.log.Info("Shutting down controller")
-	if !informers.WaitForCacheSync(ctx, c.synced...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	controller.Run(ctx, c.queue, c.workers, c.reconcile, c.log)
-	return nil
+	return controllers.RunQueue(ctx, c.log, c.queue, c.workers, c.reconcile, c.synced...)
 }
 
 func (c *Controller) enqueue(d *appsv1.Deployment) {

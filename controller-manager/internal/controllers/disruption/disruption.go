@@ -90,18 +90,9 @@ type Controller struct {
 
 // New is the "disruption" controller.
 func New(cc controllers.Context) (controllers.Controller, error) {
-	c := &Controller{client: cc.Client, queue: workqueue.NewWithMetrics(Name, cc.Registerer), now: cc.Now, log: cc.Logger}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
+	c := &Controller{client: cc.Client, queue: workqueue.NewWithMetrics(Name, cc.Registerer), now: cc.Clock(), log: cc.Log()}
 	c.log = c.log.With("controller", Name)
-	if c.now == nil {
-		c.now = time.Now
-	}
-	c.workers = defaultWorkers
-	if cc.Options != nil {
-		c.workers = cc.Options.Workers(Name, defaultWorkers)
-	}
+	c.workers = cc.WorkersFor(Name, defaultWorkers)
 	c.recorder = cc.EventRecorder(Component)
 	pdbs := informers.For[*policyv1.PodDisruptionBudget](cc.Informers)
 	pods := informers.For[*corev1.Pod](cc.Informers)
@@ -151,14 +142,7 @@ func (c *Controller) Name() string { return Name }
 
 // Run syncs budgets once the caches are filled, until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	c.log.Info("Starting controller")
-	defer c.log.Info("Shutting down controller")
-	if !informers.WaitForCacheSync(ctx, c.regs...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	controller.Run(ctx, c.queue, c.workers, c.sync, c.log)
-	return nil
+	return controllers.RunQueue(ctx, c.log, c.queue, c.workers, c.sync, c.regs...)
 }
 
 func (c *Controller) enqueueNamespace(ns string) {

@@ -91,9 +91,9 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	c := &Controller{
 		client: cc.Client, services: svcs.Lister(), pods: pods.Lister(), endpoints: eps.Lister(),
 		queue:    workqueue.NewWithMetrics("endpoint", cc.Registerer),
-		recorder: cc.Recorder("endpoint-controller"),
+		recorder: cc.EventRecorder("endpoint-controller"),
 		log:      log,
-		workers:  cc.Options.Workers(Name, 5),
+		workers:  cc.WorkersFor(Name, 5),
 		triggers: endpointslice.NewTriggerTimeTracker(),
 		written:  &writeTracker{rv: map[string]int64{}},
 	}

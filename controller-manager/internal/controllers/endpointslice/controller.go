@@ -106,9 +106,9 @@ func NewWithConfig(cc controllers.Context, cfg Config) (*Controller, error) {
 	c := &Controller{
 		client: cc.Client, services: svcs.Lister(), pods: pods.Lister(), nodes: nodes.Lister(), slices: slices.Lister(),
 		queue:    workqueue.NewWithMetrics("endpoint_slice", cc.Registerer),
-		recorder: cc.Recorder("endpoint-slice-controller"),
+		recorder: cc.EventRecorder("endpoint-slice-controller"),
 		log:      log,
-		workers:  cc.Options.Workers(Name, 5),
+		workers:  cc.WorkersFor(Name, 5),
 
 		maxPerSlice: cfg.MaxEndpointsPerSlice,
 		tracker:     newSliceTracker(),

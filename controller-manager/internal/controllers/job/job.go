@@ -123,20 +123,12 @@ func newController(cc controllers.Context) (*Controller, error) {
 		finExp:      newFinalizerExpectations(),
 		backoff:     newBackoffStore(),
 		workers:     defaultWorkers,
-		now:         cc.Now,
-		log:         cc.Logger,
+		now:         cc.Clock(),
+		log:         cc.Log(),
 		m:           m,
 		batchPeriod: syncJobBatchPeriod,
 	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
-	if cc.Options != nil {
-		c.workers = cc.Options.Workers("job", defaultWorkers)
-	}
+	c.workers = cc.WorkersFor("job", defaultWorkers)
 	c.recorder = cc.EventRecorder(Name)
 	jobs := informers.For[*batchv1.Job](cc.Informers)
 	pods := informers.For[*corev1.Pod](cc.Informers)

@@ -84,15 +84,8 @@ func newController(cc controllers.Context) *Controller {
 	pv := informers.For[*corev1.PersistentVolume](cc.Informers)
 	sc := informers.For[*storagev1.StorageClass](cc.Informers)
 	c := &Controller{client: cc.Client, claims: pvc.Lister(), volumes: pv.Lister(), classes: sc.Lister(),
-		queue: workqueue.NewWithMetrics("localpathprovisioner", cc.Registerer), log: cc.Logger, EnsureClass: true}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
-	if cc.Recorder != nil {
-		c.recorder = cc.Recorder(Driver + "_skiff-controller-manager")
-	} else {
-		c.recorder = &record.FakeRecorder{}
-	}
+		queue: workqueue.NewWithMetrics("localpathprovisioner", cc.Registerer), log: cc.Log(), EnsureClass: true}
+	c.recorder = cc.EventRecorder(Driver + "_skiff-controller-manager")
 	claimKey := func(o scheme.Object) { c.queue.Add("claim:" + controller.KeyFunc(o)) }
 	volumeKey := func(o scheme.Object) { c.queue.Add("volume:" + o.GetMetadata().GetName()) }
 	c.regs = append(c.regs,

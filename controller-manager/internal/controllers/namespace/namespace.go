@@ -81,7 +81,7 @@ type Controller struct {
 // New builds the controller; its queue holds namespace names, and only the
 // namespace informer feeds it.
 func New(cc controllers.Context) (controllers.Controller, error) {
-	log := cc.Logger
+	log := cc.Log()
 	now := cc.Clock()
 	ns := informers.For[*corev1.Namespace](cc.Informers)
 	c := &Controller{
@@ -96,7 +96,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 			now: now,
 			log: log,
 		},
-		workers:             cc.Options.Workers(Name, 10),
+		workers:             cc.WorkersFor(Name, 10),
 		log:                 log,
 		deletionGracePeriod: namespaceDeletionGracePeriod,
 		remainingDelay: func(estimate int64) time.Duration {

@@ -65,7 +65,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	if !o.AllocateNodeCIDRs {
 		return nil, nil
 	}
-	c := &Controller{client: cc.Client, recorder: cc.Recorder("cidrAllocator"), log: cc.Logger,
+	c := &Controller{client: cc.Client, recorder: cc.EventRecorder("cidrAllocator"), log: cc.Log(),
 		queue: workqueue.NewWithMetrics("nodeipam", cc.Registerer), owner: map[netip.Prefix]string{}}
 	for _, s := range strings.Split(o.ClusterCIDR, ",") {
 		p, err := netip.ParsePrefix(strings.TrimSpace(s))

@@ -138,7 +138,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	now := cc.Clock()
 	c := &Controller{
 		client: cc.Client, nodes: nodes.Lister(), leases: leases.Lister(), pods: pods.Lister(), podInformer: pods.Informer(),
-		recorder: cc.Recorder("node-controller"), log: cc.Logger, now: now,
+		recorder: cc.EventRecorder("node-controller"), log: cc.Log(), now: now,
 		metrics:       newMetrics(cc.Registerer),
 		monitorPeriod: orDefault(o.NodeMonitorPeriod, defaultMonitorPeriod),
 		monitorGrace:  orDefault(o.NodeMonitorGracePeriod, defaultMonitorGrace),

@@ -60,7 +60,7 @@ type taintEviction struct {
 func newTaintEviction(cc controllers.Context, nodes *informers.Typed[*corev1.Node], pods *informers.Typed[*corev1.Pod],
 	m *metrics, now func() time.Time) *taintEviction {
 	t := &taintEviction{client: cc.Client, nodes: nodes.Lister(), podInformer: pods.Informer(),
-		recorder: cc.Recorder(taintEvictionName), log: cc.Logger.With("loop", taintEvictionName), now: now, metrics: m,
+		recorder: cc.EventRecorder(taintEvictionName), log: cc.Log().With("loop", taintEvictionName), now: now, metrics: m,
 		queue:     workqueue.NewWithMetrics("noexec_taint_node", cc.Registerer),
 		scheduled: map[string]scheduledEviction{}, firstSeen: map[string]map[string]time.Time{}}
 	t.synced = append(t.synced,

@@ -69,23 +69,13 @@ func newController(cc controllers.Context) *Controller {
 		client:       cc.Client,
 		volumeQ:      workqueue.NewWithMetrics("volumes", cc.Registerer),
 		claimQ:       workqueue.NewWithMetrics("claims", cc.Registerer),
-		log:          cc.Logger,
-		now:          cc.Now,
+		log:          cc.Log(),
+		now:          cc.Clock(),
 		ResyncPeriod: DefaultResyncPeriod,
 		wroteVolumes: map[string]*corev1.PersistentVolume{},
 		wroteClaims:  map[string]*corev1.PersistentVolumeClaim{},
 	}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	if cc.Recorder != nil {
-		c.recorder = cc.Recorder(component)
-	} else {
-		c.recorder = &record.FakeRecorder{}
-	}
+	c.recorder = cc.EventRecorder(component)
 	pv := informers.For[*corev1.PersistentVolume](cc.Informers)
 	pvc := informers.For[*corev1.PersistentVolumeClaim](cc.Informers)
 	sc := informers.For[*storagev1.StorageClass](cc.Informers)

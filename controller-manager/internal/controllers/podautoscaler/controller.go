@@ -120,7 +120,7 @@ func NewWithOptions(cc controllers.Context, o Options, metrics MetricsClient, sc
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	podLister := pods.Lister()
 	c := &Controller{
-		client: cc.Client, hpas: hpas.Lister(), recorder: cc.Recorder(component), log: log, now: now, opts: o,
+		client: cc.Client, hpas: hpas.Lister(), recorder: cc.EventRecorder(component), log: log, now: now, opts: o,
 		queue:  workqueue.NewWithMetrics("horizontalpodautoscaler", cc.Registerer),
 		scales: scales,
 		calc: &ReplicaCalculator{metrics: metrics, now: now,
@@ -154,26 +154,8 @@ func (c *Controller) Name() string { return Name }
 
 // Run syncs every HPA each sync period until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	if !informers.WaitForCacheSync(ctx, c.synced...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	go func() {
-		t := time.NewTicker(c.opts.SyncPeriod)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				for _, h := range c.hpas.List(nil) {
-					c.queue.Add(controller.KeyFunc(h))
-				}
-			}
-		}
-	}()
-	controller.Run(ctx, c.queue, c.opts.Workers, c.reconcile, c.log)
-	return nil
+	go controllers.ResyncEvery(ctx, c.opts.SyncPeriod, c.queue, c.hpas)
+	return controllers.RunQueue(ctx, c.log, c.queue, c.opts.Workers, c.reconcile, c.synced...)
 }
 
 func (c *Controller) reconcile(ctx context.Context, key string) error {

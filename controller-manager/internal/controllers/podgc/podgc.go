@@ -67,15 +67,12 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	nodes := informers.For[*corev1.Node](cc.Informers)
 	c := &Controller{client: cc.Client, pods: pods.Lister(), nodes: nodes.Lister(),
-		threshold: cc.Options.TerminatedPodGCThreshold, now: cc.Now, period: gcCheckPeriod, log: cc.Logger,
+		threshold: cc.Options.TerminatedPodGCThreshold, now: cc.Clock(), period: gcCheckPeriod, log: cc.Log(),
 		missing: map[string]time.Time{},
 		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{Subsystem: "pod_gc_collector", Name: "force_delete_pods_total",
 			Help: "Number of pods that are being forcefully deleted since the Pod GC Controller started."}, []string{"namespace", "reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Subsystem: "pod_gc_collector", Name: "force_delete_pod_errors_total",
 			Help: "Number of errors encountered when forcefully deleting the pods since the Pod GC Controller started."}, []string{"namespace", "reason"}),
-	}
-	if c.now == nil {
-		c.now = time.Now
 	}
 	if cc.Registerer != nil {
 		cc.Registerer.MustRegister(c.deleted, c.errors)

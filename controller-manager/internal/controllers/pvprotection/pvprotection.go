@@ -59,10 +59,7 @@ func NewPVCProtection(cc controllers.Context) (controllers.Controller, error) {
 	pvc := informers.For[*corev1.PersistentVolumeClaim](cc.Informers)
 	pods := informers.For[*corev1.Pod](cc.Informers)
 	c := &PVCController{client: cc.Client, claims: pvc.Lister(), podInf: pods.Informer(),
-		queue: workqueue.NewWithMetrics("pvcprotection", cc.Registerer), log: cc.Logger}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
+		queue: workqueue.NewWithMetrics("pvcprotection", cc.Registerer), log: cc.Log()}
 	if err := c.podInf.AddIndexers(map[string]informer.IndexFunc{pvcIndex: podClaimKeys}); err != nil {
 		return nil, fmt.Errorf("pvc-protection: %w", err)
 	}
@@ -109,12 +106,7 @@ func (c *PVCController) Name() string { return PVCName }
 
 // Run syncs until ctx ends.
 func (c *PVCController) Run(ctx context.Context) error {
-	if !informers.WaitForCacheSync(ctx, c.regs...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	controller.Run(ctx, c.queue, 1, c.reconcile, c.log)
-	return nil
+	return controllers.RunQueue(ctx, c.log, c.queue, 1, c.reconcile, c.regs...)
 }
 
 func (c *PVCController) reconcile(ctx context.Context, key string) error {
@@ -217,10 +209,7 @@ type PVController struct {
 func NewPVProtection(cc controllers.Context) (controllers.Controller, error) {
 	pv := informers.For[*corev1.PersistentVolume](cc.Informers)
 	c := &PVController{client: cc.Client, volumes: pv.Lister(),
-		queue: workqueue.NewWithMetrics("pvprotection", cc.Registerer), log: cc.Logger}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
+		queue: workqueue.NewWithMetrics("pvprotection", cc.Registerer), log: cc.Log()}
 	enqueue := func(o scheme.Object) { c.queue.Add(o.GetMetadata().GetName()) }
 	c.regs = append(c.regs, pv.Informer().AddHandler(informer.Handler{OnAdd: enqueue, OnUpdate: func(_, o scheme.Object) { enqueue(o) }}))
 	return c, nil
@@ -230,12 +219,7 @@ func (c *PVController) Name() string { return PVName }
 
 // Run syncs until ctx ends.
 func (c *PVController) Run(ctx context.Context) error {
-	if !informers.WaitForCacheSync(ctx, c.regs...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	controller.Run(ctx, c.queue, 1, c.reconcile, c.log)
-	return nil
+	return controllers.RunQueue(ctx, c.log, c.queue, 1, c.reconcile, c.regs...)
 }
 
 // reconcile adds the finalizer to live volumes and removes it from deleted

@@ -120,19 +120,10 @@ func newController(cc controllers.Context, name, component string, w workloads) 
 		client: cc.Client,
 		queue:  workqueue.NewWithMetrics(name, cc.Registerer),
 		exp:    controller.NewUIDTrackingExpectations(nil),
-		now:    cc.Now,
-		log:    cc.Logger,
+		now:    cc.Clock(),
+		log:    cc.Log(),
 	}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	c.workers = defaultWorkers
-	if cc.Options != nil {
-		c.workers = cc.Options.Workers(name, defaultWorkers)
-	}
+	c.workers = cc.WorkersFor(name, defaultWorkers)
 	c.recorder = cc.EventRecorder(component)
 	ratio, err := sortingDeletionAgeRatio(cc.Registerer)
 	if err != nil {
@@ -182,14 +173,7 @@ func (c *Controller) Name() string { return c.name }
 // Run waits for the informers to deliver their initial lists, then syncs
 // until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	c.log.Info("Starting controller")
-	defer c.log.Info("Shutting down controller")
-	if !informers.WaitForCacheSync(ctx, c.regs...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	controller.Run(ctx, c.queue, c.workers, c.sync, c.log)
-	return nil
+	return controllers.RunQueue(ctx, c.log, c.queue, c.workers, c.sync, c.regs...)
 }
 
 func (c *Controller) kind() string { return c.w.kind().Kind }

@@ -88,21 +88,12 @@ func NewWithSyncPeriod(cc controllers.Context, period time.Duration) (controller
 		client:     cc.Client,
 		queue:      workqueue.NewWithMetrics(Name, cc.Registerer),
 		syncPeriod: period,
-		now:        cc.Now,
-		log:        cc.Logger,
+		now:        cc.Clock(),
+		log:        cc.Log(),
 		watched:    map[*scheme.Kind]*informer.Informer{},
 	}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
 	c.log = c.log.With("controller", Name)
-	if c.now == nil {
-		c.now = time.Now
-	}
-	c.workers = defaultWorkers
-	if cc.Options != nil {
-		c.workers = cc.Options.Workers(Name, defaultWorkers)
-	}
+	c.workers = cc.WorkersFor(Name, defaultWorkers)
 	rq := informers.For[*corev1.ResourceQuota](cc.Informers)
 	c.quotas = rq.Lister()
 	c.regs = append(c.regs, rq.Informer().AddHandler(informer.Handler{
@@ -128,28 +119,8 @@ func (c *Controller) Name() string { return Name }
 // Run syncs every quota once the caches are filled, then on changes and
 // every sync period, until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	c.log.Info("Starting controller")
-	defer c.log.Info("Shutting down controller")
-	if !informers.WaitForCacheSync(ctx, c.regs...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	go func() {
-		t := time.NewTicker(c.syncPeriod)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				for _, q := range c.quotas.List(nil) {
-					c.queue.Add(controller.KeyFunc(q))
-				}
-			}
-		}
-	}()
-	controller.Run(ctx, c.queue, c.workers, c.sync, c.log)
-	return nil
+	go controllers.ResyncEvery(ctx, c.syncPeriod, c.queue, c.quotas)
+	return controllers.RunQueue(ctx, c.log, c.queue, c.workers, c.sync, c.regs...)
 }
 
 // updateQuota syncs a quota whose spec changed, or whose status does not

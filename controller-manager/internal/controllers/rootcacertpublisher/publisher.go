@@ -60,7 +60,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	ns := informers.For[*corev1.Namespace](cc.Informers)
 	cm := informers.For[*corev1.ConfigMap](cc.Informers)
 	c := &Controller{client: cc.Client, rootCA: string(cc.Options.RootCA), namespaces: ns.Lister(), configMaps: cm.Lister(),
-		queue: workqueue.NewWithMetrics("root_ca_cert_publisher", cc.Registerer), log: cc.Logger,
+		queue: workqueue.NewWithMetrics("root_ca_cert_publisher", cc.Registerer), log: cc.Log(),
 		syncs: register(cc.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "root_ca_cert_publisher_sync_total", Help: "Number of namespace syncs happened in root ca cert publisher.",
 		}, []string{"code"})),

@@ -42,7 +42,7 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 	ns := informers.For[*corev1.Namespace](cc.Informers)
 	sa := informers.For[*corev1.ServiceAccount](cc.Informers)
 	c := &Controller{client: cc.Client, namespaces: ns.Lister(), accounts: sa.Lister(),
-		queue: workqueue.NewWithMetrics("serviceaccount", cc.Registerer), log: cc.Logger}
+		queue: workqueue.NewWithMetrics("serviceaccount", cc.Registerer), log: cc.Log()}
 	enqueueNS := func(o scheme.Object) { c.queue.Add(o.GetMetadata().GetName()) }
 	c.synced = append(c.synced,
 		ns.Informer().AddHandler(informer.Handler{

@@ -46,18 +46,10 @@ func New(cc controllers.Context) (controllers.Controller, error) {
 		client:  cc.Client,
 		queue:   workqueue.NewWithMetrics("ttl_jobs_to_delete", cc.Registerer),
 		workers: defaultWorkers,
-		now:     cc.Now,
-		log:     cc.Logger,
+		now:     cc.Clock(),
+		log:     cc.Log(),
 	}
-	if c.now == nil {
-		c.now = time.Now
-	}
-	if c.log == nil {
-		c.log = slog.Default()
-	}
-	if cc.Options != nil {
-		c.workers = cc.Options.Workers("ttl-after-finished", defaultWorkers)
-	}
+	c.workers = cc.WorkersFor("ttl-after-finished", defaultWorkers)
 	jobs := informers.For[*batchv1.Job](cc.Informers)
 	c.jobs = jobs.Lister()
 	c.regs = append(c.regs, jobs.Informer().AddHandler(informer.Handler{
@@ -72,14 +64,7 @@ func (c *Controller) Name() string { return Name }
 
 // Run waits for the cache and works until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	c.log.Info("Starting TTL after finished controller")
-	defer c.log.Info("Shutting down TTL after finished controller")
-	if !informers.WaitForCacheSync(ctx, c.regs...) {
-		c.queue.ShutDown()
-		return nil
-	}
-	controller.Run(ctx, c.queue, c.workers, c.sync, c.log)
-	return nil
+	return controllers.RunQueue(ctx, c.log, c.queue, c.workers, c.sync, c.regs...)
 }
 
 func (c *Controller) enqueueIfNeeded(obj scheme.Object) {
