@@ -3,6 +3,7 @@ package daemonset
 import (
 	"context"
 	"fmt"
+	"skiff.dev/client/controller"
 	"sort"
 	"strings"
 	"testing"
@@ -268,7 +269,7 @@ func TestOnePodPerEligibleNode(t *testing.T) {
 		t.Fatalf("revisions = %v, want one, revision 1", revs)
 	}
 	hash := revs[0].Metadata.Labels[history.ControllerRevisionHashLabel]
-	if revs[0].Metadata.Name != "agent-"+hash || hash != history.HashTemplate(ds.Spec.Template, nil) {
+	if revs[0].Metadata.Name != "agent-"+hash || hash != controller.ComputeHash(ds.Spec.Template, nil) {
 		t.Errorf("revision %s hash %s, want agent-<template hash>", revs[0].Metadata.Name, hash)
 	}
 	if got, want := f.podNodes(), []string{"a=" + hash, "b=" + hash}; fmt.Sprint(got) != fmt.Sprint(want) {

@@ -101,7 +101,7 @@ func (c *Controller) snapshot(ctx context.Context, ds *appsv1.DaemonSet, revisio
 	if err != nil {
 		return nil, err
 	}
-	hash := history.HashTemplate(ds.Spec.GetTemplate(), collisionCount(ds))
+	hash := controller.ComputeHash(ds.Spec.GetTemplate(), collisionCount(ds))
 	name := history.ControllerRevisionName(ds.Metadata.GetName(), hash)
 	l := maps.Clone(ds.Spec.GetTemplate().GetMetadata().GetLabels())
 	if l == nil {

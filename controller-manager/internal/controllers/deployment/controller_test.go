@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"skiff.dev/client"
+	"skiff.dev/client/controller"
 	"skiff.dev/client/fake"
 	"skiff.dev/client/informers"
 	"skiff.dev/client/record"
@@ -244,7 +245,7 @@ func TestNewDeploymentCreatesReplicaSet(t *testing.T) {
 	f := newFixture(t, d)
 	f.mustSync("web")
 
-	hash := ComputeHash(d.Spec.Template, nil)
+	hash := controller.ComputeHash(d.Spec.Template, nil)
 	rss := f.replicaSets()
 	if len(rss) != 1 {
 		t.Fatalf("%d ReplicaSets, want 1", len(rss))
@@ -765,7 +766,7 @@ func TestReplicaFailureIsCopied(t *testing.T) {
 
 func TestHashCollisionBumpsCollisionCount(t *testing.T) {
 	d := newDeployment("web", 1, rolling(metav1.IntOrStringFromInt(1), metav1.IntOrStringFromInt(0)))
-	hash := ComputeHash(d.Spec.Template, nil)
+	hash := controller.ComputeHash(d.Spec.Template, nil)
 	squatter := &appsv1.ReplicaSet{
 		Metadata: &metav1.ObjectMeta{Name: "web-" + hash, Namespace: "default", Labels: map[string]string{"other": "x"}},
 		Spec: &appsv1.ReplicaSetSpec{Replicas: ptr(int32(0)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"other": "x"}},
@@ -779,7 +780,7 @@ func TestHashCollisionBumpsCollisionCount(t *testing.T) {
 		t.Fatalf("collisionCount = %d, want 1", got)
 	}
 	f.mustSync("web")
-	want := "web-" + ComputeHash(d.Spec.Template, ptr(int32(1)))
+	want := "web-" + controller.ComputeHash(d.Spec.Template, ptr(int32(1)))
 	if _, err := f.cs.Tracker().Get(rsKind, "default", want); err != nil {
 		t.Errorf("no ReplicaSet %s after the bump: %v", want, err)
 	}

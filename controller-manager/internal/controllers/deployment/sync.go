@@ -139,7 +139,7 @@ func (c *Controller) getNewReplicaSet(ctx context.Context, d *appsv1.Deployment,
 	if tmpl == nil {
 		tmpl = &corev1.PodTemplateSpec{}
 	}
-	hash := ComputeHash(tmpl, d.Status.CollisionCount)
+	hash := controller.ComputeHash(tmpl, d.Status.CollisionCount)
 	if tmpl.Metadata == nil {
 		tmpl.Metadata = &metav1.ObjectMeta{}
 	}

@@ -1,9 +1,7 @@
 package deployment
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"sort"
 	"strconv"
@@ -12,7 +10,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/rand"
 
 	appsv1 "skiff.dev/proto/api/apps/v1"
 	corev1 "skiff.dev/proto/api/core/v1"
@@ -95,28 +92,6 @@ func rsReplicas(rs *appsv1.ReplicaSet) int32 {
 		return *r
 	}
 	return 1
-}
-
-// ComputeHash is the pod-template-hash of a template: upstream's
-// controller.ComputeHash (fnv32a, the collision count appended as 8 little
-// endian bytes, rand.SafeEncodeString of the decimal sum) over the
-// template's deterministic protobuf encoding instead of a deep-hash print of
-// Go structs, which protobuf messages do not have in a stable form.
-func ComputeHash(template *corev1.PodTemplateSpec, collisionCount *int32) string {
-	h := fnv.New32a()
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(template)
-	if err != nil {
-		// A message that cannot be encoded cannot be stored either; hash
-		// its text so the name is still a function of the template.
-		b = []byte(fmt.Sprint(template))
-	}
-	h.Write(b)
-	if collisionCount != nil {
-		buf := make([]byte, 8)
-		binary.LittleEndian.PutUint32(buf, uint32(*collisionCount))
-		h.Write(buf)
-	}
-	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
 }
 
 // EqualIgnoreHash reports two templates equal but for their

@@ -3,6 +3,7 @@ package deployment
 import (
 	"fmt"
 	"math"
+	"skiff.dev/client/controller"
 	"testing"
 	"time"
 
@@ -344,14 +345,14 @@ func TestSetNewReplicaSetAnnotations(t *testing.T) {
 
 func TestComputeHash(t *testing.T) {
 	t1 := template("img:1", map[string]string{"app": "foo"})
-	h := ComputeHash(t1, nil)
-	if h != ComputeHash(template("img:1", map[string]string{"app": "foo"}), nil) {
+	h := controller.ComputeHash(t1, nil)
+	if h != controller.ComputeHash(template("img:1", map[string]string{"app": "foo"}), nil) {
 		t.Error("equal templates hash alike")
 	}
-	if h == ComputeHash(template("img:2", map[string]string{"app": "foo"}), nil) {
+	if h == controller.ComputeHash(template("img:2", map[string]string{"app": "foo"}), nil) {
 		t.Error("different templates hash apart")
 	}
-	if h == ComputeHash(t1, ptr(int32(1))) || ComputeHash(t1, ptr(int32(1))) == ComputeHash(t1, ptr(int32(2))) {
+	if h == controller.ComputeHash(t1, ptr(int32(1))) || controller.ComputeHash(t1, ptr(int32(1))) == controller.ComputeHash(t1, ptr(int32(2))) {
 		t.Error("the collision count changes the hash")
 	}
 	for _, c := range h {

@@ -10,7 +10,6 @@ package history
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -57,26 +56,6 @@ func HashControllerRevision(rev *appsv1.ControllerRevision, probe *int32) string
 	h.Write(rev.GetData().GetRaw())
 	if probe != nil {
 		h.Write([]byte(strconv.FormatInt(int64(*probe), 10)))
-	}
-	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
-}
-
-// HashTemplate is upstream's controller.ComputeHash, which the DaemonSet
-// controller names its revisions by: fnv32a of the template (its
-// deterministic protobuf encoding here, upstream's deep-hash print of Go
-// structs having no protobuf equivalent) and the collision count as 8 little
-// endian bytes, safe-encoded.
-func HashTemplate(t *corev1.PodTemplateSpec, collisionCount *int32) string {
-	h := fnv.New32a()
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(t)
-	if err != nil {
-		b = []byte(fmt.Sprint(t))
-	}
-	h.Write(b)
-	if collisionCount != nil {
-		buf := make([]byte, 8)
-		binary.LittleEndian.PutUint32(buf, uint32(*collisionCount))
-		h.Write(buf)
 	}
 	return rand.SafeEncodeString(fmt.Sprint(h.Sum32()))
 }
