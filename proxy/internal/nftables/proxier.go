@@ -322,20 +322,8 @@ func (p *Proxier) sync() error {
 	}
 	p.log.Debug("SyncProxyRules complete", "elapsed", time.Since(start), "full", full,
 		"services", len(p.svcPortMap), "ops", p.LastOps)
-	for _, times := range res.LastChangeTriggerTimes {
-		p.cfg.Metrics.ObserveProgramming(times)
-	}
-	if p.cfg.Health != nil {
-		p.cfg.Health.Updated(string(p.cfg.Family))
-	}
-	p.cfg.Metrics.LastSync.SetToCurrentTime()
-	if p.cfg.ServiceHealth != nil {
-		// Every sync, changes or not: a port that could not be bound is
-		// tried again on the next one.
-		if err := proxy.SyncServiceHealth(p.cfg.ServiceHealth, p.svcPortMap, p.endpointsMap); err != nil {
-			p.log.Error("syncing service health checks", "err", err)
-		}
-	}
+	proxy.Synced{Family: p.cfg.Family, Metrics: p.cfg.Metrics, Health: p.cfg.Health, ServiceHealth: p.cfg.ServiceHealth,
+		Logger: p.log}.Report(res, p.svcPortMap, p.endpointsMap)
 	if p.cfg.Conntrack != nil {
 		if fs := conntrack.Filters(res); len(fs) > 0 {
 			n, err := p.cfg.Conntrack.DeleteUDP(p.cfg.Family, fs)

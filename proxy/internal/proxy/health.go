@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
+
+	"skiff.dev/proxy/internal/metrics"
 )
 
 // ServiceHealth is told after every successful sync which Services have a
@@ -66,4 +69,33 @@ func SyncServiceHealth(h ServiceHealth, svcs ServicePortMap, eps EndpointsMap) e
 	// The counts first: a listener opened by SyncServices then answers
 	// with this sync's count at once, not with none.
 	return errors.Join(h.SyncEndpoints(local), h.SyncServices(ports))
+}
+
+// Synced is what every proxier reports once a sync's rules are in: the
+// network programming latency of the changes it carried, the health
+// server's and the metric's last sync, and the Services' health checks
+// (every sync, changes or not: a port that could not be bound is tried
+// again on the next one).
+type Synced struct {
+	Family        Family
+	Metrics       *metrics.Metrics
+	Health        interface{ Updated(family string) }
+	ServiceHealth ServiceHealth
+	Logger        *slog.Logger
+}
+
+// Report records a successful sync that applied res, leaving svcs and eps.
+func (s Synced) Report(res UpdateResult, svcs ServicePortMap, eps EndpointsMap) {
+	for _, times := range res.LastChangeTriggerTimes {
+		s.Metrics.ObserveProgramming(times)
+	}
+	if s.Health != nil {
+		s.Health.Updated(string(s.Family))
+	}
+	s.Metrics.LastSync.SetToCurrentTime()
+	if s.ServiceHealth != nil {
+		if err := SyncServiceHealth(s.ServiceHealth, svcs, eps); err != nil {
+			s.Logger.Error("syncing service health checks", "err", err)
+		}
+	}
 }
