@@ -8,7 +8,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	corev1 "skiff.dev/proto/api/core/v1"
@@ -381,17 +380,8 @@ func PodMatchesScope(s *corev1.ScopedResourceSelectorRequirement, p *corev1.Pod)
 }
 
 func scopeAsSelector(s *corev1.ScopedResourceSelectorRequirement) (labels.Selector, error) {
-	var op selection.Operator
-	switch s.GetOperator() {
-	case "In":
-		op = selection.In
-	case "NotIn":
-		op = selection.NotIn
-	case "Exists":
-		op = selection.Exists
-	case "DoesNotExist":
-		op = selection.DoesNotExist
-	default:
+	op, ok := metav1.SelectorOperator(s.GetOperator())
+	if !ok {
 		return nil, fmt.Errorf("%q is not a valid scope selector operator", s.GetOperator())
 	}
 	r, err := labels.NewRequirement(s.GetScopeName(), op, s.GetValues())

@@ -48,17 +48,8 @@ func LabelSelectorAsSelector(ps *LabelSelector) (labels.Selector, error) {
 		sel = sel.Add(*r)
 	}
 	for _, e := range ps.MatchExpressions {
-		var op selection.Operator
-		switch e.Operator {
-		case "In":
-			op = selection.In
-		case "NotIn":
-			op = selection.NotIn
-		case "Exists":
-			op = selection.Exists
-		case "DoesNotExist":
-			op = selection.DoesNotExist
-		default:
+		op, ok := SelectorOperator(e.Operator)
+		if !ok {
 			return nil, fmt.Errorf("%q is not a valid label selector operator", e.Operator)
 		}
 		r, err := labels.NewRequirement(e.Key, op, append([]string(nil), e.Values...))
@@ -139,4 +130,21 @@ func GetControllerOf(m *ObjectMeta) *OwnerReference {
 		}
 	}
 	return nil
+}
+
+// SelectorOperator is the labels operator of a selector requirement's
+// operator (In, NotIn, Exists, DoesNotExist), as label selectors and
+// quota scope selectors spell them.
+func SelectorOperator(op string) (selection.Operator, bool) {
+	switch op {
+	case "In":
+		return selection.In, true
+	case "NotIn":
+		return selection.NotIn, true
+	case "Exists":
+		return selection.Exists, true
+	case "DoesNotExist":
+		return selection.DoesNotExist, true
+	}
+	return "", false
 }
